@@ -27,7 +27,11 @@ pub struct DeadLetter {
     pub fields: Vec<(String, String)>,
 }
 
-pub(crate) async fn list(conn: &RedisConn, keys: &Keys, count: usize) -> Result<Vec<DeadLetter>, QueueError> {
+pub(crate) async fn list(
+    conn: &RedisConn,
+    keys: &Keys,
+    count: usize,
+) -> Result<Vec<DeadLetter>, QueueError> {
     let mut conn = conn.clone();
     let v: redis::Value = redis::cmd("XREVRANGE")
         .arg(&keys.dead)
@@ -43,7 +47,12 @@ pub(crate) async fn list(conn: &RedisConn, keys: &Keys, count: usize) -> Result<
             let fields: Vec<(String, String)> = e
                 .fields
                 .iter()
-                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    )
+                })
                 .collect();
             let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             DeadLetter {

@@ -13,8 +13,6 @@ pub struct Keys {
     pub dead: String,
     /// Sorted set of worker names, scored by their last heartbeat in ms.
     pub workers: String,
-    /// Sorted set of trim checkpoints (entries read -> last delivered id).
-    pub trim: String,
 }
 
 impl Keys {
@@ -25,7 +23,6 @@ impl Keys {
             delayed: format!("{tag}:delayed"),
             dead: format!("{tag}:dead"),
             workers: format!("{tag}:workers"),
-            trim: format!("{tag}:trim"),
             tag,
         }
     }

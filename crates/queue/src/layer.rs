@@ -45,7 +45,11 @@ pub struct MissingJobInfo;
 impl<Args: Sync> FromRequest<Task<Args>> for JobInfo {
     type Error = MissingJobInfo;
     async fn from_request(task: &Task<Args>) -> Result<Self, Self::Error> {
-        task.ctx().data().get::<JobInfo>().cloned().ok_or(MissingJobInfo)
+        task.ctx()
+            .data()
+            .get::<JobInfo>()
+            .cloned()
+            .ok_or(MissingJobInfo)
     }
 }
 
@@ -84,12 +88,18 @@ pub(crate) fn decide(info: &JobInfo, error: Option<&BoxDynError>, now_ms: u64) -
             attempts: Some(attempt),
             reason: reason.clone(),
         },
-        Some(JobError::Retry(reason)) => retry(now_ms + info.policy.backoff(attempt).as_millis() as u64, reason.clone()),
+        Some(JobError::Retry(reason)) => retry(
+            now_ms + info.policy.backoff(attempt).as_millis() as u64,
+            reason.clone(),
+        ),
         None if error.downcast_ref::<AbortError>().is_some() => Settlement::Dead {
             attempts: Some(attempt),
             reason: error.to_string(),
         },
-        None => retry(now_ms + info.policy.backoff(attempt).as_millis() as u64, error.to_string()),
+        None => retry(
+            now_ms + info.policy.backoff(attempt).as_millis() as u64,
+            error.to_string(),
+        ),
     }
 }
 
@@ -151,7 +161,12 @@ where
                 let outcome = decide(&info, res.as_ref().err(), crate::now_ms());
                 match &outcome {
                     Settlement::Ack => {}
-                    Settlement::Requeue { run_at_ms, counter, error, .. } => {
+                    Settlement::Requeue {
+                        run_at_ms,
+                        counter,
+                        error,
+                        ..
+                    } => {
                         if *counter == "retried" {
                             warn!(%queue, job = %info.job_id, attempt = info.attempt, error = error.as_deref().unwrap_or(""), retry_at_ms = run_at_ms, "Job failed; will retry");
                         }
@@ -211,7 +226,12 @@ mod tests {
     fn retry_uses_an_attempt_and_full_jitter_backoff() {
         for _ in 0..200 {
             match decide(&info(2, 3), Some(&boxed(JobError::retry("flaky"))), 1_000) {
-                Settlement::Requeue { run_at_ms, attempts, error, counter } => {
+                Settlement::Requeue {
+                    run_at_ms,
+                    attempts,
+                    error,
+                    counter,
+                } => {
                     // Attempt 2 failed: backoff is uniform in [0, base * 2^1] = [0, 200] ms.
                     assert!((1_000..=1_200).contains(&run_at_ms), "{run_at_ms}");
                     assert_eq!(attempts, 2);
@@ -225,7 +245,11 @@ mod tests {
 
     #[test]
     fn last_attempt_goes_to_dead_letter_with_its_error() {
-        let s = decide(&info(3, 3), Some(&boxed(JobError::retry("still flaky"))), 1_000);
+        let s = decide(
+            &info(3, 3),
+            Some(&boxed(JobError::retry("still flaky"))),
+            1_000,
+        );
         assert_eq!(
             s,
             Settlement::Dead {
@@ -237,7 +261,14 @@ mod tests {
 
     #[test]
     fn deferral_keeps_the_attempt_and_the_time() {
-        let s = decide(&info(1, 1), Some(&boxed(JobError::Defer { until_ms: 9_000, reason: "budget".into() })), 1_000);
+        let s = decide(
+            &info(1, 1),
+            Some(&boxed(JobError::Defer {
+                until_ms: 9_000,
+                reason: "budget".into(),
+            })),
+            1_000,
+        );
         assert_eq!(
             s,
             Settlement::Requeue {
@@ -251,15 +282,45 @@ mod tests {
 
     #[test]
     fn retry_at_is_exact_and_permanent_is_dead() {
-        let s = decide(&info(1, 5), Some(&boxed(JobError::RetryAt { at_ms: 5_000, reason: "429".into() })), 1_000);
-        assert!(matches!(s, Settlement::Requeue { run_at_ms: 5_000, attempts: 1, .. }));
-        let s = decide(&info(1, 5), Some(&boxed(JobError::permanent("INVALID_DATA"))), 1_000);
-        assert_eq!(s, Settlement::Dead { attempts: Some(1), reason: "INVALID_DATA".into() });
+        let s = decide(
+            &info(1, 5),
+            Some(&boxed(JobError::RetryAt {
+                at_ms: 5_000,
+                reason: "429".into(),
+            })),
+            1_000,
+        );
+        assert!(matches!(
+            s,
+            Settlement::Requeue {
+                run_at_ms: 5_000,
+                attempts: 1,
+                ..
+            }
+        ));
+        let s = decide(
+            &info(1, 5),
+            Some(&boxed(JobError::permanent("INVALID_DATA"))),
+            1_000,
+        );
+        assert_eq!(
+            s,
+            Settlement::Dead {
+                attempts: Some(1),
+                reason: "INVALID_DATA".into()
+            }
+        );
     }
 
     #[test]
     fn foreign_errors_are_retried() {
         let e: BoxDynError = "io error".into();
-        assert!(matches!(decide(&info(1, 2), Some(&e), 0), Settlement::Requeue { counter: "retried", .. }));
+        assert!(matches!(
+            decide(&info(1, 2), Some(&e), 0),
+            Settlement::Requeue {
+                counter: "retried",
+                ..
+            }
+        ));
     }
 }

@@ -60,7 +60,10 @@ where
             }
         }
     }
-    info!(drain_secs = drain.as_secs_f64(), "Shutdown requested: finishing running jobs");
+    info!(
+        drain_secs = drain.as_secs_f64(),
+        "Shutdown requested: finishing running jobs"
+    );
     let _ = ctx.shutdown();
     match tokio::time::timeout(drain, &mut run).await {
         Ok(res) => res.map(|_| DrainReport::default()),
@@ -69,7 +72,10 @@ where
             for h in &handles {
                 released += h.release_held().await;
             }
-            warn!(released, "Drain deadline passed; running jobs handed back to the queue");
+            warn!(
+                released,
+                "Drain deadline passed; running jobs handed back to the queue"
+            );
             Ok(DrainReport {
                 timed_out: true,
                 released,

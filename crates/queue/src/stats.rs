@@ -64,7 +64,11 @@ pub struct QueueStats {
     pub workers: Vec<WorkerStatus>,
 }
 
-pub(crate) async fn collect(conn: &RedisConn, cfg: &QueueConfig, keys: &Keys) -> Result<QueueStats, QueueError> {
+pub(crate) async fn collect(
+    conn: &RedisConn,
+    cfg: &QueueConfig,
+    keys: &Keys,
+) -> Result<QueueStats, QueueError> {
     let mut conn = conn.clone();
     let now = crate::now_ms();
     let sec = now / 1000;
@@ -72,9 +76,17 @@ pub(crate) async fn collect(conn: &RedisConn, cfg: &QueueConfig, keys: &Keys) ->
     pipe.cmd("EXISTS").arg(&keys.stream);
     pipe.cmd("XLEN").arg(&keys.stream);
     pipe.cmd("ZCARD").arg(&keys.delayed);
-    pipe.cmd("ZRANGE").arg(&keys.delayed).arg(0).arg(0).arg("WITHSCORES");
+    pipe.cmd("ZRANGE")
+        .arg(&keys.delayed)
+        .arg(0)
+        .arg(0)
+        .arg("WITHSCORES");
     pipe.cmd("XLEN").arg(&keys.dead);
-    pipe.cmd("ZRANGE").arg(&keys.workers).arg(0).arg(-1).arg("WITHSCORES");
+    pipe.cmd("ZRANGE")
+        .arg(&keys.workers)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES");
     for s in (sec - 59)..=sec {
         pipe.cmd("HGETALL").arg(keys.stats(s));
     }
@@ -119,11 +131,16 @@ pub(crate) async fn collect(conn: &RedisConn, cfg: &QueueConfig, keys: &Keys) ->
     // Group state: lag (not yet delivered) and the pending-entries summary.
     let (mut pending, mut in_flight, mut per_consumer) = (0u64, 0u64, Vec::<(String, u64)>::new());
     if exists {
-        let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&keys.stream).query_async(&mut conn).await?;
-        let ours = reply::list(&groups)
-            .iter()
-            .map(reply::pairs)
-            .find(|g| g.iter().any(|(k, v)| k == "name" && reply::as_string(v).as_deref() == Some(cfg.group.as_str())));
+        let groups: redis::Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&keys.stream)
+            .query_async(&mut conn)
+            .await?;
+        let ours = reply::list(&groups).iter().map(reply::pairs).find(|g| {
+            g.iter().any(|(k, v)| {
+                k == "name" && reply::as_string(v).as_deref() == Some(cfg.group.as_str())
+            })
+        });
         match ours {
             Some(group) => {
                 let summary: redis::Value = redis::cmd("XPENDING")
@@ -140,12 +157,18 @@ pub(crate) async fn collect(conn: &RedisConn, cfg: &QueueConfig, keys: &Keys) ->
                     .iter()
                     .filter_map(|row| {
                         let row = reply::list(row);
-                        Some((reply::as_string(row.first()?)?, reply::as_i64(row.get(1)?)? as u64))
+                        Some((
+                            reply::as_string(row.first()?)?,
+                            reply::as_i64(row.get(1)?)? as u64,
+                        ))
                     })
                     .collect();
                 // The group's lag is exact as long as nothing is deleted from the middle of the
                 // stream, which the queue never does.
-                let lag = group.iter().find(|(k, _)| k == "lag").and_then(|(_, v)| reply::as_i64(v));
+                let lag = group
+                    .iter()
+                    .find(|(k, _)| k == "lag")
+                    .and_then(|(_, v)| reply::as_i64(v));
                 pending = match lag {
                     Some(l) => l.max(0) as u64,
                     None => len.saturating_sub(in_flight),
@@ -166,10 +189,25 @@ pub(crate) async fn collect(conn: &RedisConn, cfg: &QueueConfig, keys: &Keys) ->
         let vt = cfg.visibility_timeout.as_millis() as u64;
         for ((name, hb), info) in worker_rows.into_iter().zip(infos) {
             let f = reply::pairs(&info);
-            let s = |k: &str| f.iter().find(|(n, _)| n == k).and_then(|(_, v)| reply::as_string(v)).unwrap_or_default();
-            let n = |k: &str| f.iter().find(|(n, _)| n == k).and_then(|(_, v)| reply::as_i64(v)).unwrap_or(0).max(0) as u64;
+            let s = |k: &str| {
+                f.iter()
+                    .find(|(n, _)| n == k)
+                    .and_then(|(_, v)| reply::as_string(v))
+                    .unwrap_or_default()
+            };
+            let n = |k: &str| {
+                f.iter()
+                    .find(|(n, _)| n == k)
+                    .and_then(|(_, v)| reply::as_i64(v))
+                    .unwrap_or(0)
+                    .max(0) as u64
+            };
             let state = s("state");
-            let in_flight = per_consumer.iter().find(|(c, _)| *c == name).map(|(_, n)| *n).unwrap_or(0);
+            let in_flight = per_consumer
+                .iter()
+                .find(|(c, _)| *c == name)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
             workers.push(WorkerStatus {
                 alive: state != "stopped" && now.saturating_sub(hb) <= vt,
                 name,

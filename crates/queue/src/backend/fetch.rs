@@ -20,8 +20,11 @@ use crate::envelope::Envelope;
 use crate::layer::JobInfo;
 use crate::reply::{self, Entry};
 
-pub(crate) async fn run<Args>(inner: Arc<Inner>, tx: mpsc::UnboundedSender<Task<Args>>, worker: WorkerContext)
-where
+pub(crate) async fn run<Args>(
+    inner: Arc<Inner>,
+    tx: mpsc::UnboundedSender<Task<Args>>,
+    worker: WorkerContext,
+) where
     Args: DeserializeOwned + Send + Sync + 'static,
 {
     let mut conn: Option<MultiplexedConnection> = None;
@@ -49,7 +52,10 @@ where
         let Ok(first) = first else { break };
         first.forget();
         let mut want = 1usize;
-        let extra = inner.slots.available_permits().min(inner.cfg.fetch_batch.saturating_sub(1));
+        let extra = inner
+            .slots
+            .available_permits()
+            .min(inner.cfg.fetch_batch.saturating_sub(1));
         if extra > 0
             && let Ok(more) = inner.slots.try_acquire_many(extra as u32)
         {
@@ -57,7 +63,8 @@ where
             want += extra;
         }
         if conn.is_none() {
-            match connect_blocking(&inner.client, inner.cfg.block, inner.cfg.response_timeout).await {
+            match connect_blocking(&inner.client, inner.cfg.block, inner.cfg.response_timeout).await
+            {
                 Ok(c) => conn = Some(c),
                 Err(error) => {
                     inner.slots.add_permits(want);
@@ -157,7 +164,12 @@ where
                     outcome: Settlement::Requeue {
                         run_at_ms: 0,
                         attempts: attempt - 1,
-                        error: returned.0.ctx().data().get::<JobInfo>().and_then(|i| i.last_error.clone()),
+                        error: returned
+                            .0
+                            .ctx()
+                            .data()
+                            .get::<JobInfo>()
+                            .and_then(|i| i.last_error.clone()),
                         counter: "released",
                     },
                     done: None,
@@ -180,7 +192,10 @@ where
 
 /// The millisecond part of a stream id: when the entry was added (became due).
 pub(crate) fn entry_ms(id: &str) -> u64 {
-    id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0)
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
 }
 
 pub(crate) async fn ensure_group(inner: &Inner) -> redis::RedisResult<()> {

@@ -58,12 +58,21 @@ async fn heartbeat(inner: &Inner, first: bool) -> redis::RedisResult<()> {
     let name = inner.consumer();
     let info_key = inner.keys.worker(name);
     let mut pipe = redis::pipe();
-    pipe.cmd("ZADD").arg(&inner.keys.workers).arg(now).arg(name).ignore();
+    pipe.cmd("ZADD")
+        .arg(&inner.keys.workers)
+        .arg(now)
+        .arg(name)
+        .ignore();
     if first {
         pipe.cmd("HSET")
             .arg(&info_key)
             .arg("host")
-            .arg(name.split('@').nth(1).and_then(|h| h.split(':').next()).unwrap_or(""))
+            .arg(
+                name.split('@')
+                    .nth(1)
+                    .and_then(|h| h.split(':').next())
+                    .unwrap_or(""),
+            )
             .arg("pid")
             .arg(std::process::id())
             .arg("started_at")
@@ -74,7 +83,11 @@ async fn heartbeat(inner: &Inner, first: bool) -> redis::RedisResult<()> {
             .arg(env!("CARGO_PKG_VERSION"))
             .ignore();
     }
-    pipe.cmd("HSET").arg(&info_key).arg("state").arg("running").ignore();
+    pipe.cmd("HSET")
+        .arg(&info_key)
+        .arg("state")
+        .arg("running")
+        .ignore();
     pipe.cmd("PEXPIRE")
         .arg(&info_key)
         .arg((inner.cfg.worker_forget_after * 2).as_millis() as u64)
@@ -113,8 +126,18 @@ async fn reclaim(inner: &Inner) -> redis::RedisResult<()> {
             .arg(&inner.cfg.name)
             .invoke_async(&mut conn)
             .await
-            .or_else(|e| if e.code() == Some("NOGROUP") { Ok(vec![0, 0, 0]) } else { Err(e) })?;
-        let (examined, requeued, dead) = (res.first().copied().unwrap_or(0), res.get(1).copied().unwrap_or(0), res.get(2).copied().unwrap_or(0));
+            .or_else(|e| {
+                if e.code() == Some("NOGROUP") {
+                    Ok(vec![0, 0, 0])
+                } else {
+                    Err(e)
+                }
+            })?;
+        let (examined, requeued, dead) = (
+            res.first().copied().unwrap_or(0),
+            res.get(1).copied().unwrap_or(0),
+            res.get(2).copied().unwrap_or(0),
+        );
         if requeued + dead > 0 {
             info!(queue = %inner.cfg.name, requeued, dead, "Reclaimed jobs of a worker that stopped heartbeating");
         }
@@ -137,7 +160,6 @@ async fn trim(inner: &Inner) -> redis::RedisResult<()> {
         let res: (i64, String) = SCRIPTS
             .trim
             .key(&inner.keys.stream)
-            .key(&inner.keys.trim)
             .arg(&inner.cfg.group)
             .arg(crate::now_ms())
             .arg(r.max_age.map(|d| d.as_millis() as u64).unwrap_or(0))
@@ -224,7 +246,10 @@ pub(crate) async fn promote_due(
             .arg(keys.job_prefix())
             .invoke_async(&mut conn)
             .await?;
-        let moved = reply::list(&res).first().and_then(reply::as_i64).unwrap_or(0) as u64;
+        let moved = reply::list(&res)
+            .first()
+            .and_then(reply::as_i64)
+            .unwrap_or(0) as u64;
         report.moved += moved;
         report.calls += 1;
         if (moved as usize) < batch {

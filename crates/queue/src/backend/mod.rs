@@ -112,7 +112,9 @@ impl BackendHandle {
             match settle::settle_one(&self.inner, &entry_id, &outcome).await {
                 Ok(true) => released += 1,
                 Ok(false) => {}
-                Err(error) => tracing::warn!(%error, entry = %entry_id, "Could not hand a job back"),
+                Err(error) => {
+                    tracing::warn!(%error, entry = %entry_id, "Could not hand a job back")
+                }
             }
         }
         maintain::mark_stopped(&self.inner).await;
@@ -269,7 +271,11 @@ where
     type Task = Task<Args>;
     type Error = QueueError;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>, worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
         if !self.started {
             self.start(worker);
         }
@@ -290,7 +296,11 @@ where
         }
     }
 
-    fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
         if !self.started {
             return Poll::Ready(Ok(()));
         }

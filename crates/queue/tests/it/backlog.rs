@@ -35,7 +35,11 @@ async fn backlog_of_100k_due_jobs_is_drained() {
     // Promotion handles the 10,000 due jobs in bounded calls, never all at once.
     let report = q.promote_due().await.expect("promote");
     assert_eq!(report.moved, 10_000);
-    assert!(report.calls >= 20, "10,000 due jobs in batches of 500 take at least 20 calls, took {}", report.calls);
+    assert!(
+        report.calls >= 20,
+        "10,000 due jobs in batches of 500 take at least 20 calls, took {}",
+        report.calls
+    );
 
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let dupes = Arc::new(Mutex::new(0u32));
@@ -55,9 +59,11 @@ async fn backlog_of_100k_due_jobs_is_drained() {
     let w1 = start_worker(&redis, &cfg, handler.clone());
     let w2 = start_worker(&redis, &cfg, handler);
 
-    eventually(Duration::from_secs(180), "100,000 jobs processed", || async {
-        (seen.lock().expect("lock").len() == 100_000).then_some(())
-    })
+    eventually(
+        Duration::from_secs(180),
+        "100,000 jobs processed",
+        || async { (seen.lock().expect("lock").len() == 100_000).then_some(()) },
+    )
     .await;
     let stats = eventually(Duration::from_secs(10), "all outcomes recorded", || async {
         let s = q.stats().await.expect("stats");

@@ -1,1 +1,123 @@
+use std::sync::Arc;
+use std::time::Duration;
 
+use crmsync_queue::{JobError, JobInfo, Retention};
+use crmsync_testkit::{RedisServer, eventually};
+use tokio::sync::Semaphore;
+
+use crate::support::{config, queue, start_worker};
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+enum Job {
+    Quick,
+    Hold,
+}
+
+fn xlen(redis: &RedisServer, key: &str) -> u64 {
+    redis::cmd("XLEN")
+        .arg(key)
+        .query(&mut redis.conn())
+        .expect("XLEN")
+}
+
+fn worker(
+    redis: &RedisServer,
+    cfg: &crmsync_queue::QueueConfig,
+    gate: Arc<Semaphore>,
+) -> crate::support::TestWorker {
+    start_worker(redis, cfg, move |job: Job, _: JobInfo| {
+        let gate = gate.clone();
+        async move {
+            if let Job::Hold = job {
+                let _p = gate.acquire().await.map_err(JobError::retry)?;
+            }
+            Ok::<(), JobError>(())
+        }
+    })
+}
+
+/// apalis-redis kept every job forever. Finished entries are trimmed to the newest `max_count`;
+/// an entry a worker still holds is never trimmed, nor anything after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_trimmed_by_count_never_unfinished_ones() {
+    let redis = RedisServer::start();
+    let cfg = config("trim_count")
+        .visibility_timeout(Duration::from_millis(900))
+        .concurrency(64)
+        .retention(Retention {
+            max_age: None,
+            max_count: Some(1_000),
+        });
+    let q = queue::<Job>(&redis, &cfg);
+    let gate = Arc::new(Semaphore::new(0));
+    let w = worker(&redis, &cfg, gate.clone());
+
+    // A job held by the worker pins the trim point: nothing after it may go yet.
+    let held = q.enqueue(&Job::Hold).await.expect("enqueue");
+    let jobs = vec![Job::Quick; 5_000];
+    q.enqueue_many(&jobs).await.expect("bulk");
+    eventually(Duration::from_secs(30), "5,000 quick jobs", || async {
+        (q.stats().await.expect("stats").last_minute.done == 5_000).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        xlen(&redis, &q.keys().stream) >= 5_001,
+        "entries after a held one were trimmed"
+    );
+    let s = q.stats().await.expect("stats");
+    assert_eq!(s.in_flight, 1, "the held job {held} is still running");
+
+    gate.add_permits(1);
+    for _ in 0..4 {
+        q.enqueue_many(&jobs).await.expect("bulk");
+    }
+    eventually(
+        Duration::from_secs(60),
+        "all jobs done and the stream trimmed",
+        || async {
+            let done = q.stats().await.expect("stats").last_minute.done;
+            let len = xlen(&redis, &q.keys().stream);
+            // `~` trimming removes whole stream nodes (100 entries each), so allow some slack
+            // above the 1,000 kept.
+            (done == 25_001 && len <= 1_500).then_some(())
+        },
+    )
+    .await;
+    let s = q.stats().await.expect("stats");
+    assert_eq!((s.pending, s.in_flight), (0, 0));
+    assert!(
+        s.retained >= 900,
+        "about max_count finished entries are kept, not fewer: {}",
+        s.retained
+    );
+    w.stop().await;
+}
+
+/// Finished entries older than `max_age` are trimmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_trimmed_by_age() {
+    let redis = RedisServer::start();
+    let cfg = config("trim_age")
+        .visibility_timeout(Duration::from_millis(900))
+        .concurrency(64)
+        .retention(Retention {
+            max_age: Some(Duration::from_secs(1)),
+            max_count: None,
+        });
+    let q = queue::<Job>(&redis, &cfg);
+    let w = worker(&redis, &cfg, Arc::new(Semaphore::new(0)));
+    q.enqueue_many(&vec![Job::Quick; 3_000])
+        .await
+        .expect("bulk");
+    // Trimming is approximate (`XTRIM MINID ~`: whole 100-entry stream nodes, so no call does
+    // unbounded work): at most the newest node survives.
+    eventually(
+        Duration::from_secs(30),
+        "the stream to be trimmed by age",
+        || async { (xlen(&redis, &q.keys().stream) <= 100).then_some(()) },
+    )
+    .await;
+    assert_eq!(q.stats().await.expect("stats").last_minute.done, 3_000);
+    w.stop().await;
+}

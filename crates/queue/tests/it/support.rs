@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use apalis_core::error::BoxDynError;
 use apalis_core::worker::builder::WorkerBuilder;
-use crmsync_queue::{BackendHandle, JobInfo, JobQueue, QueueConfig, RedisStreamBackend, worker_identity};
+use crmsync_queue::{
+    BackendHandle, JobInfo, JobQueue, QueueConfig, RedisStreamBackend, worker_identity,
+};
 use crmsync_testkit::RedisServer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -13,13 +15,16 @@ use tokio::sync::oneshot;
 
 /// A queue config with timings short enough for tests.
 pub fn config(name: &str) -> QueueConfig {
-    let mut cfg = QueueConfig::new(name).visibility_timeout(Duration::from_secs(3)).concurrency(32);
+    let mut cfg = QueueConfig::new(name)
+        .visibility_timeout(Duration::from_secs(3))
+        .concurrency(32);
     cfg.promote_interval = Duration::from_millis(50);
     cfg
 }
 
 pub fn queue<Args: Serialize>(redis: &RedisServer, cfg: &QueueConfig) -> JobQueue<Args> {
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("connection manager");
+    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5))
+        .expect("connection manager");
     JobQueue::new(conn, cfg.clone())
 }
 
@@ -49,7 +54,11 @@ impl TestWorker {
 }
 
 /// Starts a worker running `handler` for every job.
-pub fn start_worker<Args, F, Fut, E>(redis: &RedisServer, cfg: &QueueConfig, handler: F) -> TestWorker
+pub fn start_worker<Args, F, Fut, E>(
+    redis: &RedisServer,
+    cfg: &QueueConfig,
+    handler: F,
+) -> TestWorker
 where
     Args: DeserializeOwned + Send + Sync + 'static,
     F: Fn(Args, JobInfo) -> Fut + Clone + Send + Sync + 'static,
@@ -58,7 +67,9 @@ where
 {
     let backend = RedisStreamBackend::<Args>::new(redis.client(), cfg.clone()).expect("backend");
     let handle = backend.handle();
-    let worker = WorkerBuilder::new(worker_identity("test")).backend(backend).build(handler);
+    let worker = WorkerBuilder::new(worker_identity("test"))
+        .backend(backend)
+        .build(handler);
     let (tx, rx) = oneshot::channel::<()>();
     let join = tokio::spawn(worker.run_until(async move {
         let _ = rx.await;
@@ -73,7 +84,10 @@ where
 
 /// `INFO commandstats` call count of one command.
 pub fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).expect("INFO");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .expect("INFO");
     let prefix = format!("cmdstat_{}:calls=", command.to_lowercase());
     info.lines()
         .find_map(|l| l.strip_prefix(&prefix))
