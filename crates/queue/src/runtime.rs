@@ -7,6 +7,7 @@
 //! take them now rather than after the visibility timeout.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apalis_core::monitor::{Monitor, MonitorError};
@@ -21,6 +22,23 @@ pub struct DrainReport {
     pub timed_out: bool,
     /// Jobs handed back to the queue at the deadline.
     pub released: usize,
+}
+
+/// The backends of the workers a process runs, collected as the monitor builds them (it may
+/// build a worker again after a restart).
+#[derive(Clone, Default)]
+pub struct Handles(Arc<Mutex<Vec<BackendHandle>>>);
+
+impl Handles {
+    pub fn push(&self, h: BackendHandle) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(h);
+        }
+    }
+
+    fn all(&self) -> Vec<BackendHandle> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
@@ -42,7 +60,7 @@ pub async fn shutdown_signal() -> std::io::Result<()> {
 /// Runs `monitor` until `signal` resolves, then drains within `drain`.
 pub async fn run_until<S>(
     monitor: Monitor,
-    handles: Vec<BackendHandle>,
+    handles: &Handles,
     signal: S,
     drain: Duration,
 ) -> Result<DrainReport, MonitorError>
@@ -69,7 +87,7 @@ where
         Ok(res) => res.map(|_| DrainReport::default()),
         Err(_) => {
             let mut released = 0;
-            for h in &handles {
+            for h in handles.all() {
                 released += h.release_held().await;
             }
             warn!(

@@ -1,0 +1,5 @@
+//! Multi-process end-to-end tests: real worker processes, real `redis-server`s, real signals.
+
+mod support;
+
+mod queue_processes;

@@ -1,0 +1,65 @@
+//! Shared pieces of the end-to-end tests: the probe job and the queue it runs on.
+//!
+//! The probe worker (`crmsync-probe-worker`) runs the real queue backend in its own process, so
+//! tests can kill it with SIGKILL, stop it with SIGTERM and restart it, and read what it did
+//! from Redis (`probe:starts` and `probe:done` hold `<job>:<attempt>:<pid>` records).
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the queue the probe worker consumes.
+pub const PROBE_QUEUE: &str = "probe";
+/// Redis list of `<job>:<attempt>:<pid>` records, one per job start.
+pub const STARTS: &str = "probe:starts";
+/// Redis list of `<job>:<attempt>:<pid>` records, one per job completion.
+pub const DONE: &str = "probe:done";
+
+/// A job of the probe worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeJob {
+    pub id: u64,
+    /// Sleep this long before finishing...
+    pub sleep_ms: u64,
+    /// ...on attempts up to this one (later attempts finish at once).
+    pub sleep_until_attempt: u32,
+    /// Abort the whole process (a poison job that crashes its worker).
+    pub crash: bool,
+}
+
+impl ProbeJob {
+    pub fn quick(id: u64) -> Self {
+        Self {
+            id,
+            sleep_ms: 0,
+            sleep_until_attempt: 0,
+            crash: false,
+        }
+    }
+
+    pub fn slow(id: u64, sleep_ms: u64) -> Self {
+        Self {
+            id,
+            sleep_ms,
+            sleep_until_attempt: u32::MAX,
+            crash: false,
+        }
+    }
+}
+
+/// A parsed `<job>:<attempt>:<pid>` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub job: u64,
+    pub attempt: u32,
+    pub pid: u32,
+}
+
+impl Record {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut it = s.split(':');
+        Some(Self {
+            job: it.next()?.parse().ok()?,
+            attempt: it.next()?.parse().ok()?,
+            pid: it.next()?.parse().ok()?,
+        })
+    }
+}
