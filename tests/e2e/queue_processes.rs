@@ -21,22 +21,18 @@ async fn crash_recovery_redelivers_a_killed_workers_job_after_the_visibility_tim
         ..ProbeJob::slow(7, 60_000)
     };
     q.enqueue(&job).await.expect("enqueue");
-    let first = eventually(
-        Duration::from_secs(15),
-        "worker A to start the job",
-        || async { starts(&redis).first().copied() },
-    )
+    let first = eventually(Duration::from_secs(15), "worker A to start the job", || async {
+        starts(&redis).first().copied()
+    })
     .await;
     assert_eq!((first.job, first.attempt, Some(first.pid)), (7, 1, a.pid()));
 
     a.kill();
     let killed_at = Instant::now();
     let b = probe_worker(&redis, 4, 2_000, 5_000);
-    let second = eventually(
-        Duration::from_secs(20),
-        "the job to be redelivered",
-        || async { starts(&redis).get(1).copied() },
-    )
+    let second = eventually(Duration::from_secs(20), "the job to be redelivered", || async {
+        starts(&redis).get(1).copied()
+    })
     .await;
     let waited = killed_at.elapsed();
     assert_eq!(
@@ -54,10 +50,7 @@ async fn crash_recovery_redelivers_a_killed_workers_job_after_the_visibility_tim
     .await;
     assert_eq!((finished.job, finished.attempt), (7, 2));
     let s = q.stats().await.expect("stats");
-    assert_eq!(
-        (s.dead, s.in_flight, s.pending, s.last_minute.reclaimed),
-        (0, 0, 0, 1)
-    );
+    assert_eq!((s.dead, s.in_flight, s.pending, s.last_minute.reclaimed), (0, 0, 0, 1));
 }
 
 /// A job that crashes every worker that runs it is dead-lettered once it has used its
@@ -84,10 +77,7 @@ async fn poison_job_that_kills_its_worker_is_dead_lettered_instead_of_crash_loop
     let mut worker = probe_worker(&redis, 1, 1_000, 5_000);
     let mut restarts = 0;
     let dead = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the poison job was never dead-lettered"
-        );
+        assert!(Instant::now() < deadline, "the poison job was never dead-lettered");
         if let Some(d) = q.dead_letters(5).await.expect("dead").into_iter().next() {
             break d;
         }
@@ -102,11 +92,7 @@ async fn poison_job_that_kills_its_worker_is_dead_lettered_instead_of_crash_loop
         .filter(|r| r.job == 13)
         .map(|r| r.attempt)
         .collect();
-    assert_eq!(
-        poison_runs,
-        vec![1, 2, 3],
-        "one run per attempt, then no more"
-    );
+    assert_eq!(poison_runs, vec![1, 2, 3], "one run per attempt, then no more");
     assert_eq!(restarts, 3, "each run crashed its worker");
     assert!(
         dead.reason.contains("lease expired") && dead.reason.ends_with("(all 3 attempts used)"),
@@ -131,32 +117,23 @@ async fn worker_identities_are_unique_and_a_restarted_worker_starts_at_once() {
     q.ensure_group().await.expect("group");
     let mut a = probe_worker(&redis, 2, 30_000, 5_000);
     let b = probe_worker(&redis, 2, 30_000, 5_000);
-    let workers = eventually(
-        Duration::from_secs(15),
-        "two workers registered",
-        || async {
-            let s = q.stats().await.expect("stats");
-            (s.workers.iter().filter(|w| w.alive).count() == 2).then_some(s.workers)
-        },
-    )
+    let workers = eventually(Duration::from_secs(15), "two workers registered", || async {
+        let s = q.stats().await.expect("stats");
+        (s.workers.iter().filter(|w| w.alive).count() == 2).then_some(s.workers)
+    })
     .await;
     assert_ne!(workers[0].name, workers[1].name);
     let pids: Vec<u64> = workers.iter().map(|w| w.pid).collect();
-    assert!(
-        pids.contains(&(a.pid().expect("pid") as u64))
-            && pids.contains(&(b.pid().expect("pid") as u64))
-    );
+    assert!(pids.contains(&(a.pid().expect("pid") as u64)) && pids.contains(&(b.pid().expect("pid") as u64)));
     drop(b);
 
     a.kill();
     let restarted_at = Instant::now();
     let c = probe_worker(&redis, 2, 30_000, 5_000);
     q.enqueue(&ProbeJob::quick(1)).await.expect("enqueue");
-    let rec = eventually(
-        Duration::from_secs(10),
-        "the restarted worker to run a job",
-        || async { done(&redis).first().copied() },
-    )
+    let rec = eventually(Duration::from_secs(10), "the restarted worker to run a job", || async {
+        done(&redis).first().copied()
+    })
     .await;
     assert_eq!(Some(rec.pid), c.pid());
     assert!(
@@ -177,9 +154,7 @@ async fn sigterm_drains_running_jobs_and_leaves_the_rest_for_others() {
     let q = probe_queue(&redis);
     let mut a = probe_worker(&redis, 2, 30_000, 10_000);
     for id in 0..2 {
-        q.enqueue(&ProbeJob::slow(id, 1_500))
-            .await
-            .expect("enqueue");
+        q.enqueue(&ProbeJob::slow(id, 1_500)).await.expect("enqueue");
     }
     eventually(Duration::from_secs(15), "two jobs running", || async {
         (starts(&redis).len() == 2).then_some(())
@@ -198,11 +173,7 @@ async fn sigterm_drains_running_jobs_and_leaves_the_rest_for_others() {
     );
     let finished = done(&redis);
     assert_eq!(finished.iter().map(|r| r.job).collect::<Vec<_>>().len(), 2);
-    assert!(
-        finished
-            .iter()
-            .all(|r| r.job < 2 && Some(r.pid) == a_pid(&finished))
-    );
+    assert!(finished.iter().all(|r| r.job < 2 && Some(r.pid) == a_pid(&finished)));
     let s = q.stats().await.expect("stats");
     assert_eq!(
         (s.in_flight, s.pending),

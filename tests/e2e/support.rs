@@ -7,12 +7,7 @@ use crmsync_e2e::{DONE, PROBE_QUEUE, ProbeJob, Record, STARTS};
 use crmsync_queue::{JobQueue, QueueConfig};
 use crmsync_testkit::{ChildProcess, RedisServer, bin_path};
 
-pub fn probe_worker(
-    redis: &RedisServer,
-    concurrency: usize,
-    vt_ms: u64,
-    drain_ms: u64,
-) -> ChildProcess {
+pub fn probe_worker(redis: &RedisServer, concurrency: usize, vt_ms: u64, drain_ms: u64) -> ChildProcess {
     let mut cmd = Command::new(bin_path("crmsync-probe-worker"));
     cmd.arg("--redis")
         .arg(redis.url())

@@ -141,8 +141,7 @@ impl QueueConfig {
     /// a live worker renews its leases well before they can expire.
     pub fn visibility_timeout(mut self, vt: Duration) -> Self {
         self.visibility_timeout = vt;
-        self.heartbeat_interval =
-            (vt / 3).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        self.heartbeat_interval = (vt / 3).clamp(Duration::from_millis(100), Duration::from_secs(5));
         self
     }
 

@@ -11,10 +11,7 @@ pub type RedisConn = ConnectionManager;
 
 /// Opens the shared, auto-reconnecting connection. It is lazy, so a worker starts even while
 /// Redis is down and connects when Redis comes back.
-pub fn connect(
-    client: &redis::Client,
-    response_timeout: Duration,
-) -> Result<RedisConn, redis::RedisError> {
+pub fn connect(client: &redis::Client, response_timeout: Duration) -> Result<RedisConn, redis::RedisError> {
     let cfg = ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
         .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -33,7 +30,5 @@ pub(crate) async fn connect_blocking(
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(block + response_timeout));
-    client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
+    client.get_multiplexed_async_connection_with_config(&cfg).await
 }

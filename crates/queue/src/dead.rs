@@ -27,11 +27,7 @@ pub struct DeadLetter {
     pub fields: Vec<(String, String)>,
 }
 
-pub(crate) async fn list(
-    conn: &RedisConn,
-    keys: &Keys,
-    count: usize,
-) -> Result<Vec<DeadLetter>, QueueError> {
+pub(crate) async fn list(conn: &RedisConn, keys: &Keys, count: usize) -> Result<Vec<DeadLetter>, QueueError> {
     let mut conn = conn.clone();
     let v: redis::Value = redis::cmd("XREVRANGE")
         .arg(&keys.dead)

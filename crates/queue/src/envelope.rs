@@ -81,18 +81,8 @@ impl Envelope {
             ("id", self.id.clone().into_bytes()),
             ("a", self.attempts.to_string().into_bytes()),
             ("m", self.policy.max_attempts.to_string().into_bytes()),
-            (
-                "bb",
-                (self.policy.base.as_millis() as u64)
-                    .to_string()
-                    .into_bytes(),
-            ),
-            (
-                "bc",
-                (self.policy.cap.as_millis() as u64)
-                    .to_string()
-                    .into_bytes(),
-            ),
+            ("bb", (self.policy.base.as_millis() as u64).to_string().into_bytes()),
+            ("bc", (self.policy.cap.as_millis() as u64).to_string().into_bytes()),
             ("t", self.enqueued_at_ms.to_string().into_bytes()),
         ];
         if let Some(k) = &self.idempotency_key {
@@ -137,9 +127,7 @@ impl Envelope {
         let base = num("bb")?
             .map(std::time::Duration::from_millis)
             .unwrap_or(defaults.base);
-        let cap = num("bc")?
-            .map(std::time::Duration::from_millis)
-            .unwrap_or(defaults.cap);
+        let cap = num("bc")?.map(std::time::Duration::from_millis).unwrap_or(defaults.cap);
         Ok(Self {
             id,
             attempts,
@@ -161,18 +149,12 @@ mod tests {
     use super::*;
 
     fn owned(f: Vec<(&'static str, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
-        f.into_iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v))
-            .collect()
+        f.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect()
     }
 
     #[test]
     fn envelope_round_trips_through_fields() {
-        let mut e = Envelope::new(
-            b"{\"x\":1}".to_vec(),
-            RetryPolicy::default(),
-            Some("k1".into()),
-        );
+        let mut e = Envelope::new(b"{\"x\":1}".to_vec(), RetryPolicy::default(), Some("k1".into()));
         e.attempts = 2;
         e.last_error = Some("boom".into());
         let back = Envelope::from_fields(&owned(e.to_fields())).expect("decodes");
@@ -182,10 +164,7 @@ mod tests {
     #[test]
     fn entry_without_job_fields_is_a_decode_error() {
         let garbage = vec![(b"data".to_vec(), vec![0xff, 0x00, 0x13])];
-        assert_eq!(
-            Envelope::from_fields(&garbage),
-            Err(DecodeError::Missing("id"))
-        );
+        assert_eq!(Envelope::from_fields(&garbage), Err(DecodeError::Missing("id")));
         let bad_num = owned(vec![
             ("id", b"x".to_vec()),
             ("p", b"{}".to_vec()),

@@ -45,11 +45,7 @@ pub struct MissingJobInfo;
 impl<Args: Sync> FromRequest<Task<Args>> for JobInfo {
     type Error = MissingJobInfo;
     async fn from_request(task: &Task<Args>) -> Result<Self, Self::Error> {
-        task.ctx()
-            .data()
-            .get::<JobInfo>()
-            .cloned()
-            .ok_or(MissingJobInfo)
+        task.ctx().data().get::<JobInfo>().cloned().ok_or(MissingJobInfo)
     }
 }
 
@@ -88,10 +84,9 @@ pub(crate) fn decide(info: &JobInfo, error: Option<&BoxDynError>, now_ms: u64) -
             attempts: Some(attempt),
             reason: reason.clone(),
         },
-        Some(JobError::Retry(reason)) => retry(
-            now_ms + info.policy.backoff(attempt).as_millis() as u64,
-            reason.clone(),
-        ),
+        Some(JobError::Retry(reason)) => {
+            retry(now_ms + info.policy.backoff(attempt).as_millis() as u64, reason.clone())
+        }
         None if error.downcast_ref::<AbortError>().is_some() => Settlement::Dead {
             attempts: Some(attempt),
             reason: error.to_string(),
@@ -245,11 +240,7 @@ mod tests {
 
     #[test]
     fn last_attempt_goes_to_dead_letter_with_its_error() {
-        let s = decide(
-            &info(3, 3),
-            Some(&boxed(JobError::retry("still flaky"))),
-            1_000,
-        );
+        let s = decide(&info(3, 3), Some(&boxed(JobError::retry("still flaky"))), 1_000);
         assert_eq!(
             s,
             Settlement::Dead {
@@ -298,11 +289,7 @@ mod tests {
                 ..
             }
         ));
-        let s = decide(
-            &info(1, 5),
-            Some(&boxed(JobError::permanent("INVALID_DATA"))),
-            1_000,
-        );
+        let s = decide(&info(1, 5), Some(&boxed(JobError::permanent("INVALID_DATA"))), 1_000);
         assert_eq!(
             s,
             Settlement::Dead {
@@ -317,10 +304,7 @@ mod tests {
         let e: BoxDynError = "io error".into();
         assert!(matches!(
             decide(&info(1, 2), Some(&e), 0),
-            Settlement::Requeue {
-                counter: "retried",
-                ..
-            }
+            Settlement::Requeue { counter: "retried", .. }
         ));
     }
 }

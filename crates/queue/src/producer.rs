@@ -146,11 +146,7 @@ impl<Args: Serialize> JobQueue<Args> {
     }
 
     /// Enqueues a job with options: a run-at time, an idempotency key, a retry policy.
-    pub async fn enqueue_with(
-        &self,
-        args: &Args,
-        opts: EnqueueOptions,
-    ) -> Result<Enqueued, QueueError> {
+    pub async fn enqueue_with(&self, args: &Args, opts: EnqueueOptions) -> Result<Enqueued, QueueError> {
         let env = self.envelope(args, &opts)?;
         let now = crate::now_ms();
         let run_at = opts.run_at.map(crate::system_time_ms).unwrap_or(0);
@@ -184,10 +180,7 @@ impl<Args: Serialize> JobQueue<Args> {
     }
 
     /// Enqueues many jobs to run now, pipelined in chunks (the fast path for bulk producers).
-    pub async fn enqueue_many<'a>(
-        &self,
-        jobs: impl IntoIterator<Item = &'a Args>,
-    ) -> Result<Vec<JobId>, QueueError>
+    pub async fn enqueue_many<'a>(&self, jobs: impl IntoIterator<Item = &'a Args>) -> Result<Vec<JobId>, QueueError>
     where
         Args: 'a,
     {
@@ -235,11 +228,7 @@ impl<Args: Serialize> JobQueue<Args> {
 
 /// `XGROUP CREATE ... 0 MKSTREAM`, tolerating an existing group. Starting at id 0 delivers jobs
 /// enqueued before the first worker ever ran.
-pub(crate) async fn create_group(
-    conn: &mut RedisConn,
-    stream: &str,
-    group: &str,
-) -> redis::RedisResult<()> {
+pub(crate) async fn create_group(conn: &mut RedisConn, stream: &str, group: &str) -> redis::RedisResult<()> {
     let res: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)

@@ -85,10 +85,7 @@ pub(crate) fn read_group(v: &Value) -> Vec<Entry> {
 /// Turns a flat `[k, v, k, v]` array or a RESP3 map into pairs (XINFO, HGETALL replies).
 pub(crate) fn pairs(v: &Value) -> Vec<(String, Value)> {
     match v {
-        Value::Map(m) => m
-            .iter()
-            .filter_map(|(k, v)| Some((as_string(k)?, v.clone())))
-            .collect(),
+        Value::Map(m) => m.iter().filter_map(|(k, v)| Some((as_string(k)?, v.clone()))).collect(),
         Value::Array(a) => a
             .chunks(2)
             .filter_map(|kv| match kv {

@@ -90,10 +90,7 @@ where
             for h in handles.all() {
                 released += h.release_held().await;
             }
-            warn!(
-                released,
-                "Drain deadline passed; running jobs handed back to the queue"
-            );
+            warn!(released, "Drain deadline passed; running jobs handed back to the queue");
             Ok(DrainReport {
                 timed_out: true,
                 released,

@@ -64,11 +64,7 @@ pub struct QueueStats {
     pub workers: Vec<WorkerStatus>,
 }
 
-pub(crate) async fn collect(
-    conn: &RedisConn,
-    cfg: &QueueConfig,
-    keys: &Keys,
-) -> Result<QueueStats, QueueError> {
+pub(crate) async fn collect(conn: &RedisConn, cfg: &QueueConfig, keys: &Keys) -> Result<QueueStats, QueueError> {
     let mut conn = conn.clone();
     let now = crate::now_ms();
     let sec = now / 1000;
@@ -76,17 +72,9 @@ pub(crate) async fn collect(
     pipe.cmd("EXISTS").arg(&keys.stream);
     pipe.cmd("XLEN").arg(&keys.stream);
     pipe.cmd("ZCARD").arg(&keys.delayed);
-    pipe.cmd("ZRANGE")
-        .arg(&keys.delayed)
-        .arg(0)
-        .arg(0)
-        .arg("WITHSCORES");
+    pipe.cmd("ZRANGE").arg(&keys.delayed).arg(0).arg(0).arg("WITHSCORES");
     pipe.cmd("XLEN").arg(&keys.dead);
-    pipe.cmd("ZRANGE")
-        .arg(&keys.workers)
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES");
+    pipe.cmd("ZRANGE").arg(&keys.workers).arg(0).arg(-1).arg("WITHSCORES");
     for s in (sec - 59)..=sec {
         pipe.cmd("HGETALL").arg(keys.stats(s));
     }
@@ -137,9 +125,8 @@ pub(crate) async fn collect(
             .query_async(&mut conn)
             .await?;
         let ours = reply::list(&groups).iter().map(reply::pairs).find(|g| {
-            g.iter().any(|(k, v)| {
-                k == "name" && reply::as_string(v).as_deref() == Some(cfg.group.as_str())
-            })
+            g.iter()
+                .any(|(k, v)| k == "name" && reply::as_string(v).as_deref() == Some(cfg.group.as_str()))
         });
         match ours {
             Some(group) => {
@@ -157,10 +144,7 @@ pub(crate) async fn collect(
                     .iter()
                     .filter_map(|row| {
                         let row = reply::list(row);
-                        Some((
-                            reply::as_string(row.first()?)?,
-                            reply::as_i64(row.get(1)?)? as u64,
-                        ))
+                        Some((reply::as_string(row.first()?)?, reply::as_i64(row.get(1)?)? as u64))
                     })
                     .collect();
                 // The group's lag is exact as long as nothing is deleted from the middle of the

@@ -124,12 +124,8 @@ impl RedisServer {
                 if let Some(mut e) = c.stderr.take() {
                     let _ = e.read_to_string(&mut err);
                 }
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
-                return Err(format!(
-                    "redis-server exited ({status}): {err} {}",
-                    last_lines(&log, 5)
-                ));
+                let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                return Err(format!("redis-server exited ({status}): {err} {}", last_lines(&log, 5)));
             }
             if self.ping() {
                 return Ok(());
@@ -163,9 +159,7 @@ impl RedisServer {
 
     /// A synchronous connection, for test assertions.
     pub fn conn(&self) -> redis::Connection {
-        self.client()
-            .get_connection()
-            .expect("connect to test redis")
+        self.client().get_connection().expect("connect to test redis")
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -174,10 +168,7 @@ impl RedisServer {
 
     /// Stops Redis cleanly (`SHUTDOWN`, so an append-only file is complete).
     pub fn shutdown(&mut self) {
-        if let Ok(mut c) = self
-            .client()
-            .get_connection_with_timeout(Duration::from_secs(1))
-        {
+        if let Ok(mut c) = self.client().get_connection_with_timeout(Duration::from_secs(1)) {
             let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut c);
         }
         if let Some(mut child) = self.child.take() {
@@ -218,10 +209,7 @@ impl RedisServer {
                 }
             }
         }
-        panic!(
-            "could not restart redis-server on port {}: {last}",
-            self.port
-        );
+        panic!("could not restart redis-server on port {}: {last}", self.port);
     }
 
     /// A clean restart: `SHUTDOWN` then start on the same port.
@@ -367,11 +355,7 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!(
-                "--- output of {} ---\n{}",
-                self.name,
-                last_lines(&self.output(), 60)
-            );
+            eprintln!("--- output of {} ---\n{}", self.name, last_lines(&self.output(), 60));
         }
     }
 }

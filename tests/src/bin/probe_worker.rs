@@ -23,11 +23,7 @@ struct Args {
     drain_ms: u64,
 }
 
-async fn run_job(
-    job: ProbeJob,
-    info: JobInfo,
-    conn: redis::aio::ConnectionManager,
-) -> Result<(), JobError> {
+async fn run_job(job: ProbeJob, info: JobInfo, conn: redis::aio::ConnectionManager) -> Result<(), JobError> {
     let mut conn = conn;
     let record = format!("{}:{}:{}", job.id, info.attempt, std::process::id());
     let _: () = redis::cmd("RPUSH")
@@ -66,11 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let handles = Handles::default();
     let h = handles.clone();
     let monitor = Monitor::new().register(move |_| {
-        let backend = RedisStreamBackend::<ProbeJob>::with_connection(
-            client.clone(),
-            conn.clone(),
-            cfg.clone(),
-        );
+        let backend = RedisStreamBackend::<ProbeJob>::with_connection(client.clone(), conn.clone(), cfg.clone());
         h.push(backend.handle());
         let job_conn = conn.clone();
         WorkerBuilder::new(worker_identity("probe"))

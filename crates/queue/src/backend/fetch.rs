@@ -20,11 +20,8 @@ use crate::envelope::Envelope;
 use crate::layer::JobInfo;
 use crate::reply::{self, Entry};
 
-pub(crate) async fn run<Args>(
-    inner: Arc<Inner>,
-    tx: mpsc::UnboundedSender<Task<Args>>,
-    worker: WorkerContext,
-) where
+pub(crate) async fn run<Args>(inner: Arc<Inner>, tx: mpsc::UnboundedSender<Task<Args>>, worker: WorkerContext)
+where
     Args: DeserializeOwned + Send + Sync + 'static,
 {
     let mut conn: Option<MultiplexedConnection> = None;
@@ -63,8 +60,7 @@ pub(crate) async fn run<Args>(
             want += extra;
         }
         if conn.is_none() {
-            match connect_blocking(&inner.client, inner.cfg.block, inner.cfg.response_timeout).await
-            {
+            match connect_blocking(&inner.client, inner.cfg.block, inner.cfg.response_timeout).await {
                 Ok(c) => conn = Some(c),
                 Err(error) => {
                     inner.slots.add_permits(want);
@@ -192,10 +188,7 @@ where
 
 /// The millisecond part of a stream id: when the entry was added (became due).
 pub(crate) fn entry_ms(id: &str) -> u64 {
-    id.split('-')
-        .next()
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or(0)
+    id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0)
 }
 
 pub(crate) async fn ensure_group(inner: &Inner) -> redis::RedisResult<()> {

@@ -58,21 +58,12 @@ async fn heartbeat(inner: &Inner, first: bool) -> redis::RedisResult<()> {
     let name = inner.consumer();
     let info_key = inner.keys.worker(name);
     let mut pipe = redis::pipe();
-    pipe.cmd("ZADD")
-        .arg(&inner.keys.workers)
-        .arg(now)
-        .arg(name)
-        .ignore();
+    pipe.cmd("ZADD").arg(&inner.keys.workers).arg(now).arg(name).ignore();
     if first {
         pipe.cmd("HSET")
             .arg(&info_key)
             .arg("host")
-            .arg(
-                name.split('@')
-                    .nth(1)
-                    .and_then(|h| h.split(':').next())
-                    .unwrap_or(""),
-            )
+            .arg(name.split('@').nth(1).and_then(|h| h.split(':').next()).unwrap_or(""))
             .arg("pid")
             .arg(std::process::id())
             .arg("started_at")
@@ -83,11 +74,7 @@ async fn heartbeat(inner: &Inner, first: bool) -> redis::RedisResult<()> {
             .arg(env!("CARGO_PKG_VERSION"))
             .ignore();
     }
-    pipe.cmd("HSET")
-        .arg(&info_key)
-        .arg("state")
-        .arg("running")
-        .ignore();
+    pipe.cmd("HSET").arg(&info_key).arg("state").arg("running").ignore();
     pipe.cmd("PEXPIRE")
         .arg(&info_key)
         .arg((inner.cfg.worker_forget_after * 2).as_millis() as u64)
@@ -246,10 +233,7 @@ pub(crate) async fn promote_due(
             .arg(keys.job_prefix())
             .invoke_async(&mut conn)
             .await?;
-        let moved = reply::list(&res)
-            .first()
-            .and_then(reply::as_i64)
-            .unwrap_or(0) as u64;
+        let moved = reply::list(&res).first().and_then(reply::as_i64).unwrap_or(0) as u64;
         report.moved += moved;
         report.calls += 1;
         if (moved as usize) < batch {

@@ -271,11 +271,7 @@ where
     type Task = Task<Args>;
     type Error = QueueError;
 
-    fn poll_ready(
-        &mut self,
-        _cx: &mut Context<'_>,
-        worker: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, _cx: &mut Context<'_>, worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         if !self.started {
             self.start(worker);
         }
@@ -296,11 +292,7 @@ where
         }
     }
 
-    fn poll_close(
-        &mut self,
-        cx: &mut Context<'_>,
-        _worker: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
+    fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         if !self.started {
             return Poll::Ready(Ok(()));
         }

@@ -26,10 +26,7 @@ pub(crate) enum Settlement {
         counter: &'static str,
     },
     /// Move to the dead-letter stream.
-    Dead {
-        attempts: Option<u32>,
-        reason: String,
-    },
+    Dead { attempts: Option<u32>, reason: String },
 }
 
 pub(crate) enum SettleMsg {
@@ -97,10 +94,7 @@ async fn record(inner: &Inner, batch: &[SettleMsg]) -> redis::RedisResult<()> {
     let mut acks: Vec<&str> = Vec::new();
     let mut others: Vec<(&str, &Settlement)> = Vec::new();
     for m in batch {
-        if let SettleMsg::Settle {
-            entry_id, outcome, ..
-        } = m
-        {
+        if let SettleMsg::Settle { entry_id, outcome, .. } = m {
             match outcome {
                 Settlement::Ack => acks.push(entry_id),
                 other => others.push((entry_id, other)),
@@ -136,18 +130,11 @@ async fn record(inner: &Inner, batch: &[SettleMsg]) -> redis::RedisResult<()> {
         .into_iter()
         .map(|(id, outcome)| async move { settle_one(inner, id, outcome).await.map(|_| ()) });
     let (a, b) = futures_util::join!(join_all(ack_calls), join_all(other_calls));
-    a.into_iter()
-        .chain(b)
-        .collect::<Result<Vec<()>, _>>()
-        .map(|_| ())
+    a.into_iter().chain(b).collect::<Result<Vec<()>, _>>().map(|_| ())
 }
 
 /// Records one non-success outcome. Returns false when the entry was no longer ours.
-pub(crate) async fn settle_one(
-    inner: &Inner,
-    entry_id: &str,
-    outcome: &Settlement,
-) -> redis::RedisResult<bool> {
+pub(crate) async fn settle_one(inner: &Inner, entry_id: &str, outcome: &Settlement) -> redis::RedisResult<bool> {
     let now = crate::now_ms();
     let (mode, run_at, attempts, text, counter) = match outcome {
         Settlement::Ack => return Ok(true),

@@ -59,11 +59,9 @@ async fn backlog_of_100k_due_jobs_is_drained() {
     let w1 = start_worker(&redis, &cfg, handler.clone());
     let w2 = start_worker(&redis, &cfg, handler);
 
-    eventually(
-        Duration::from_secs(180),
-        "100,000 jobs processed",
-        || async { (seen.lock().expect("lock").len() == 100_000).then_some(()) },
-    )
+    eventually(Duration::from_secs(180), "100,000 jobs processed", || async {
+        (seen.lock().expect("lock").len() == 100_000).then_some(())
+    })
     .await;
     let stats = eventually(Duration::from_secs(10), "all outcomes recorded", || async {
         let s = q.stats().await.expect("stats");

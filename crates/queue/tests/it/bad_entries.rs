@@ -82,9 +82,9 @@ async fn undecodable_entries_are_dead_lettered_without_wedging_the_worker() {
         "the garbage is kept byte for byte for inspection"
     );
     assert!(
-        dead[1].reason.starts_with(
-            "undecodable entry: payload of job old-1 does not decode: missing field `tenant`"
-        ),
+        dead[1]
+            .reason
+            .starts_with("undecodable entry: payload of job old-1 does not decode: missing field `tenant`"),
         "{}",
         dead[1].reason
     );
@@ -106,9 +106,6 @@ async fn undecodable_entries_are_dead_lettered_without_wedging_the_worker() {
     })
     .await;
     let s = q.stats().await.expect("stats");
-    assert_eq!(
-        (s.pending, s.in_flight, s.dead, s.last_minute.dead),
-        (0, 0, 3, 3)
-    );
+    assert_eq!((s.pending, s.in_flight, s.dead, s.last_minute.dead), (0, 0, 3, 3));
     w.stop().await;
 }

@@ -43,9 +43,7 @@ async fn idempotent_enqueue_runs_once() {
         Enqueued::New(_)
     ));
     assert!(matches!(
-        q.enqueue_with(&"b".to_string(), delayed)
-            .await
-            .expect("enqueue"),
+        q.enqueue_with(&"b".to_string(), delayed).await.expect("enqueue"),
         Enqueued::Duplicate(_)
     ));
 
@@ -58,11 +56,9 @@ async fn idempotent_enqueue_runs_once() {
             Ok::<(), JobError>(())
         }
     });
-    eventually(
-        Duration::from_secs(10),
-        "both distinct jobs to run",
-        || async { (runs.load(Ordering::SeqCst) >= 2).then_some(()) },
-    )
+    eventually(Duration::from_secs(10), "both distinct jobs to run", || async {
+        (runs.load(Ordering::SeqCst) >= 2).then_some(())
+    })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(runs.load(Ordering::SeqCst), 2, "each key ran exactly once");

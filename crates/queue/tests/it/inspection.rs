@@ -59,12 +59,9 @@ async fn queue_stats_come_straight_from_redis() {
         q.enqueue(&Job::Hold).await.expect("enqueue");
     }
     for _ in 0..2 {
-        q.enqueue_with(
-            &Job::Quick,
-            EnqueueOptions::default().delay(Duration::from_secs(60)),
-        )
-        .await
-        .expect("enqueue");
+        q.enqueue_with(&Job::Quick, EnqueueOptions::default().delay(Duration::from_secs(60)))
+            .await
+            .expect("enqueue");
     }
     let s = eventually(Duration::from_secs(10), "two jobs in flight", || async {
         let s = q.stats().await.expect("stats");

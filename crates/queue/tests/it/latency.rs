@@ -29,10 +29,7 @@ async fn idle_worker_picks_up_a_new_job_within_a_second() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_reads = command_calls(&mut conn, "xreadgroup") - before;
     // Blocking 1 s per read: about 3 reads in 3 s (a sleep-poll loop would make dozens).
-    assert!(
-        idle_reads <= 5,
-        "{idle_reads} XREADGROUP calls in 3 idle seconds"
-    );
+    assert!(idle_reads <= 5, "{idle_reads} XREADGROUP calls in 3 idle seconds");
 
     let enqueued = Instant::now();
     q.enqueue(&1).await.expect("enqueue");
@@ -41,9 +38,6 @@ async fn idle_worker_picks_up_a_new_job_within_a_second() {
     })
     .await;
     let latency = start - enqueued;
-    assert!(
-        latency < Duration::from_secs(1),
-        "picked up after {latency:?}"
-    );
+    assert!(latency < Duration::from_secs(1), "picked up after {latency:?}");
     w.stop().await;
 }

@@ -42,17 +42,12 @@ async fn worker_survives_a_ten_second_redis_outage() {
     let seen: Seen = Default::default();
     let w = recording_worker(&redis, &cfg, seen.clone(), Duration::ZERO);
 
-    q.enqueue_many(&(0..200).collect::<Vec<_>>())
-        .await
-        .expect("bulk");
+    q.enqueue_many(&(0..200).collect::<Vec<_>>()).await.expect("bulk");
     all_seen(&seen, 200, "jobs before the outage").await;
 
     redis.kill();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert!(
-        w.is_running(),
-        "the worker is still alive during the outage"
-    );
+    assert!(w.is_running(), "the worker is still alive during the outage");
     redis.start_again();
 
     // The producer's first call after the outage may fail while its connection is re-made;
@@ -76,9 +71,7 @@ async fn worker_survives_a_frozen_redis() {
     let q = queue::<u32>(&redis, &cfg);
     let seen: Seen = Default::default();
     let w = recording_worker(&redis, &cfg, seen.clone(), Duration::ZERO);
-    q.enqueue_many(&(0..50).collect::<Vec<_>>())
-        .await
-        .expect("bulk");
+    q.enqueue_many(&(0..50).collect::<Vec<_>>()).await.expect("bulk");
     all_seen(&seen, 50, "jobs before the freeze").await;
 
     redis.freeze();
@@ -103,15 +96,11 @@ async fn no_job_is_lost_across_a_redis_restart_with_aof() {
     let q = queue::<u32>(&redis, &cfg);
     let seen: Seen = Default::default();
     let w = recording_worker(&redis, &cfg, seen.clone(), Duration::from_millis(2));
-    q.enqueue_many(&(0..3_000).collect::<Vec<_>>())
-        .await
-        .expect("bulk");
+    q.enqueue_many(&(0..3_000).collect::<Vec<_>>()).await.expect("bulk");
 
-    eventually(
-        Duration::from_secs(30),
-        "the run to be under way",
-        || async { (seen.lock().expect("lock").len() >= 500).then_some(()) },
-    )
+    eventually(Duration::from_secs(30), "the run to be under way", || async {
+        (seen.lock().expect("lock").len() >= 500).then_some(())
+    })
     .await;
     redis.restart();
     all_seen(&seen, 3_000, "every job after the restart").await;

@@ -14,17 +14,10 @@ enum Job {
 }
 
 fn xlen(redis: &RedisServer, key: &str) -> u64 {
-    redis::cmd("XLEN")
-        .arg(key)
-        .query(&mut redis.conn())
-        .expect("XLEN")
+    redis::cmd("XLEN").arg(key).query(&mut redis.conn()).expect("XLEN")
 }
 
-fn worker(
-    redis: &RedisServer,
-    cfg: &crmsync_queue::QueueConfig,
-    gate: Arc<Semaphore>,
-) -> crate::support::TestWorker {
+fn worker(redis: &RedisServer, cfg: &crmsync_queue::QueueConfig, gate: Arc<Semaphore>) -> crate::support::TestWorker {
     start_worker(redis, cfg, move |job: Job, _: JobInfo| {
         let gate = gate.clone();
         async move {
@@ -107,16 +100,12 @@ async fn finished_jobs_are_trimmed_by_age() {
         });
     let q = queue::<Job>(&redis, &cfg);
     let w = worker(&redis, &cfg, Arc::new(Semaphore::new(0)));
-    q.enqueue_many(&vec![Job::Quick; 3_000])
-        .await
-        .expect("bulk");
+    q.enqueue_many(&vec![Job::Quick; 3_000]).await.expect("bulk");
     // Trimming is approximate (`XTRIM MINID ~`: whole 100-entry stream nodes, so no call does
     // unbounded work): at most the newest node survives.
-    eventually(
-        Duration::from_secs(30),
-        "the stream to be trimmed by age",
-        || async { (xlen(&redis, &q.keys().stream) <= 100).then_some(()) },
-    )
+    eventually(Duration::from_secs(30), "the stream to be trimmed by age", || async {
+        (xlen(&redis, &q.keys().stream) <= 100).then_some(())
+    })
     .await;
     assert_eq!(q.stats().await.expect("stats").last_minute.done, 3_000);
     w.stop().await;

@@ -18,10 +18,7 @@ type Log = Arc<Mutex<Vec<(u32, Instant, Option<String>)>>>;
 
 fn handler(
     log: Log,
-) -> impl Fn(
-    Behaviour,
-    JobInfo,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), JobError>> + Send>>
+) -> impl Fn(Behaviour, JobInfo) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), JobError>> + Send>>
 + Clone
 + Send
 + Sync
@@ -67,22 +64,13 @@ async fn retries_follow_the_jobs_policy() {
         cap: Duration::from_secs(10),
     };
     let job = q
-        .enqueue_with(
-            &Behaviour::AlwaysFail,
-            EnqueueOptions::default().policy(policy),
-        )
+        .enqueue_with(&Behaviour::AlwaysFail, EnqueueOptions::default().policy(policy))
         .await
         .expect("enqueue");
     let dead = eventually(
         Duration::from_secs(20),
         "the failing job to be dead-lettered",
-        || async {
-            q.dead_letters(10)
-                .await
-                .expect("dead letters")
-                .into_iter()
-                .next()
-        },
+        || async { q.dead_letters(10).await.expect("dead letters").into_iter().next() },
     )
     .await;
     let runs = log.lock().expect("lock").clone();
@@ -100,24 +88,14 @@ async fn retries_follow_the_jobs_policy() {
     // plus the promotion interval and scheduling slack.
     let gap1 = runs[1].1 - runs[0].1;
     let gap2 = runs[2].1 - runs[1].1;
-    assert!(
-        gap1 < Duration::from_millis(300 + 700),
-        "first backoff {gap1:?}"
-    );
-    assert!(
-        gap2 < Duration::from_millis(600 + 700),
-        "second backoff {gap2:?}"
-    );
+    assert!(gap1 < Duration::from_millis(300 + 700), "first backoff {gap1:?}");
+    assert!(gap2 < Duration::from_millis(600 + 700), "second backoff {gap2:?}");
     assert_eq!(dead.job_id.as_deref(), Some(job.id().as_str()));
     assert_eq!(dead.attempts, Some(3));
     assert_eq!(dead.reason, "failure #3 (attempt 3 of 3)");
     assert_eq!(dead.payload.as_deref(), Some("\"AlwaysFail\""));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        log.lock().expect("lock").len(),
-        3,
-        "no run after the dead letter"
-    );
+    assert_eq!(log.lock().expect("lock").len(), 3, "no run after the dead letter");
 
     // A permanent error goes to the dead letter at once, whatever the attempts left.
     log.lock().expect("lock").clear();
@@ -152,20 +130,11 @@ async fn explicit_retry_at_is_honored_within_a_second() {
     .await;
     let runs = log.lock().expect("lock").clone();
     let gap = runs[1].1 - runs[0].1;
-    assert!(
-        gap >= Duration::from_millis(1_990),
-        "ran again too early: {gap:?}"
-    );
-    assert!(
-        gap <= Duration::from_millis(3_000),
-        "ran again too late: {gap:?}"
-    );
+    assert!(gap >= Duration::from_millis(1_990), "ran again too early: {gap:?}");
+    assert!(gap <= Duration::from_millis(3_000), "ran again too late: {gap:?}");
     assert_eq!(runs[1].0, 2, "a Retry-After retry uses an attempt");
     let stats = q.stats().await.expect("stats");
-    assert_eq!(
-        (stats.dead, stats.delayed, stats.last_minute.retried),
-        (0, 0, 1)
-    );
+    assert_eq!((stats.dead, stats.delayed, stats.last_minute.retried), (0, 0, 1));
     w.stop().await;
 }
 
@@ -205,21 +174,13 @@ async fn budget_deferral_does_not_consume_an_attempt() {
             "deferral honored: {gap:?}"
         );
     }
-    let stats = eventually(
-        Duration::from_secs(5),
-        "the success to be recorded",
-        || async {
-            let s = q.stats().await.expect("stats");
-            (s.last_minute.done == 1).then_some(s)
-        },
-    )
+    let stats = eventually(Duration::from_secs(5), "the success to be recorded", || async {
+        let s = q.stats().await.expect("stats");
+        (s.last_minute.done == 1).then_some(s)
+    })
     .await;
     assert_eq!(
-        (
-            stats.dead,
-            stats.last_minute.deferred,
-            stats.last_minute.retried
-        ),
+        (stats.dead, stats.last_minute.deferred, stats.last_minute.retried),
         (0, 2, 0)
     );
     w.stop().await;

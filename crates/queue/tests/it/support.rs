@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use apalis_core::error::BoxDynError;
 use apalis_core::worker::builder::WorkerBuilder;
-use crmsync_queue::{
-    BackendHandle, JobInfo, JobQueue, QueueConfig, RedisStreamBackend, worker_identity,
-};
+use crmsync_queue::{BackendHandle, JobInfo, JobQueue, QueueConfig, RedisStreamBackend, worker_identity};
 use crmsync_testkit::RedisServer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,8 +21,7 @@ pub fn config(name: &str) -> QueueConfig {
 }
 
 pub fn queue<Args: Serialize>(redis: &RedisServer, cfg: &QueueConfig) -> JobQueue<Args> {
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5))
-        .expect("connection manager");
+    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("connection manager");
     JobQueue::new(conn, cfg.clone())
 }
 
@@ -54,11 +51,7 @@ impl TestWorker {
 }
 
 /// Starts a worker running `handler` for every job.
-pub fn start_worker<Args, F, Fut, E>(
-    redis: &RedisServer,
-    cfg: &QueueConfig,
-    handler: F,
-) -> TestWorker
+pub fn start_worker<Args, F, Fut, E>(redis: &RedisServer, cfg: &QueueConfig, handler: F) -> TestWorker
 where
     Args: DeserializeOwned + Send + Sync + 'static,
     F: Fn(Args, JobInfo) -> Fut + Clone + Send + Sync + 'static,
@@ -84,10 +77,7 @@ where
 
 /// `INFO commandstats` call count of one command.
 pub fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(conn)
-        .expect("INFO");
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).expect("INFO");
     let prefix = format!("cmdstat_{}:calls=", command.to_lowercase());
     info.lines()
         .find_map(|l| l.strip_prefix(&prefix))

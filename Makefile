@@ -1,0 +1,52 @@
+# crmsync — the two set-up commands are `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build test bench demo check fmt lint tools clean
+
+all: build
+
+# Tools every target needs. Debian's redis-server is installed when we can (root + apt-get);
+# otherwise we stop and name the package.
+tools:
+	@command -v $(CARGO) >/dev/null 2>&1 || { echo "error: cargo is missing; install Rust from https://rustup.rs"; exit 1; }
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's redis-server package..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+	      || { echo "error: could not install redis-server with apt-get"; exit 1; }; \
+	  else \
+	    echo "error: redis-server is missing; install Debian's redis-server package (apt-get install redis-server) or put redis-server on PATH"; exit 1; \
+	  fi; \
+	fi
+
+build: tools
+	$(CARGO) build --workspace --all-targets
+
+# Every test, against ephemeral redis-servers the tests start themselves.
+test: tools
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  echo "cargo-nextest not found; running cargo test"; \
+	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+# Measurements (never asserted by tests): prints tables.
+bench: tools
+	$(CARGO) build --release -p crmsync-bench
+	./target/release/crmsync-bench queue
+
+demo: tools
+	@echo "make demo: the end-to-end backfill demo arrives with the backfill pipeline (issue 3)."
+
+check: tools
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,33 @@
+//! `crmsync-bench`, run by `make bench`: measures, never asserts. Each section starts its own
+//! `redis-server` and worker processes and prints a table.
+
+mod queue;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "crmsync-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Queue throughput (1 and 4 worker processes), enqueue-to-start latency, Redis memory.
+    Queue(queue::QueueBench),
+    /// A no-op worker process (spawned by the queue benchmark).
+    Worker(queue::WorkerArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CRMSYNC_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Queue(b) => queue::run(b).await,
+        Command::Worker(w) => queue::worker(w).await,
+    }
+}
