@@ -41,7 +41,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if let Err(error) = trim(&inner).await {
             warn!(queue = %inner.cfg.name, %error, "Trimming finished jobs failed");
         }
-        if n % PRUNE_EVERY == 0
+        if n.is_multiple_of(PRUNE_EVERY)
             && let Err(error) = prune(&inner).await
         {
             warn!(queue = %inner.cfg.name, %error, "Pruning old workers failed");

@@ -32,7 +32,7 @@ async fn queue_stats_come_straight_from_redis() {
             match job {
                 Job::Quick => Ok(()),
                 Job::Hold => {
-                    let _permit = g.acquire().await.map_err(|e| JobError::retry(e))?;
+                    let _permit = g.acquire().await.map_err(JobError::retry)?;
                     Ok(())
                 }
                 Job::Fail => Err(JobError::permanent("bad record")),
