@@ -1,0 +1,400 @@
+//! The token broker: one Zoho access token per tenant, shared by the whole fleet through Redis.
+//!
+//! Zoho allows 10 access-token requests per 10 minutes per refresh token (then blocks the rest
+//! of the window) and 10 live access tokens per refresh token (the oldest dies). A fleet where
+//! each worker refreshed on its own would hit both, so:
+//! - the token is cached in Redis (sealed: encrypted at rest), with its expiry and the
+//!   `api_domain` the token endpoint returned;
+//! - it is refreshed before it expires, by one worker at a time (a `SET NX PX` lock); the
+//!   others wait for the new token instead of asking Zoho themselves;
+//! - every token request is logged in a 10-minute window, and the broker stops short of the
+//!   limit instead of getting the refresh token blocked.
+//!
+//! Keys (per tenant hash tag `T`): `T:zoho:token` (hash: `sealed`, `api_domain`,
+//! `expires_at`), `T:zoho:lock`, `T:zoho:token_requests` (zset of request times).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::error::ZohoError;
+
+/// Token requests we allow ourselves per window: Zoho's 10, less one kept for an operator's
+/// manual `crmsync zoho exchange-code`.
+const TOKEN_REQUESTS_PER_WINDOW: u64 = 9;
+/// Zoho's token-request window.
+const TOKEN_WINDOW: Duration = Duration::from_secs(600);
+/// Refresh this long before expiry.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// How long one refresh may hold the lock.
+const LOCK_TTL: Duration = Duration::from_secs(15);
+/// How long a worker waits for another worker's refresh.
+const WAIT_FOR_OTHERS: Duration = Duration::from_secs(20);
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Encrypts secrets at rest (implemented by the tenant store's key). `context` binds a sealed
+/// value to its place, so it cannot be moved to another tenant or field.
+pub trait Sealer: Send + Sync {
+    fn seal(&self, context: &str, plaintext: &str) -> String;
+    fn open(&self, context: &str, sealed: &str) -> Result<String, String>;
+}
+
+/// One tenant's Zoho org, as the client needs it. Secrets are held in memory only.
+#[derive(Clone)]
+pub struct ZohoOrg {
+    pub tenant: String,
+    /// Redis hash tag of the tenant's keys, e.g. `{crmsync:t:acme}`.
+    pub key_tag: String,
+    pub accounts_url: String,
+    /// Use this API domain instead of the one the token endpoint returns.
+    pub api_domain_override: Option<String>,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+}
+
+impl std::fmt::Debug for ZohoOrg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZohoOrg")
+            .field("tenant", &self.tenant)
+            .field("accounts_url", &self.accounts_url)
+            .field("api_domain_override", &self.api_domain_override)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ZohoOrg {
+    fn key(&self, name: &str) -> String {
+        format!("{}:zoho:{name}", self.key_tag)
+    }
+}
+
+/// An access token and where to use it.
+#[derive(Clone)]
+pub struct AccessToken {
+    value: String,
+    pub api_domain: String,
+    pub expires_at_ms: u64,
+    /// The sealed form as cached: identifies this token for a compare-and-delete.
+    sealed: String,
+}
+
+impl AccessToken {
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("value", &"<redacted>")
+            .field("api_domain", &self.api_domain)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+    api_domain: Option<String>,
+    refresh_token: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+fn redis_err(e: redis::RedisError) -> ZohoError {
+    ZohoError::Unavailable {
+        status: None,
+        message: format!("redis: {e}"),
+    }
+}
+
+/// The fleet-wide token cache. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenBroker {
+    conn: ConnectionManager,
+    http: reqwest::Client,
+    sealer: Arc<dyn Sealer>,
+}
+
+impl TokenBroker {
+    pub fn new(conn: ConnectionManager, http: reqwest::Client, sealer: Arc<dyn Sealer>) -> Self {
+        Self { conn, http, sealer }
+    }
+
+    /// A valid token for the tenant: the cached one, or a fresh one when it is about to expire.
+    pub async fn token(&self, org: &ZohoOrg) -> Result<AccessToken, ZohoError> {
+        let deadline = now_ms() + WAIT_FOR_OTHERS.as_millis() as u64;
+        loop {
+            let cached = self.cached(org).await?;
+            let now = now_ms();
+            if let Some(t) = &cached
+                && t.expires_at_ms > now + REFRESH_MARGIN.as_millis() as u64
+            {
+                return Ok(t.clone());
+            }
+            let lock_id = format!("{:016x}", rand::random::<u64>());
+            let mut conn = self.conn.clone();
+            let got: Option<String> = redis::cmd("SET")
+                .arg(org.key("lock"))
+                .arg(&lock_id)
+                .arg("NX")
+                .arg("PX")
+                .arg(LOCK_TTL.as_millis() as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if got.is_some() {
+                let res = self.refresh_locked(org).await;
+                let _: Result<i64, _> = redis::Script::new(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                )
+                .key(org.key("lock"))
+                .arg(&lock_id)
+                .invoke_async(&mut conn)
+                .await;
+                return match (res, cached) {
+                    (Ok(t), _) => Ok(t),
+                    // The refresh failed but the old token still works for a while: use it.
+                    (Err(e), Some(old)) if old.expires_at_ms > now_ms() + 10_000 => {
+                        warn!(tenant = %org.tenant, error = %e, "Token refresh failed; using the current token until it expires");
+                        Ok(old)
+                    }
+                    (Err(e), _) => Err(e),
+                };
+            }
+            if now_ms() > deadline {
+                return match cached {
+                    Some(old) if old.expires_at_ms > now_ms() => Ok(old),
+                    _ => Err(ZohoError::Unavailable {
+                        status: None,
+                        message: "timed out waiting for another worker's Zoho token refresh".into(),
+                    }),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Drops the cached token if it is still `token` (another worker may have replaced it).
+    pub async fn invalidate(&self, org: &ZohoOrg, token: &AccessToken) -> Result<(), ZohoError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::Script::new(
+            "if redis.call('HGET', KEYS[1], 'sealed') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        )
+        .key(org.key("token"))
+        .arg(&token.sealed)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn cached(&self, org: &ZohoOrg) -> Result<Option<AccessToken>, ZohoError> {
+        let mut conn = self.conn.clone();
+        let (sealed, api_domain, expires_at): (Option<String>, Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(org.key("token"))
+            .arg("sealed")
+            .arg("api_domain")
+            .arg("expires_at")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        let (Some(sealed), Some(api_domain), Some(expires_at_ms)) = (sealed, api_domain, expires_at) else {
+            return Ok(None);
+        };
+        match self.sealer.open(&org.key("token"), &sealed) {
+            Ok(value) => Ok(Some(AccessToken {
+                value,
+                api_domain,
+                expires_at_ms,
+                sealed,
+            })),
+            Err(e) => {
+                // Sealed with another key (the key was rotated): treat as absent.
+                warn!(tenant = %org.tenant, error = %e, "Cached Zoho token cannot be opened; refreshing");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Refreshes the token; the caller holds the lock.
+    async fn refresh_locked(&self, org: &ZohoOrg) -> Result<AccessToken, ZohoError> {
+        let now = now_ms();
+        if let Some(t) = self.cached(org).await?
+            && t.expires_at_ms > now + REFRESH_MARGIN.as_millis() as u64
+        {
+            return Ok(t); // refreshed by another worker while we waited for the lock
+        }
+        let mut conn = self.conn.clone();
+        let window_start = now.saturating_sub(TOKEN_WINDOW.as_millis() as u64);
+        let (_, used, oldest): ((), u64, Vec<(String, u64)>) = redis::pipe()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(org.key("token_requests"))
+            .arg("-inf")
+            .arg(window_start)
+            .cmd("ZCARD")
+            .arg(org.key("token_requests"))
+            .cmd("ZRANGE")
+            .arg(org.key("token_requests"))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if used >= TOKEN_REQUESTS_PER_WINDOW {
+            let first = oldest.first().map(|(_, t)| *t).unwrap_or(now);
+            return Err(ZohoError::TokenRequestsExhausted {
+                retry_at_ms: first + TOKEN_WINDOW.as_millis() as u64,
+            });
+        }
+        let _: () = redis::pipe()
+            .cmd("ZADD")
+            .arg(org.key("token_requests"))
+            .arg(now)
+            .arg(format!("{now}-{:08x}", rand::random::<u32>()))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(org.key("token_requests"))
+            .arg(TOKEN_WINDOW.as_millis() as u64)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", org.client_id.as_str()),
+            ("client_secret", org.client_secret.as_str()),
+            ("refresh_token", org.refresh_token.as_str()),
+        ];
+        let resp = post_token(&self.http, &org.accounts_url, &form).await?;
+        let (Some(value), Some(expires_in)) = (resp.access_token, resp.expires_in) else {
+            return Err(ZohoError::Decode(
+                "token response without access_token or expires_in".into(),
+            ));
+        };
+        let api_domain = org
+            .api_domain_override
+            .clone()
+            .or(resp.api_domain)
+            .ok_or_else(|| ZohoError::Decode("token response without api_domain".into()))?
+            .trim_end_matches('/')
+            .to_owned();
+        let expires_at_ms = now_ms() + expires_in * 1000;
+        let sealed = self.sealer.seal(&org.key("token"), &value);
+        let _: () = redis::pipe()
+            .cmd("DEL")
+            .arg(org.key("token"))
+            .ignore()
+            .cmd("HSET")
+            .arg(org.key("token"))
+            .arg("sealed")
+            .arg(&sealed)
+            .arg("api_domain")
+            .arg(&api_domain)
+            .arg("expires_at")
+            .arg(expires_at_ms)
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(org.key("token"))
+            .arg(expires_at_ms)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        info!(tenant = %org.tenant, expires_in, %api_domain, "Zoho access token refreshed");
+        Ok(AccessToken {
+            value,
+            api_domain,
+            expires_at_ms,
+            sealed,
+        })
+    }
+}
+
+/// Posts to `{accounts}/oauth/v2/token` and reads Zoho's answer, whose errors come as HTTP
+/// 200 with an `error` field (or 400 "Access Denied" once the request limit is hit).
+async fn post_token(
+    http: &reqwest::Client,
+    accounts_url: &str,
+    form: &[(&str, &str)],
+) -> Result<TokenResponse, ZohoError> {
+    let url = format!("{}/oauth/v2/token", accounts_url.trim_end_matches('/'));
+    let res = http
+        .post(&url)
+        .form(form)
+        .send()
+        .await
+        .map_err(|e| ZohoError::Unavailable {
+            status: None,
+            message: format!("token endpoint: {e}"),
+        })?;
+    let status = res.status().as_u16();
+    let bytes = res.bytes().await.map_err(|e| ZohoError::Unavailable {
+        status: Some(status),
+        message: e.to_string(),
+    })?;
+    if status >= 500 {
+        return Err(ZohoError::Unavailable {
+            status: Some(status),
+            message: "token endpoint".into(),
+        });
+    }
+    let resp: TokenResponse =
+        serde_json::from_slice(&bytes).map_err(|e| ZohoError::Decode(format!("token response ({status}): {e}")))?;
+    if let Some(error) = &resp.error {
+        if error == "Access Denied" || status == 400 {
+            return Err(ZohoError::TokenRequestsExhausted {
+                retry_at_ms: now_ms() + TOKEN_WINDOW.as_millis() as u64,
+            });
+        }
+        return Err(ZohoError::Auth {
+            code: error.clone(),
+            message: format!(
+                "Zoho refused the grant ({}); re-authorize the tenant with `crmsync zoho exchange-code`",
+                resp.error_description.as_deref().unwrap_or(error)
+            ),
+        });
+    }
+    Ok(resp)
+}
+
+/// Exchanges a grant code (from Zoho's consent screen or a Self Client) for a refresh token.
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    accounts_url: &str,
+    client_id: &str,
+    client_secret: &str,
+    code: &str,
+    redirect_uri: Option<&str>,
+) -> Result<String, ZohoError> {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id),
+        ("client_secret", client_secret),
+        ("code", code),
+    ];
+    if let Some(r) = redirect_uri {
+        form.push(("redirect_uri", r));
+    }
+    let resp = post_token(http, accounts_url, &form).await?;
+    resp.refresh_token
+        .ok_or_else(|| ZohoError::Decode("code exchange answered without a refresh_token".into()))
+}
