@@ -1,8 +1,17 @@
 //! `crmsync`: the one binary of the fleet. Subcommands are thin: they parse flags, wire the
-//! library crates together and map errors to exit codes.
+//! library crates together and map errors to exit codes (0 ok, 1 failed, 2 bad usage).
 
+mod backfill;
+mod logging;
+mod runs;
 mod status;
+mod tenant;
+mod worker;
+mod zoho;
 
+use std::time::Duration;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -25,19 +34,66 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a worker process (until SIGTERM/SIGINT, then drain).
+    Worker(worker::WorkerArgs),
+    /// Start a backfill of tenants' whole address books.
+    Backfill(backfill::BackfillArgs),
+    /// List backfill runs with their counts.
+    Runs(runs::RunsArgs),
     /// Show queue depths, throughput and workers, read straight from Redis.
     Status(status::StatusArgs),
+    /// Add, change, list, show and remove tenants.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCmd),
+    /// Zoho OAuth helpers.
+    #[command(subcommand)]
+    Zoho(zoho::ZohoCmd),
+    /// Print a new random secret key for CRMSYNC_SECRET_KEY.
+    Keygen,
+}
+
+/// Connection and settings every subcommand shares.
+pub struct Env {
+    pub redis_url: String,
+    pub namespace: String,
+}
+
+impl Env {
+    pub fn conn(&self) -> anyhow::Result<crmsync_queue::RedisConn> {
+        let client = redis::Client::open(self.redis_url.as_str()).with_context(|| {
+            format!(
+                "invalid Redis URL `{}` (--redis-url or CRMSYNC_REDIS_URL)",
+                self.redis_url
+            )
+        })?;
+        Ok(crmsync_queue::connect(&client, Duration::from_secs(5))?)
+    }
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CRMSYNC_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let env = Env {
+        redis_url: cli.redis_url,
+        namespace: cli.namespace,
+    };
     let res = match cli.command {
-        Command::Status(args) => status::run(&cli.redis_url, &cli.namespace, args).await,
+        Command::Worker(args) => worker::run(&env, args).await,
+        other => {
+            logging::init(logging::Format::Text, "warn");
+            match other {
+                Command::Backfill(args) => backfill::run(&env, args).await,
+                Command::Runs(args) => runs::run(&env, args).await,
+                Command::Status(args) => status::run(&env, args).await,
+                Command::Tenant(cmd) => tenant::run(&env, cmd).await,
+                Command::Zoho(cmd) => zoho::run(&env, cmd).await,
+                Command::Keygen => {
+                    println!("{}", crmsync_tenants::SecretKey::generate());
+                    Ok(())
+                }
+                Command::Worker(_) => Ok(()),
+            }
+        }
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -18,14 +18,13 @@ pub struct StatusArgs {
     watch: Option<u64>,
 }
 
-pub async fn run(redis_url: &str, namespace: &str, args: StatusArgs) -> anyhow::Result<()> {
-    let client =
-        redis::Client::open(redis_url).with_context(|| "invalid Redis URL (set --redis-url or CRMSYNC_REDIS_URL)")?;
-    let conn = crmsync_queue::connect(&client, Duration::from_secs(5))?;
+pub async fn run(env: &crate::Env, args: StatusArgs) -> anyhow::Result<()> {
+    let (redis_url, namespace) = (&env.redis_url, &env.namespace);
+    let conn = env.conn()?;
     let queues: Vec<JobQueue<serde_json::Value>> = args
         .queues
         .iter()
-        .map(|q| JobQueue::new(conn.clone(), QueueConfig::new(q.as_str()).namespace(namespace)))
+        .map(|q| JobQueue::new(conn.clone(), QueueConfig::new(q.as_str()).namespace(namespace.as_str())))
         .collect();
     loop {
         let mut all = Vec::new();

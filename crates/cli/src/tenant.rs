@@ -1,0 +1,188 @@
+//! `crmsync tenant add|set|list|show|remove`. Secrets can come from the environment instead
+//! of flags (flags are visible in process lists and shell history); they are never printed.
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use crmsync_tenants::{NylasSettings, Secret, SecretKey, Tenant, TenantStore, ZohoSettings};
+
+use crate::Env;
+
+#[derive(Subcommand)]
+pub enum TenantCmd {
+    /// Add a tenant.
+    Add(TenantFlags),
+    /// Change settings of a tenant (only the flags given).
+    Set(TenantFlags),
+    /// List tenants.
+    List,
+    /// Show a tenant (secrets masked).
+    Show { id: String },
+    /// Remove a tenant.
+    Remove { id: String },
+}
+
+#[derive(clap::Args)]
+pub struct TenantFlags {
+    /// Tenant id: lowercase letters, digits, `-`, `_`.
+    id: String,
+    #[arg(long)]
+    nylas_grant_id: Option<String>,
+    /// The Nylas API key (or CRMSYNC_NYLAS_API_KEY).
+    #[arg(long, env = "CRMSYNC_NYLAS_API_KEY", hide_env_values = true)]
+    nylas_api_key: Option<String>,
+    /// `us`, `eu` or the API URI [add default: us].
+    #[arg(long)]
+    nylas_api_uri: Option<String>,
+    /// Zoho data center: us, eu, in, au, jp, cn, ca, sa, uk.
+    #[arg(long)]
+    zoho_region: Option<String>,
+    /// Overrides the region's accounts server.
+    #[arg(long)]
+    zoho_accounts_url: Option<String>,
+    /// Overrides the API domain returned with the token.
+    #[arg(long)]
+    zoho_api_domain: Option<String>,
+    #[arg(long)]
+    zoho_client_id: Option<String>,
+    /// (or CRMSYNC_ZOHO_CLIENT_SECRET)
+    #[arg(long, env = "CRMSYNC_ZOHO_CLIENT_SECRET", hide_env_values = true)]
+    zoho_client_secret: Option<String>,
+    /// (or CRMSYNC_ZOHO_REFRESH_TOKEN; or use `crmsync zoho exchange-code`)
+    #[arg(long, env = "CRMSYNC_ZOHO_REFRESH_TOKEN", hide_env_values = true)]
+    zoho_refresh_token: Option<String>,
+    /// The org's daily API credits [add default: 50000].
+    #[arg(long, allow_hyphen_values = true)]
+    daily_credits: Option<i64>,
+    /// Share of the daily credits crmsync may use, 0.5–1.0 [add default: 0.8].
+    #[arg(long, allow_hyphen_values = true)]
+    budget_share: Option<f64>,
+}
+
+fn store(env: &Env) -> anyhow::Result<TenantStore> {
+    Ok(TenantStore::new(
+        env.conn()?,
+        &env.namespace,
+        Some(SecretKey::from_env()?),
+    ))
+}
+
+fn credits(n: i64) -> anyhow::Result<u64> {
+    anyhow::ensure!(n > 0, "daily credits must be a positive number, got {n}");
+    Ok(n as u64)
+}
+
+fn nylas_uri(s: &str) -> String {
+    crmsync_nylas::api_uri(s)
+}
+
+impl TenantFlags {
+    fn apply(self, t: &mut Tenant) -> anyhow::Result<()> {
+        if let Some(v) = self.nylas_grant_id {
+            t.nylas.grant_id = v;
+        }
+        if let Some(v) = self.nylas_api_key {
+            t.nylas.api_key = Secret::new(v);
+        }
+        if let Some(v) = self.nylas_api_uri {
+            t.nylas.api_uri = nylas_uri(&v);
+        }
+        if let Some(v) = self.zoho_region {
+            t.zoho.region = Some(v.to_ascii_lowercase());
+        }
+        if let Some(v) = self.zoho_accounts_url {
+            t.zoho.accounts_url = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = self.zoho_api_domain {
+            t.zoho.api_domain = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = self.zoho_client_id {
+            t.zoho.client_id = v;
+        }
+        if let Some(v) = self.zoho_client_secret {
+            t.zoho.client_secret = Secret::new(v);
+        }
+        if let Some(v) = self.zoho_refresh_token {
+            t.zoho.refresh_token = Some(Secret::new(v));
+        }
+        if let Some(v) = self.daily_credits {
+            t.daily_credits = credits(v)?;
+        }
+        if let Some(v) = self.budget_share {
+            t.budget_share = v;
+        }
+        Ok(())
+    }
+}
+
+pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
+    match cmd {
+        TenantCmd::Add(flags) => {
+            let mut t = Tenant {
+                id: flags.id.clone(),
+                nylas: NylasSettings {
+                    grant_id: String::new(),
+                    api_key: Secret::new(""),
+                    api_uri: nylas_uri("us"),
+                },
+                zoho: ZohoSettings {
+                    region: None,
+                    accounts_url: None,
+                    api_domain: None,
+                    client_id: String::new(),
+                    client_secret: Secret::new(""),
+                    refresh_token: None,
+                },
+                daily_credits: 50_000,
+                budget_share: 0.8,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+            };
+            flags.apply(&mut t)?;
+            let id = t.id.clone();
+            store(env)?.add(t).await?;
+            println!("tenant `{id}` added");
+        }
+        TenantCmd::Set(flags) => {
+            let s = store(env)?;
+            let mut t = s.get(&flags.id).await?;
+            flags.apply(&mut t)?;
+            let id = t.id.clone();
+            s.update(t).await?;
+            println!("tenant `{id}` updated");
+        }
+        TenantCmd::List => {
+            let s = TenantStore::new(env.conn()?, &env.namespace, SecretKey::from_env().ok());
+            let ids = s.ids().await?;
+            if ids.is_empty() {
+                println!("no tenants; add one with `crmsync tenant add <id> ...`");
+            }
+            println!(
+                "{:<24} {:<28} {:<8} {:>12} {:>6}",
+                "TENANT", "NYLAS GRANT", "ZOHO DC", "CREDITS/DAY", "SHARE"
+            );
+            for id in ids {
+                let v = s.view(&id).await?;
+                let dc = v["zoho"]["region"].as_str().unwrap_or("custom").to_owned();
+                println!(
+                    "{:<24} {:<28} {:<8} {:>12} {:>6}",
+                    id,
+                    v["nylas"]["grant_id"].as_str().unwrap_or(""),
+                    dc,
+                    v["daily_credits"],
+                    v["budget_share"]
+                );
+            }
+        }
+        TenantCmd::Show { id } => {
+            let s = TenantStore::new(env.conn()?, &env.namespace, SecretKey::from_env().ok());
+            let v = s.view(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&v).context("rendering")?);
+        }
+        TenantCmd::Remove { id } => {
+            let s = TenantStore::new(env.conn()?, &env.namespace, None);
+            anyhow::ensure!(s.remove(&id).await?, "no tenant `{id}`");
+            println!("tenant `{id}` removed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `crmsync zoho exchange-code`: turn a Zoho grant code into the tenant's refresh token.
+
+use clap::Subcommand;
+use crmsync_tenants::{Secret, SecretKey, TenantStore};
+
+use crate::Env;
+
+#[derive(Subcommand)]
+pub enum ZohoCmd {
+    /// Exchange a grant code (from Zoho's consent redirect or the API console's Self Client)
+    /// for a refresh token, stored sealed with the tenant. The token is never printed.
+    ExchangeCode {
+        tenant: String,
+        /// The grant code (or CRMSYNC_ZOHO_GRANT_CODE).
+        #[arg(long, env = "CRMSYNC_ZOHO_GRANT_CODE", hide_env_values = true)]
+        code: String,
+        /// The redirect URI registered with the client, when it has one.
+        #[arg(long)]
+        redirect_uri: Option<String>,
+    },
+}
+
+pub async fn run(env: &Env, cmd: ZohoCmd) -> anyhow::Result<()> {
+    crmsync_worker::install_tls();
+    match cmd {
+        ZohoCmd::ExchangeCode {
+            tenant,
+            code,
+            redirect_uri,
+        } => {
+            let store = TenantStore::new(env.conn()?, &env.namespace, Some(SecretKey::from_env()?));
+            let mut t = store.get(&tenant).await?;
+            let accounts = t
+                .accounts_url()
+                .ok_or_else(|| anyhow::anyhow!("tenant `{tenant}` has no Zoho region or accounts URL"))?;
+            let http = crmsync_zoho::ZohoClient::http_client(std::time::Duration::from_secs(30))?;
+            let refresh = crmsync_zoho::exchange_code(
+                &http,
+                &accounts,
+                &t.zoho.client_id,
+                t.zoho.client_secret.expose(),
+                &code,
+                redirect_uri.as_deref(),
+            )
+            .await?;
+            t.zoho.refresh_token = Some(Secret::new(refresh));
+            store.update(t).await?;
+            println!("tenant `{tenant}`: Zoho refresh token stored (sealed)");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,414 @@
+//! Backfill runs: one per `crmsync backfill <tenant>`, with its progress counters.
+//!
+//! A run is `running` until every page up to the last one (the page without a cursor) is
+//! counted, then `completed`; or `failed` (a page failed for good) or `cancelled`. Only one run
+//! per tenant is active at a time: the tenant's `active_run` key, whose TTL each page renews,
+//! so a run abandoned by a dead fleet frees the tenant after [`ACTIVE_TTL`].
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use crmsync_domain::SkipReason;
+use crmsync_queue::RedisConn;
+use redis::Script;
+use serde::Serialize;
+
+use crate::keys::TenantKeys;
+
+/// How long a run stays active without progress before another may start.
+pub const ACTIVE_TTL: Duration = Duration::from_secs(3600);
+
+static START: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/start_run.lua")));
+static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/record_page.lua")));
+static END: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/end_run.lua")));
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("no run `{0}`")]
+    NotFound(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    fn parse(s: &str) -> Self {
+        match s {
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            _ => RunStatus::Running,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A run as read from Redis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: String,
+    pub tenant: String,
+    pub status: RunStatus,
+    pub started_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub updated_at_ms: u64,
+    pub force: bool,
+    pub pages_done: u64,
+    /// The last page's number, once read.
+    pub last_page: Option<u64>,
+    pub contacts_read: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    /// Contacts with unchanged mapped fields, not written.
+    pub unchanged: u64,
+    /// Records whose fields were shortened to fit Zoho.
+    pub adjusted: u64,
+    pub skipped: BTreeMap<String, u64>,
+    /// Records Zoho rejected, by Zoho's code.
+    pub failed: BTreeMap<String, u64>,
+    pub zoho_calls: u64,
+    pub credits: u64,
+    pub error: Option<String>,
+}
+
+impl Run {
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+
+    pub fn failed_total(&self) -> u64 {
+        self.failed.values().sum()
+    }
+
+    /// Pages done over pages known (the last page is known once read).
+    pub fn progress(&self) -> Option<f64> {
+        self.last_page.map(|l| self.pages_done as f64 / (l + 1) as f64)
+    }
+}
+
+/// What one page contributes to its run (counted once per page).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    pub contacts_read: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub adjusted: u64,
+    pub skipped: BTreeMap<SkipReason, u64>,
+    pub failed: BTreeMap<String, u64>,
+}
+
+impl PageCounts {
+    pub fn skip(&mut self, reason: SkipReason) {
+        *self.skipped.entry(reason).or_default() += 1;
+    }
+
+    fn pairs(&self) -> Vec<(String, u64)> {
+        let mut v = vec![
+            ("contacts_read".to_owned(), self.contacts_read),
+            ("inserted".to_owned(), self.inserted),
+            ("updated".to_owned(), self.updated),
+            ("unchanged".to_owned(), self.unchanged),
+            ("adjusted".to_owned(), self.adjusted),
+        ];
+        v.extend(
+            self.skipped
+                .iter()
+                .map(|(r, n)| (format!("skipped:{}", r.as_str()), *n)),
+        );
+        v.extend(self.failed.iter().map(|(c, n)| (format!("failed:{c}"), *n)));
+        v.retain(|(_, n)| *n > 0);
+        v
+    }
+}
+
+/// The result of asking for a new run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartOutcome {
+    Started(Run),
+    /// A run of the tenant is already in progress.
+    AlreadyRunning(Run),
+}
+
+/// Runs in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct RunStore {
+    conn: RedisConn,
+    namespace: String,
+}
+
+fn now_ms() -> u64 {
+    crmsync_queue::now_ms()
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) of a time in ms, for readable run ids.
+fn stamp(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl RunStore {
+    pub fn new(conn: RedisConn, namespace: impl Into<String>) -> Self {
+        Self {
+            conn,
+            namespace: namespace.into(),
+        }
+    }
+
+    fn keys(&self, tenant: &str) -> TenantKeys {
+        TenantKeys::new(&self.namespace, tenant)
+    }
+
+    fn index(&self) -> String {
+        format!("{}:runs", self.namespace)
+    }
+
+    /// Starts a run for the tenant unless one is in progress.
+    pub async fn start(&self, tenant: &str, force: bool) -> Result<StartOutcome, RunError> {
+        let now = now_ms();
+        let id = format!("{tenant}-{}-{:04x}", stamp(now), rand::random::<u16>());
+        let k = self.keys(tenant);
+        let mut conn = self.conn.clone();
+        let (started, run_id): (i64, String) = START
+            .key(k.active_run())
+            .key(k.run(&id))
+            .key(k.runs())
+            .arg(&id)
+            .arg(now)
+            .arg(ACTIVE_TTL.as_millis() as u64)
+            .arg(tenant)
+            .arg(if force { 1 } else { 0 })
+            .invoke_async(&mut conn)
+            .await?;
+        if started == 1 {
+            let _: () = redis::cmd("HSET")
+                .arg(self.index())
+                .arg(&run_id)
+                .arg(tenant)
+                .query_async(&mut conn)
+                .await?;
+        }
+        let run = self.get(tenant, &run_id).await?;
+        Ok(if started == 1 {
+            StartOutcome::Started(run)
+        } else {
+            StartOutcome::AlreadyRunning(run)
+        })
+    }
+
+    /// A run by tenant and id.
+    pub async fn get(&self, tenant: &str, run_id: &str) -> Result<Run, RunError> {
+        let mut conn = self.conn.clone();
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.keys(tenant).run(run_id))
+            .query_async(&mut conn)
+            .await?;
+        if fields.is_empty() {
+            return Err(RunError::NotFound(run_id.to_owned()));
+        }
+        Ok(parse_run(fields))
+    }
+
+    /// A run by id alone.
+    pub async fn find(&self, run_id: &str) -> Result<Run, RunError> {
+        let mut conn = self.conn.clone();
+        let tenant: Option<String> = redis::cmd("HGET")
+            .arg(self.index())
+            .arg(run_id)
+            .query_async(&mut conn)
+            .await?;
+        let tenant = tenant.ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+        self.get(&tenant, run_id).await
+    }
+
+    /// The tenant's active run, if any.
+    pub async fn active(&self, tenant: &str) -> Result<Option<Run>, RunError> {
+        let mut conn = self.conn.clone();
+        let id: Option<String> = redis::cmd("GET")
+            .arg(self.keys(tenant).active_run())
+            .query_async(&mut conn)
+            .await?;
+        match id {
+            Some(id) => Ok(Some(self.get(tenant, &id).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The tenant's newest runs, newest first.
+    pub async fn list(&self, tenant: &str, limit: usize) -> Result<Vec<Run>, RunError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZREVRANGE")
+            .arg(self.keys(tenant).runs())
+            .arg(0)
+            .arg(limit.saturating_sub(1))
+            .query_async(&mut conn)
+            .await?;
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Ok(r) = self.get(tenant, &id).await {
+                runs.push(r);
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Counts a page (once) and completes the run after its last page.
+    pub async fn record_page(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        page: u32,
+        has_next: bool,
+        counts: &PageCounts,
+    ) -> Result<RunStatus, RunError> {
+        let k = self.keys(tenant);
+        let mut conn = self.conn.clone();
+        let mut inv = RECORD.prepare_invoke();
+        inv.key(k.run(run_id))
+            .key(k.run_pages(run_id))
+            .key(k.active_run())
+            .arg(page)
+            .arg(if has_next { 1 } else { 0 })
+            .arg(now_ms())
+            .arg(ACTIVE_TTL.as_millis() as u64)
+            .arg(run_id);
+        for (field, n) in counts.pairs() {
+            inv.arg(field).arg(n);
+        }
+        let (_, status): (i64, String) = inv.invoke_async(&mut conn).await?;
+        Ok(RunStatus::parse(&status))
+    }
+
+    /// Counts Zoho calls and credits as they are spent (every attempt spends them).
+    pub async fn add_spend(&self, tenant: &str, run_id: &str, calls: u64, credits: u64) -> Result<(), RunError> {
+        let mut conn = self.conn.clone();
+        let key = self.keys(tenant).run(run_id);
+        let _: () = redis::pipe()
+            .cmd("HINCRBY")
+            .arg(&key)
+            .arg("zoho_calls")
+            .arg(calls)
+            .ignore()
+            .cmd("HINCRBY")
+            .arg(&key)
+            .arg("credits")
+            .arg(credits)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a running run as failed or cancelled; returns whether it was running.
+    pub async fn end(&self, tenant: &str, run_id: &str, status: RunStatus, reason: &str) -> Result<bool, RunError> {
+        let k = self.keys(tenant);
+        let mut conn = self.conn.clone();
+        let n: i64 = END
+            .key(k.run(run_id))
+            .key(k.active_run())
+            .arg(status.as_str())
+            .arg(now_ms())
+            .arg(run_id)
+            .arg(reason)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+}
+
+fn parse_run(fields: Vec<(String, String)>) -> Run {
+    let mut run = Run {
+        id: String::new(),
+        tenant: String::new(),
+        status: RunStatus::Running,
+        started_at_ms: 0,
+        finished_at_ms: None,
+        updated_at_ms: 0,
+        force: false,
+        pages_done: 0,
+        last_page: None,
+        contacts_read: 0,
+        inserted: 0,
+        updated: 0,
+        unchanged: 0,
+        adjusted: 0,
+        skipped: BTreeMap::new(),
+        failed: BTreeMap::new(),
+        zoho_calls: 0,
+        credits: 0,
+        error: None,
+    };
+    for (k, v) in fields {
+        let n = || v.parse::<u64>().unwrap_or(0);
+        match k.as_str() {
+            "id" => run.id = v.clone(),
+            "tenant" => run.tenant = v.clone(),
+            "status" => run.status = RunStatus::parse(&v),
+            "started_at" => run.started_at_ms = n(),
+            "finished_at" => run.finished_at_ms = Some(n()),
+            "updated_at" => run.updated_at_ms = n(),
+            "force" => run.force = v == "1",
+            "pages_done" => run.pages_done = n(),
+            "last_page" => run.last_page = v.parse::<i64>().ok().filter(|l| *l >= 0).map(|l| l as u64),
+            "contacts_read" => run.contacts_read = n(),
+            "inserted" => run.inserted = n(),
+            "updated" => run.updated = n(),
+            "unchanged" => run.unchanged = n(),
+            "adjusted" => run.adjusted = n(),
+            "zoho_calls" => run.zoho_calls = n(),
+            "credits" => run.credits = n(),
+            "error" if !v.is_empty() => run.error = Some(v.clone()),
+            other => {
+                if let Some(r) = other.strip_prefix("skipped:") {
+                    run.skipped.insert(r.to_owned(), n());
+                } else if let Some(c) = other.strip_prefix("failed:") {
+                    run.failed.insert(c.to_owned(), n());
+                }
+            }
+        }
+    }
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stamps_are_utc_calendar_times() {
+        assert_eq!(super::stamp(0), "19700101-000000");
+        assert_eq!(super::stamp(1_795_405_971_000), "20261123-035251");
+        assert_eq!(super::stamp(951_782_400_000), "20000229-000000");
+    }
+}

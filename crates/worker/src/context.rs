@@ -1,0 +1,70 @@
+//! What every handler needs: Redis, the tenant store, the API clients, the run store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crmsync_nylas::NylasClient;
+use crmsync_producer::{BackfillPage, RunStore, TenantState};
+use crmsync_queue::{JobQueue, RedisConn};
+use crmsync_tenants::{SecretKey, TenantStore};
+use crmsync_zoho::{TokenBroker, ZohoClient};
+
+/// Settings shared by the handlers.
+#[derive(Debug, Clone)]
+pub struct ContextOptions {
+    pub redis_url: String,
+    pub namespace: String,
+    /// Contacts per Nylas page (at most 200).
+    pub page_size: u32,
+    /// Timeout of each Nylas or Zoho request.
+    pub http_timeout: Duration,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            namespace: "crmsync".into(),
+            page_size: crmsync_nylas::MAX_PAGE_SIZE,
+            http_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shared by every job of a process.
+pub struct Context {
+    pub opts: ContextOptions,
+    pub client: redis::Client,
+    pub conn: RedisConn,
+    pub tenants: TenantStore,
+    pub runs: RunStore,
+    pub nylas: NylasClient,
+    pub zoho: ZohoClient,
+    pub backfill: JobQueue<BackfillPage>,
+}
+
+impl Context {
+    /// Builds the context; the secret key must be set (the worker reads tenants' secrets).
+    pub fn connect(opts: ContextOptions) -> anyhow::Result<Self> {
+        let key = SecretKey::from_env()?;
+        let client = redis::Client::open(opts.redis_url.as_str())
+            .map_err(|e| anyhow::anyhow!("invalid Redis URL `{}`: {e}", opts.redis_url))?;
+        let conn = crmsync_queue::connect(&client, Duration::from_secs(5))?;
+        let http = ZohoClient::http_client(opts.http_timeout)?;
+        let broker = TokenBroker::new(conn.clone(), http.clone(), Arc::new(key.clone()));
+        Ok(Self {
+            tenants: TenantStore::new(conn.clone(), &opts.namespace, Some(key)),
+            runs: RunStore::new(conn.clone(), &opts.namespace),
+            nylas: NylasClient::new(opts.http_timeout)?,
+            zoho: ZohoClient::new(http, broker),
+            backfill: JobQueue::new(conn.clone(), crmsync_producer::backfill_queue(&opts.namespace)),
+            client,
+            conn,
+            opts,
+        })
+    }
+
+    pub fn tenant_state(&self, tenant: &str) -> TenantState {
+        TenantState::new(self.conn.clone(), &self.opts.namespace, tenant)
+    }
+}

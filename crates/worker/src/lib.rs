@@ -1,0 +1,77 @@
+//! The worker: the job handlers ([`backfill`]) and the worker process ([`run`]), which runs
+//! them under apalis on the Redis Streams queue until SIGTERM, then drains.
+
+pub mod backfill;
+mod context;
+mod errors;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::layers::catch_panic::CatchPanicLayer;
+use apalis_core::monitor::Monitor;
+use apalis_core::task::data::Data;
+use apalis_core::worker::builder::WorkerBuilder;
+pub use context::{Context, ContextOptions};
+use crmsync_producer::BackfillPage;
+use crmsync_queue::runtime::{self, Handles};
+use crmsync_queue::{JobError, JobInfo, RedisStreamBackend, worker_identity};
+use tracing::info;
+
+/// Settings of a worker process.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub context: ContextOptions,
+    /// Backfill pages run at once by this process.
+    pub concurrency: usize,
+    /// How long running jobs get to finish after SIGTERM.
+    pub drain: Duration,
+    /// A job held by a worker that stops heartbeating is redelivered after this long.
+    pub visibility_timeout: Duration,
+}
+
+/// Installs the TLS crypto provider (rustls with ring) once per process.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Runs a worker process until SIGTERM/SIGINT, then drains.
+pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
+    install_tls();
+    let ctx = Arc::new(Context::connect(opts.context.clone())?);
+    let handles = Handles::default();
+    let h = handles.clone();
+    let c = ctx.clone();
+    let cfg = crmsync_producer::backfill_queue(&opts.context.namespace)
+        .concurrency(opts.concurrency)
+        .visibility_timeout(opts.visibility_timeout);
+    let monitor = Monitor::new().register(move |_| {
+        let backend =
+            RedisStreamBackend::<BackfillPage>::with_connection(c.client.clone(), c.conn.clone(), cfg.clone());
+        h.push(backend.handle());
+        WorkerBuilder::new(worker_identity("backfill"))
+            .backend(backend)
+            .layer(CatchPanicLayer::with_panic_handler(
+                |p: &Box<dyn std::any::Any + Send>| {
+                    let msg = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    JobError::retry(format!("handler panicked: {msg}"))
+                },
+            ))
+            .data(c.clone())
+            .build(|job: BackfillPage, info: JobInfo, ctx: Data<Arc<Context>>| async move {
+                backfill::run_page(&ctx, job, &info).await
+            })
+    });
+    info!(concurrency = opts.concurrency, "crmsync worker started");
+    let report = runtime::run_until(monitor, &handles, runtime::shutdown_signal(), opts.drain).await?;
+    info!(
+        timed_out = report.timed_out,
+        handed_back = report.released,
+        "crmsync worker stopped"
+    );
+    Ok(())
+}
