@@ -35,11 +35,14 @@ test: tools
 
 # Measurements (never asserted by tests): prints tables.
 bench: tools
-	$(CARGO) build --release -p crmsync-bench
+	$(CARGO) build --release -p crmsync-bench -p crmsync-cli
 	./target/release/crmsync-bench queue
+	./target/release/crmsync-bench backfill
 
+# The main job end to end on the simulator: its own redis-server, 3 tenants, 2 workers.
 demo: tools
-	@echo "make demo: the end-to-end backfill demo arrives with the backfill pipeline (issue 3)."
+	$(CARGO) build --release -p crmsync-cli -p crmsync-demo
+	./target/release/crmsync-demo
 
 check: tools
 	$(CARGO) fmt --all -- --check

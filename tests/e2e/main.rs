@@ -2,4 +2,5 @@
 
 mod support;
 
+mod backfill;
 mod queue_processes;

@@ -42,3 +42,62 @@ pub fn starts(redis: &RedisServer) -> Vec<Record> {
 pub fn done(redis: &RedisServer) -> Vec<Record> {
     records(redis, DONE)
 }
+
+/// A `crmsync` command against this Redis, with a secret key.
+pub fn crmsync(redis: &RedisServer, key: &str) -> Command {
+    let mut cmd = Command::new(bin_path("crmsync"));
+    cmd.env("CRMSYNC_REDIS_URL", redis.url())
+        .env("CRMSYNC_SECRET_KEY", key)
+        .env("CRMSYNC_LOG", "info,crmsync_queue=info")
+        .env_remove("CRMSYNC_NAMESPACE");
+    cmd
+}
+
+/// Runs a `crmsync` command to completion; returns (exit code, stdout, stderr).
+pub fn crmsync_output(redis: &RedisServer, key: &str, args: &[&str]) -> (i32, String, String) {
+    let out = crmsync(redis, key).args(args).output().expect("run crmsync");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Registers a simulator tenant with `crmsync tenant add`.
+pub fn add_sim_tenant(redis: &RedisServer, key: &str, sim: &crmsync_sim::RunningSim, t: &crmsync_sim::TenantConfig) {
+    let (code, out, err) = crmsync_output(
+        redis,
+        key,
+        &[
+            "tenant",
+            "add",
+            &t.name,
+            "--nylas-grant-id",
+            &t.grant_id,
+            "--nylas-api-key",
+            &t.nylas_api_key,
+            "--nylas-api-uri",
+            &sim.nylas_api_uri(&t.nylas_region),
+            "--zoho-region",
+            &t.zoho.dc,
+            "--zoho-accounts-url",
+            &sim.zoho_accounts_url(&t.zoho.dc),
+            "--zoho-client-id",
+            &t.zoho.client_id,
+            "--zoho-client-secret",
+            &t.zoho.client_secret,
+            "--zoho-refresh-token",
+            &t.zoho.refresh_token,
+            "--daily-credits",
+            &t.zoho.daily_credits.to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "tenant add failed: {out} {err}");
+}
+
+/// A `crmsync worker` process.
+pub fn crmsync_worker(redis: &RedisServer, key: &str, name: &str, extra: &[&str]) -> ChildProcess {
+    let mut cmd = crmsync(redis, key);
+    cmd.arg("worker").args(extra);
+    ChildProcess::spawn(name, cmd)
+}

@@ -63,3 +63,37 @@ impl Record {
         })
     }
 }
+
+/// The CRM state a backfill of `book` (Nylas contact JSON) must produce: Zoho records by
+/// email, computed with the domain's mapping and the shared-email rule (the contact with the
+/// smallest id owns an email), and the contacts skipped, by reason.
+pub fn expected_crm(
+    book: &[serde_json::Value],
+) -> (
+    std::collections::BTreeMap<String, serde_json::Value>,
+    std::collections::BTreeMap<String, u64>,
+) {
+    use crmsync_domain::{FieldLimits, MapOutcome, SkipReason, map_contact};
+    let mut by_email: std::collections::BTreeMap<String, (String, serde_json::Value)> = Default::default();
+    let mut skipped: std::collections::BTreeMap<String, u64> = Default::default();
+    for c in book {
+        let contact = crmsync_nylas::parse_contact(c).expect("the simulator serves valid contacts");
+        match map_contact(&contact, &FieldLimits::ZOHO) {
+            MapOutcome::Mapped { record, .. } => {
+                let json = crmsync_zoho::record_json(&record);
+                let replace = match by_email.get(&record.email) {
+                    Some((owner, _)) => {
+                        *skipped.entry(SkipReason::SharedEmail.as_str().into()).or_default() += 1;
+                        contact.id.as_str() < owner.as_str()
+                    }
+                    None => true,
+                };
+                if replace {
+                    by_email.insert(record.email.clone(), (contact.id.clone(), json));
+                }
+            }
+            MapOutcome::Skipped(r) => *skipped.entry(r.as_str().into()).or_default() += 1,
+        }
+    }
+    (by_email.into_iter().map(|(e, (_, r))| (e, r)).collect(), skipped)
+}

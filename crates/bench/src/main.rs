@@ -1,6 +1,7 @@
 //! `crmsync-bench`, run by `make bench`: measures, never asserts. Each section starts its own
 //! `redis-server` and worker processes and prints a table.
 
+mod backfill;
 mod queue;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Queue throughput (1 and 4 worker processes), enqueue-to-start latency, Redis memory.
     Queue(queue::QueueBench),
+    /// A backfill of 100,000 contacts across 10 tenants against the simulator, limits off.
+    Backfill(backfill::BackfillBench),
     /// A no-op worker process (spawned by the queue benchmark).
     Worker(queue::WorkerArgs),
 }
@@ -29,5 +32,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Queue(b) => queue::run(b).await,
         Command::Worker(w) => queue::worker(w).await,
+        Command::Backfill(b) => backfill::run(b).await,
     }
 }

@@ -29,6 +29,11 @@ impl TenantKeys {
         format!("{}:run:{run_id}:pages", self.tag)
     }
 
+    /// Set: distinct emails of the contacts a run mapped (deleted when the run completes).
+    pub fn run_emails(&self, run_id: &str) -> String {
+        format!("{}:run:{run_id}:emails", self.tag)
+    }
+
     /// Zset: the tenant's runs by start time.
     pub fn runs(&self) -> String {
         format!("{}:runs", self.tag)

@@ -18,6 +18,8 @@ use crate::keys::TenantKeys;
 
 /// How long a run stays active without progress before another may start.
 pub const ACTIVE_TTL: Duration = Duration::from_secs(3600);
+/// How long a run's email set outlives its last page (it is deleted at completion).
+const EMAILS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 static START: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/start_run.lua")));
 static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/record_page.lua")));
@@ -74,6 +76,8 @@ pub struct Run {
     /// The last page's number, once read.
     pub last_page: Option<u64>,
     pub contacts_read: u64,
+    /// Contacts that mapped to a record; those not skipped.
+    pub mapped: u64,
     pub inserted: u64,
     pub updated: u64,
     /// Contacts with unchanged mapped fields, not written.
@@ -107,6 +111,8 @@ impl Run {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageCounts {
     pub contacts_read: u64,
+    /// Contacts that mapped to a record (before shared emails are merged).
+    pub mapped: u64,
     pub inserted: u64,
     pub updated: u64,
     pub unchanged: u64,
@@ -123,6 +129,7 @@ impl PageCounts {
     fn pairs(&self) -> Vec<(String, u64)> {
         let mut v = vec![
             ("contacts_read".to_owned(), self.contacts_read),
+            ("mapped".to_owned(), self.mapped),
             ("inserted".to_owned(), self.inserted),
             ("updated".to_owned(), self.updated),
             ("unchanged".to_owned(), self.unchanged),
@@ -300,6 +307,7 @@ impl RunStore {
         inv.key(k.run(run_id))
             .key(k.run_pages(run_id))
             .key(k.active_run())
+            .key(k.run_emails(run_id))
             .arg(page)
             .arg(if has_next { 1 } else { 0 })
             .arg(now_ms())
@@ -310,6 +318,27 @@ impl RunStore {
         }
         let (_, status): (i64, String) = inv.invoke_async(&mut conn).await?;
         Ok(RunStatus::parse(&status))
+    }
+
+    /// Remembers the emails of a page's mapped contacts (for the run's shared-email count).
+    pub async fn add_emails(&self, tenant: &str, run_id: &str, emails: &[&str]) -> Result<(), RunError> {
+        if emails.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys(tenant).run_emails(run_id);
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .cmd("SADD")
+            .arg(&key)
+            .arg(emails)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(EMAILS_TTL.as_millis() as u64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Counts Zoho calls and credits as they are spent (every attempt spends them).
@@ -361,6 +390,7 @@ fn parse_run(fields: Vec<(String, String)>) -> Run {
         pages_done: 0,
         last_page: None,
         contacts_read: 0,
+        mapped: 0,
         inserted: 0,
         updated: 0,
         unchanged: 0,
@@ -384,6 +414,7 @@ fn parse_run(fields: Vec<(String, String)>) -> Run {
             "pages_done" => run.pages_done = n(),
             "last_page" => run.last_page = v.parse::<i64>().ok().filter(|l| *l >= 0).map(|l| l as u64),
             "contacts_read" => run.contacts_read = n(),
+            "mapped" => run.mapped = n(),
             "inserted" => run.inserted = n(),
             "updated" => run.updated = n(),
             "unchanged" => run.unchanged = n(),

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crmsync_domain::{FieldLimits, MapOutcome, SkipReason, ZohoContact, dedupe_by_email, map_contact};
+use crmsync_domain::{FieldLimits, MapOutcome, ZohoContact, dedupe_by_email, map_contact};
 use crmsync_nylas::Grant;
 use crmsync_producer::{BackfillPage, PageCounts, Rejection, RunStatus, TenantState};
 use crmsync_queue::{EnqueueOptions, JobError, JobInfo};
@@ -95,10 +95,15 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
             MapOutcome::Skipped(reason) => counts.skip(reason),
         }
     }
-    let (kept, merged) = dedupe_by_email(&mapped);
-    for _ in &merged {
-        counts.skip(SkipReason::SharedEmail);
-    }
+    counts.mapped = mapped.len() as u64;
+    let emails: Vec<&str> = mapped.iter().map(|(_, r)| r.email.as_str()).collect();
+    ctx.runs
+        .add_emails(&job.tenant, &job.run_id, &emails)
+        .await
+        .map_err(errors::redis)?;
+    // Shared emails: within the page the smallest id wins; across pages the tenant's
+    // email owners decide. The run counts merged contacts exactly when it completes.
+    let (kept, _merged) = dedupe_by_email(&mapped);
 
     let state = ctx.tenant_state(&job.tenant);
     let pairs: Vec<(&str, &str)> = kept.iter().map(|(id, r)| (r.email.as_str(), id.as_str())).collect();
@@ -107,8 +112,6 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
     for (item, own) in kept.into_iter().zip(owned) {
         if own {
             to_write.push(item);
-        } else {
-            counts.skip(SkipReason::SharedEmail);
         }
     }
 

@@ -1,6 +1,6 @@
 -- Count one page of a run, once: a page job that runs again (after a crash, a retry) does not
 -- count its contacts twice. Completes the run when every page up to the last is counted.
--- KEYS[1] run hash, KEYS[2] counted-pages hash, KEYS[3] active-run key
+-- KEYS[1] run hash, KEYS[2] counted-pages hash, KEYS[3] active-run key, KEYS[4] run's email set
 -- ARGV[1] page, ARGV[2] has next page (0/1), ARGV[3] now ms, ARGV[4] active TTL ms, ARGV[5] run id,
 -- ARGV[6..] counter/increment pairs
 -- Returns {counted (0/1), status}.
@@ -15,6 +15,12 @@ if ARGV[2] == '0' then redis.call('HSET', KEYS[1], 'last_page', ARGV[1]) end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_page') or '-1')
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 if status == 'running' and last >= 0 and done >= last + 1 then
+  -- Contacts that mapped to a record, less distinct emails: those merged into a record
+  -- another contact of the book owns (exact, whatever order pages ran in).
+  local mapped = tonumber(redis.call('HGET', KEYS[1], 'mapped') or '0')
+  local shared = mapped - redis.call('SCARD', KEYS[4])
+  if shared > 0 then redis.call('HSET', KEYS[1], 'skipped:shared_email', shared) end
+  redis.call('DEL', KEYS[4])
   redis.call('HSET', KEYS[1], 'status', 'completed', 'finished_at', ARGV[3])
   if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
   return {1, 'completed'}

@@ -1,0 +1,170 @@
+//! The backfill benchmark: 10 tenants × 10,000 contacts through `crmsync worker` processes
+//! into the simulator with its limits off. Reports contacts/s, Zoho calls and credits per
+//! 1,000 contacts (the minimum is 100 credits per 1,000 records written: 10 per full
+//! 100-record upsert) and each worker's peak RSS.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crmsync_producer::{BackfillPage, RunStatus, RunStore, StartOutcome};
+use crmsync_queue::{EnqueueOptions, JobQueue};
+use crmsync_sim::{RunningSim, SimConfig, TenantConfig};
+use crmsync_tenants::{NylasSettings, Secret, SecretKey, Tenant, TenantStore, ZohoSettings};
+use crmsync_testkit::{ChildProcess, RedisServer, bin_path};
+
+#[derive(clap::Args)]
+pub struct BackfillBench {
+    #[arg(long, default_value_t = 10)]
+    tenants: usize,
+    #[arg(long, default_value_t = 10_000)]
+    contacts: usize,
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Backfill pages per worker process at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+}
+
+/// Peak resident set size of a process (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+pub async fn run(b: BackfillBench) -> anyhow::Result<()> {
+    let redis = RedisServer::start();
+    let tenants: Vec<TenantConfig> = (0..b.tenants)
+        .map(|i| {
+            let mut t = TenantConfig::named(&format!("bench{i:02}"));
+            t.contacts = b.contacts;
+            t.zoho.limits = false;
+            t.zoho.daily_credits = 10_000_000;
+            t
+        })
+        .collect();
+    let sim = RunningSim::start(
+        SimConfig {
+            seed: 11,
+            tenants: tenants.clone(),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let key = SecretKey::generate();
+    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(10))?;
+    let store = TenantStore::new(conn.clone(), "crmsync", Some(SecretKey::from_base64(&key)?));
+    for t in &tenants {
+        store
+            .add(Tenant {
+                id: t.name.clone(),
+                nylas: NylasSettings {
+                    grant_id: t.grant_id.clone(),
+                    api_key: Secret::new(t.nylas_api_key.clone()),
+                    api_uri: sim.nylas_api_uri(&t.nylas_region),
+                },
+                zoho: ZohoSettings {
+                    region: Some(t.zoho.dc.clone()),
+                    accounts_url: Some(sim.zoho_accounts_url(&t.zoho.dc)),
+                    api_domain: None,
+                    client_id: t.zoho.client_id.clone(),
+                    client_secret: Secret::new(t.zoho.client_secret.clone()),
+                    refresh_token: Some(Secret::new(t.zoho.refresh_token.clone())),
+                },
+                daily_credits: t.zoho.daily_credits,
+                budget_share: 1.0,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+            })
+            .await?;
+    }
+    let mut workers: Vec<ChildProcess> = (0..b.workers)
+        .map(|i| {
+            let mut cmd = Command::new(bin_path("crmsync"));
+            cmd.arg("worker")
+                .arg("--concurrency")
+                .arg(b.concurrency.to_string())
+                .env("CRMSYNC_REDIS_URL", redis.url())
+                .env("CRMSYNC_SECRET_KEY", &key)
+                .env("CRMSYNC_LOG", "warn");
+            ChildProcess::spawn(&format!("worker-{i}"), cmd)
+        })
+        .collect();
+    let runs = RunStore::new(conn.clone(), "crmsync");
+    let queue: JobQueue<BackfillPage> = JobQueue::new(conn.clone(), crmsync_producer::backfill_queue("crmsync"));
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    for t in &tenants {
+        let StartOutcome::Started(run) = runs.start(&t.name, false).await? else {
+            anyhow::bail!("a run was already active");
+        };
+        let first = BackfillPage {
+            tenant: t.name.clone(),
+            run_id: run.id.clone(),
+            page: 0,
+            cursor: None,
+            force: false,
+        };
+        queue
+            .enqueue_with(
+                &first,
+                EnqueueOptions::default().idempotency_key(first.idempotency_key()),
+            )
+            .await?;
+        ids.push((t.name.clone(), run.id));
+    }
+    let finished = loop {
+        let mut all = Vec::new();
+        for (t, id) in &ids {
+            all.push(runs.get(t, id).await?);
+        }
+        if all.iter().all(|r| r.status != RunStatus::Running) {
+            break all;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(900),
+            "backfill did not finish in 15 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let elapsed = start.elapsed();
+    let rss: Vec<u64> = workers.iter().filter_map(|w| w.pid().and_then(peak_rss_kib)).collect();
+    for w in &mut workers {
+        w.terminate(Duration::from_secs(30));
+    }
+    let read: u64 = finished.iter().map(|r| r.contacts_read).sum();
+    let written: u64 = finished.iter().map(|r| r.inserted + r.updated).sum();
+    let (mut calls, mut credits) = (0u64, 0u64);
+    for t in &tenants {
+        let org = sim.inspect_org(&t.zoho.org_id).unwrap_or_default();
+        calls += org["calls"]["upsert"].as_u64().unwrap_or(0);
+        credits += org["credits_used_total"].as_u64().unwrap_or(0);
+    }
+    let completed = finished.iter().filter(|r| r.status == RunStatus::Completed).count();
+    println!(
+        "## Backfill: {} tenants × {} contacts, {} `crmsync worker` processes × {} pages, simulator limits off\n",
+        b.tenants, b.contacts, b.workers, b.concurrency
+    );
+    println!(
+        "| runs completed | contacts read | records written | time | contacts/s | Zoho calls / 1k contacts | credits / 1k contacts | credits / 1k records written (min 100) | worker peak RSS |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {completed}/{} | {read} | {written} | {:.1} s | **{:.0}** | {:.1} | {:.1} | {:.1} | {} |\n",
+        b.tenants,
+        elapsed.as_secs_f64(),
+        read as f64 / elapsed.as_secs_f64(),
+        calls as f64 * 1000.0 / read.max(1) as f64,
+        credits as f64 * 1000.0 / read.max(1) as f64,
+        credits as f64 * 1000.0 / written.max(1) as f64,
+        rss.iter()
+            .map(|k| format!("{:.1} MiB", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("Bar: worker peak RSS under 64 MiB per process; credits per 1k records written = 100 is the minimum.\n");
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! The simulator's configuration: a JSON document where every field is optional.
+//!
+//! A tenant's identifiers default from its `name` (default `acme`): grant `grant-<name>`,
+//! Nylas key `nyk-<name>`, org `org-<name>`, client `cid-<name>` / `cs-<name>`, refresh token
+//! `rt-<name>`, authorization code `code-<name>`. So `{}` is a working config with one tenant,
+//! and `{"tenants":[{"name":"acme"},{"name":"globex"}]}` is a working config with two.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context as _, bail, ensure};
+use serde::{Deserialize, Serialize};
+
+/// Nylas regions the simulator serves (`{base}/nylas/<region>`).
+pub const NYLAS_REGIONS: &[&str] = &["us", "eu"];
+
+/// Zoho data centers the simulator serves (`{base}/zoho/<dc>/accounts` and `/api`).
+pub const ZOHO_DCS: &[&str] = &["us", "eu", "in", "au", "jp", "cn", "ca", "sa", "uk"];
+
+/// The whole simulator configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// Seeds everything random: address books (unless a tenant sets `contact_seed`), faults,
+    /// generated ids and tokens.
+    pub seed: u64,
+    /// Simulated seconds per real second. Applies to the Zoho rolling 24 h credit window, the
+    /// access-token lifetime (3600 s) and the token-request window (10 min); 1440 makes a
+    /// simulated day last a real minute.
+    pub time_scale: f64,
+    pub faults: FaultConfig,
+    pub tenants: Vec<TenantConfig>,
+    /// The base URL clients reach the simulator at, when it differs from the bound address
+    /// (e.g. behind a container network). Used for `api_domain` in Zoho token responses.
+    pub public_url: Option<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 42,
+            time_scale: 1.0,
+            faults: FaultConfig::default(),
+            tenants: vec![TenantConfig::named("acme")],
+            public_url: None,
+        }
+    }
+}
+
+/// Seeded, reproducible faults. Rates are probabilities per request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultConfig {
+    pub zoho_429_rate: f64,
+    pub zoho_5xx_rate: f64,
+    pub zoho_timeout_rate: f64,
+    pub nylas_429_rate: f64,
+    pub nylas_5xx_rate: f64,
+    /// Uniform extra latency per request, `[min, max]` milliseconds (both APIs).
+    pub latency_ms: [u64; 2],
+    /// How long a "timeout" fault stalls (real milliseconds) before answering 504.
+    pub timeout_ms: u64,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        FaultConfig {
+            zoho_429_rate: 0.0,
+            zoho_5xx_rate: 0.0,
+            zoho_timeout_rate: 0.0,
+            nylas_429_rate: 0.0,
+            nylas_5xx_rate: 0.0,
+            latency_ms: [0, 0],
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+/// One tenant: a Nylas grant (its address book) and the Zoho org it syncs into.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "RawTenant")]
+pub struct TenantConfig {
+    pub name: String,
+    pub grant_id: String,
+    pub nylas_api_key: String,
+    pub nylas_region: String,
+    /// Size of the generated address book.
+    pub contacts: usize,
+    /// Seed of the address book; by default derived from the simulator seed and `grant_id`.
+    pub contact_seed: Option<u64>,
+    pub zoho: ZohoConfig,
+}
+
+impl TenantConfig {
+    /// A tenant whose identifiers all derive from `name` (see the module docs).
+    pub fn named(name: &str) -> TenantConfig {
+        RawTenant {
+            name: Some(name.to_string()),
+            ..RawTenant::default()
+        }
+        .into()
+    }
+}
+
+/// A tenant's Zoho org.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZohoConfig {
+    pub dc: String,
+    pub org_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    /// Authorization codes that exchange for `refresh_token`, each usable once.
+    pub grant_codes: Vec<String>,
+    pub daily_credits: u64,
+    pub concurrency: usize,
+    /// `false`: no credit limit and no concurrency limit (both still counted), for benchmarks.
+    pub limits: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: Option<String>,
+    grant_id: Option<String>,
+    nylas_api_key: Option<String>,
+    nylas_region: Option<String>,
+    contacts: Option<usize>,
+    contact_seed: Option<u64>,
+    #[serde(default)]
+    zoho: RawZoho,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZoho {
+    dc: Option<String>,
+    org_id: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+    grant_codes: Option<Vec<String>>,
+    daily_credits: Option<u64>,
+    concurrency: Option<usize>,
+    limits: Option<bool>,
+}
+
+impl From<RawTenant> for TenantConfig {
+    fn from(raw: RawTenant) -> Self {
+        let name = raw.name.unwrap_or_else(|| {
+            // A tenant given only a grant id `grant-x` is named `x`.
+            raw.grant_id
+                .as_deref()
+                .map(|g| g.strip_prefix("grant-").unwrap_or(g).to_string())
+                .unwrap_or_else(|| "acme".to_string())
+        });
+        let z = raw.zoho;
+        TenantConfig {
+            grant_id: raw.grant_id.unwrap_or_else(|| format!("grant-{name}")),
+            nylas_api_key: raw.nylas_api_key.unwrap_or_else(|| format!("nyk-{name}")),
+            nylas_region: raw.nylas_region.unwrap_or_else(|| "us".to_string()),
+            contacts: raw.contacts.unwrap_or(3000),
+            contact_seed: raw.contact_seed,
+            zoho: ZohoConfig {
+                dc: z.dc.unwrap_or_else(|| "us".to_string()),
+                org_id: z.org_id.unwrap_or_else(|| format!("org-{name}")),
+                client_id: z.client_id.unwrap_or_else(|| format!("cid-{name}")),
+                client_secret: z.client_secret.unwrap_or_else(|| format!("cs-{name}")),
+                refresh_token: z.refresh_token.unwrap_or_else(|| format!("rt-{name}")),
+                grant_codes: z.grant_codes.unwrap_or_else(|| vec![format!("code-{name}")]),
+                daily_credits: z.daily_credits.unwrap_or(50_000),
+                concurrency: z.concurrency.unwrap_or(20),
+                limits: z.limits.unwrap_or(true),
+            },
+            name,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Parses a JSON config document.
+    pub fn from_json(text: &str) -> anyhow::Result<SimConfig> {
+        let cfg: SimConfig =
+            serde_json::from_str(text).context("the simulator config is not valid JSON for SimConfig")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a JSON config file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<SimConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        SimConfig::from_json(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Checks what serde cannot: ranges, known regions and DCs, unique identifiers.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.time_scale.is_finite() && self.time_scale > 0.0,
+            "time_scale must be a positive number, got {}",
+            self.time_scale
+        );
+        let f = &self.faults;
+        for (name, rate) in [
+            ("zoho_429_rate", f.zoho_429_rate),
+            ("zoho_5xx_rate", f.zoho_5xx_rate),
+            ("zoho_timeout_rate", f.zoho_timeout_rate),
+            ("nylas_429_rate", f.nylas_429_rate),
+            ("nylas_5xx_rate", f.nylas_5xx_rate),
+        ] {
+            ensure!(
+                (0.0..=1.0).contains(&rate),
+                "faults.{name} must be within 0..=1, got {rate}"
+            );
+        }
+        ensure!(
+            f.zoho_429_rate + f.zoho_5xx_rate + f.zoho_timeout_rate <= 1.0 + 1e-9,
+            "the Zoho fault rates add up to more than 1"
+        );
+        ensure!(
+            f.nylas_429_rate + f.nylas_5xx_rate <= 1.0 + 1e-9,
+            "the Nylas fault rates add up to more than 1"
+        );
+        ensure!(
+            f.latency_ms[0] <= f.latency_ms[1],
+            "faults.latency_ms must be [min, max] with min <= max"
+        );
+        let mut grants = HashSet::new();
+        let mut orgs: HashMap<&str, &ZohoConfig> = HashMap::new();
+        let mut refresh_tokens: HashMap<&str, &str> = HashMap::new();
+        let mut codes: HashMap<&str, &str> = HashMap::new();
+        for t in &self.tenants {
+            ensure!(!t.grant_id.is_empty(), "tenant `{}` has an empty grant_id", t.name);
+            ensure!(
+                grants.insert(t.grant_id.as_str()),
+                "grant_id `{}` appears twice",
+                t.grant_id
+            );
+            ensure!(
+                NYLAS_REGIONS.contains(&t.nylas_region.as_str()),
+                "tenant `{}`: nylas_region `{}` is not one of {NYLAS_REGIONS:?}",
+                t.name,
+                t.nylas_region
+            );
+            let z = &t.zoho;
+            ensure!(
+                ZOHO_DCS.contains(&z.dc.as_str()),
+                "tenant `{}`: zoho.dc `{}` is not one of {ZOHO_DCS:?}",
+                t.name,
+                z.dc
+            );
+            ensure!(
+                z.concurrency > 0,
+                "tenant `{}`: zoho.concurrency must be at least 1",
+                t.name
+            );
+            match orgs.get(z.org_id.as_str()) {
+                // Several grants may sync into one org; they must then describe it identically.
+                Some(other) if *other != z => bail!(
+                    "org `{}` is configured twice with different settings (tenant `{}`)",
+                    z.org_id,
+                    t.name
+                ),
+                Some(_) => continue,
+                None => {
+                    orgs.insert(&z.org_id, z);
+                }
+            }
+            if let Some(org) = refresh_tokens.insert(&z.refresh_token, &z.org_id) {
+                bail!(
+                    "refresh token `{}` belongs to both `{org}` and `{}`",
+                    z.refresh_token,
+                    z.org_id
+                );
+            }
+            for code in &z.grant_codes {
+                if let Some(org) = codes.insert(code, &z.org_id) {
+                    bail!("grant code `{code}` belongs to both `{org}` and `{}`", z.org_id);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_is_the_default_acme_tenant() {
+        let cfg = SimConfig::from_json("{}").expect("valid");
+        assert_eq!(cfg, SimConfig::default());
+        let t = &cfg.tenants[0];
+        assert_eq!(t.grant_id, "grant-acme");
+        assert_eq!(t.nylas_api_key, "nyk-acme");
+        assert_eq!(t.zoho.org_id, "org-acme");
+        assert_eq!(t.zoho.grant_codes, vec!["code-acme".to_string()]);
+        assert_eq!(t.zoho.daily_credits, 50_000);
+        assert!(t.zoho.limits);
+    }
+
+    #[test]
+    fn tenant_ids_derive_from_grant_id_when_no_name() {
+        let cfg =
+            SimConfig::from_json(r#"{"tenants":[{"grant_id":"grant-globex","zoho":{"dc":"eu"}}]}"#).expect("valid");
+        let t = &cfg.tenants[0];
+        assert_eq!(t.name, "globex");
+        assert_eq!(t.zoho.refresh_token, "rt-globex");
+        assert_eq!(t.zoho.dc, "eu");
+    }
+
+    #[test]
+    fn bad_configs_are_rejected_with_a_reason() {
+        for bad in [
+            r#"{"time_scale":0}"#,
+            r#"{"faults":{"zoho_429_rate":1.5}}"#,
+            r#"{"faults":{"latency_ms":[10,5]}}"#,
+            r#"{"tenants":[{"name":"a"},{"name":"a"}]}"#,
+            r#"{"tenants":[{"nylas_region":"mars"}]}"#,
+            r#"{"tenants":[{"zoho":{"dc":"xx"}}]}"#,
+            r#"{"unknown":1}"#,
+        ] {
+            assert!(SimConfig::from_json(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let cfg = SimConfig::default();
+        let text = serde_json::to_string(&cfg).expect("serializes");
+        assert_eq!(SimConfig::from_json(&text).expect("parses"), cfg);
+    }
+}

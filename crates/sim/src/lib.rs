@@ -1,0 +1,242 @@
+//! A fake Nylas v3 Contacts API and Zoho CRM (accounts server + CRM API) in one axum server,
+//! faithful to `api-facts.md` and deterministic from a seed, for the demo, end-to-end tests
+//! and benchmarks.
+//!
+//! URL layout under the base URL (`http://127.0.0.1:PORT`):
+//! - Nylas API URI per region: `/nylas/{us|eu}` (then `/v3/grants/{grant_id}/contacts...`)
+//! - Zoho accounts server per DC: `/zoho/{dc}/accounts` (then `/oauth/v2/token`)
+//! - Zoho API domain per DC: `/zoho/{dc}/api` (then `/crm/{v6|v8}/Contacts...`)
+//! - inspection: `/_sim/...` (see [`inspect`])
+//!
+//! Start it in-process with [`RunningSim::start`], or run the `crmsync-sim serve` binary.
+//!
+//! **Boundary:** the simulator shares no code or types with the crmsync clients: it
+//! reproduces the APIs from the facts file, so a client bug cannot hide behind a shared
+//! misunderstanding.
+
+pub mod clock;
+pub mod config;
+pub mod faults;
+pub mod generate;
+pub mod inspect;
+pub mod nylas;
+pub mod zoho;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{FaultConfig, SimConfig, TenantConfig, ZohoConfig};
+pub use generate::address_book;
+
+use clock::{SimClock, derive_seed, splitmix64};
+use faults::Latency;
+use nylas::NylasState;
+use zoho::ZohoState;
+
+/// Locks a mutex, recovering the data if a previous holder panicked (the simulator keeps
+/// serving rather than failing every later request).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The simulator's whole state, shared by every handler.
+#[derive(Debug)]
+pub struct Sim {
+    pub cfg: SimConfig,
+    pub clock: SimClock,
+    /// `http://127.0.0.1:PORT` of the bound listener.
+    pub base_url: String,
+    pub latency: Latency,
+    pub nylas: NylasState,
+    pub zoho: ZohoState,
+    request_seq: AtomicU64,
+    request_salt: u64,
+}
+
+impl Sim {
+    /// Builds the state: generates every address book (this takes a moment for big books).
+    pub fn new(cfg: SimConfig, base_url: String) -> Sim {
+        Sim {
+            clock: SimClock::new(cfg.time_scale),
+            latency: Latency::new(cfg.seed, cfg.faults.latency_ms),
+            nylas: NylasState::new(&cfg),
+            zoho: ZohoState::new(&cfg),
+            request_seq: AtomicU64::new(0),
+            request_salt: derive_seed(cfg.seed, "request-id"),
+            base_url,
+            cfg,
+        }
+    }
+
+    /// A fresh request id in UUID form.
+    pub fn request_id(&self) -> String {
+        let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        let a = splitmix64(n ^ self.request_salt);
+        let b = splitmix64(a);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | ((b >> 48) & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    /// The base URL clients are told about (`public_url`, else the bound address).
+    pub fn public_base(&self) -> &str {
+        self.cfg
+            .public_url
+            .as_deref()
+            .unwrap_or(&self.base_url)
+            .trim_end_matches('/')
+    }
+
+    /// The `api_domain` the token endpoint returns for a DC.
+    pub fn zoho_api_domain(&self, dc: &str) -> String {
+        format!("{}/zoho/{dc}/api", self.public_base())
+    }
+}
+
+/// Every route of the simulator.
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .merge(nylas::routes())
+        .merge(zoho::routes())
+        .merge(inspect::routes())
+        .fallback(fallback)
+        .with_state(sim)
+}
+
+/// Unknown paths answer in the shape of the API they fall under.
+async fn fallback(uri: Uri) -> Response {
+    let path = uri.path();
+    let body = if path.starts_with("/zoho/") {
+        zoho::error_body(
+            "INVALID_URL_PATTERN",
+            json!({}),
+            "Please check if the URL trying to access is a correct one",
+        )
+    } else if path.starts_with("/nylas/") {
+        json!({"request_id": "", "error": {"type": "api.not_found_error", "message": "not found"}})
+    } else {
+        json!({"error": "not found"})
+    };
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// A simulator serving on a local port. Dropping it stops the server.
+#[derive(Debug)]
+pub struct RunningSim {
+    addr: SocketAddr,
+    base_url: String,
+    sim: Arc<Sim>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningSim {
+    /// Validates `cfg`, binds `addr` (port 0 picks a free port), generates the address books
+    /// and starts serving.
+    pub async fn start(cfg: SimConfig, addr: SocketAddr) -> anyhow::Result<RunningSim> {
+        cfg.validate()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let mut local = listener.local_addr().context("the listener has no local address")?;
+        if local.ip().is_unspecified() {
+            local.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        let base_url = format!("http://{local}");
+        let sim = {
+            let base_url = base_url.clone();
+            tokio::task::spawn_blocking(move || Arc::new(Sim::new(cfg, base_url)))
+                .await
+                .context("generating the simulator state failed")?
+        };
+        let app = router(sim.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%base_url, "simulator listening");
+        Ok(RunningSim {
+            addr: local,
+            base_url,
+            sim,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Nylas API URI of a region (`us`, `eu`).
+    pub fn nylas_api_uri(&self, region: &str) -> String {
+        format!("{}/nylas/{region}", self.base_url)
+    }
+
+    /// The Zoho accounts server of a DC.
+    pub fn zoho_accounts_url(&self, dc: &str) -> String {
+        format!("{}/zoho/{dc}/accounts", self.base_url)
+    }
+
+    /// The Zoho API domain of a DC.
+    pub fn zoho_api_domain(&self, dc: &str) -> String {
+        format!("{}/zoho/{dc}/api", self.base_url)
+    }
+
+    /// The shared state, for in-process inspection.
+    pub fn sim(&self) -> &Arc<Sim> {
+        &self.sim
+    }
+
+    /// The inspection document of an org (as `GET /_sim/orgs/{org_id}`).
+    pub fn inspect_org(&self, org_id: &str) -> Option<Value> {
+        self.sim.inspect_org(org_id, true)
+    }
+
+    /// Stops accepting, lets requests in progress finish (for up to 5 s), then stops.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The fake Zoho CRM: per-DC accounts servers (OAuth tokens) and API domains (Contacts
+//! upsert, delete, search), with per-org records, credits, concurrency limits and faults.
+//!
+//! Org state lives behind one mutex per org, never held across an `.await`; the token store
+//! has its own mutex, so orgs never contend with each other.
+
+pub mod accounts;
+pub mod api;
+pub mod credits;
+pub mod records;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+use serde_json::{Value, json};
+
+use crate::config::{SimConfig, ZohoConfig};
+use crate::faults::Dice;
+use crate::{Sim, lock};
+use credits::CreditWindow;
+use records::RecordStore;
+
+/// Zoho's error object: `{"code","details","message","status":"error"}`.
+pub fn error_body(code: &str, details: Value, message: &str) -> Value {
+    json!({"code": code, "details": details, "message": message, "status": "error"})
+}
+
+/// All orgs and the shared token store.
+#[derive(Debug)]
+pub struct ZohoState {
+    pub orgs: HashMap<String, Arc<Org>>,
+    pub accounts: accounts::Accounts,
+}
+
+impl ZohoState {
+    pub fn new(cfg: &SimConfig) -> ZohoState {
+        let mut orgs = HashMap::new();
+        for t in &cfg.tenants {
+            orgs.entry(t.zoho.org_id.clone())
+                .or_insert_with(|| Arc::new(Org::new(t.zoho.clone(), cfg.seed)));
+        }
+        ZohoState {
+            orgs,
+            accounts: accounts::Accounts::new(cfg.seed),
+        }
+    }
+
+    /// Orgs served by a DC.
+    pub fn orgs_in(&self, dc: &str) -> impl Iterator<Item = &Arc<Org>> {
+        self.orgs.values().filter(move |o| o.cfg.dc == dc)
+    }
+}
+
+/// One Zoho org.
+#[derive(Debug)]
+pub struct Org {
+    pub cfg: ZohoConfig,
+    pub state: Mutex<OrgState>,
+    pub faults: Dice,
+}
+
+impl Org {
+    fn new(cfg: ZohoConfig, seed: u64) -> Org {
+        Org {
+            state: Mutex::new(OrgState {
+                records: RecordStore::new(&cfg.org_id),
+                credits: CreditWindow::default(),
+                stats: OrgStats::default(),
+                in_flight: 0,
+                complex_in_flight: 0,
+            }),
+            faults: Dice::new(seed, &format!("faults/zoho/{}", cfg.org_id)),
+            cfg,
+        }
+    }
+}
+
+/// Mutable state of an org.
+#[derive(Debug)]
+pub struct OrgState {
+    pub records: RecordStore,
+    pub credits: CreditWindow,
+    pub stats: OrgStats,
+    pub in_flight: usize,
+    pub complex_in_flight: usize,
+}
+
+/// Counters the inspection endpoint reports.
+#[derive(Debug, Default)]
+pub struct OrgStats {
+    /// Served (charged) calls per operation.
+    pub upsert: u64,
+    pub delete: u64,
+    pub search: u64,
+    /// Access tokens issued for this org.
+    pub token: u64,
+    /// All token-endpoint requests attributed to this org (issued, denied by the limit, or
+    /// refused for a wrong secret).
+    pub token_requests: u64,
+    /// 429s for the credit or concurrency limits (not injected faults).
+    pub rejected_429: u64,
+    pub faults_injected: u64,
+    /// Every API response attributed to this org (authenticated), by HTTP status.
+    pub by_status: BTreeMap<u16, u64>,
+    /// Peak number of this org's API requests in flight at once (rejected ones included:
+    /// it measures what the client sent).
+    pub max_in_flight: usize,
+    /// Upserts sent without `trigger` (or with a non-empty one): each would run workflows.
+    pub workflows_triggered: u64,
+    /// Records sent in served upserts.
+    pub records_upserted: u64,
+}
+
+impl OrgState {
+    /// The inspection document of the org (without the `records` key unless `with_records`).
+    pub fn inspect(&mut self, cfg: &ZohoConfig, now: f64, with_records: bool) -> Value {
+        let by_status: serde_json::Map<String, Value> = self
+            .stats
+            .by_status
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let records = if with_records {
+            Some(self.records.snapshot())
+        } else {
+            None
+        };
+        let s = &self.stats;
+        let mut doc = json!({
+            "org_id": cfg.org_id,
+            "dc": cfg.dc,
+            "record_count": self.records.len(),
+            "credits_used_window": self.credits.used(now),
+            "credits_used_total": self.credits.total(),
+            "daily_credits": cfg.daily_credits,
+            "calls": {
+                "upsert": s.upsert,
+                "delete": s.delete,
+                "search": s.search,
+                "token": s.token,
+                "rejected_429": s.rejected_429,
+                "faults_injected": s.faults_injected,
+                "by_status": by_status,
+            },
+            "token_requests": s.token_requests,
+            "max_in_flight": s.max_in_flight,
+            "in_flight": self.in_flight,
+            "workflows_triggered": s.workflows_triggered,
+            "records_upserted": s.records_upserted,
+        });
+        if let (Some(records), Value::Object(m)) = (records, &mut doc) {
+            m.insert("records".into(), Value::Array(records));
+        }
+        doc
+    }
+}
+
+impl Sim {
+    /// The inspection document of an org, if it exists; `with_records: false` leaves out the
+    /// records (cheap to poll while a benchmark writes 100,000 of them).
+    pub fn inspect_org(&self, org_id: &str, with_records: bool) -> Option<Value> {
+        let org = self.zoho.orgs.get(org_id)?;
+        let now = self.clock.now();
+        Some(lock(&org.state).inspect(&org.cfg, now, with_records))
+    }
+}
+
+/// Routes of every DC: `/zoho/{dc}/accounts/...` and `/zoho/{dc}/api/crm/{version}/...`.
+pub fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/zoho/{dc}/accounts/oauth/v2/token", post(accounts::token))
+        .route("/zoho/{dc}/api/crm/{version}/{module}/upsert", post(api::upsert))
+        .route("/zoho/{dc}/api/crm/{version}/{module}/search", get(api::search))
+        .route("/zoho/{dc}/api/crm/{version}/{module}", delete(api::delete))
+}
