@@ -187,7 +187,7 @@ pub fn map_contact(c: &Contact, limits: &FieldLimits) -> MapOutcome {
 
 /// Keeps one record per email among `(contact id, record)` pairs: the one with the smallest
 /// contact id. Returns the kept pairs (in their original order) and the ids merged away.
-pub fn dedupe_by_email<'a>(items: &'a [(String, ZohoContact)]) -> (Vec<&'a (String, ZohoContact)>, Vec<&'a str>) {
+pub fn dedupe_by_email(items: &[(String, ZohoContact)]) -> (Vec<&(String, ZohoContact)>, Vec<&str>) {
     let mut winner: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     for (id, r) in items {
         winner

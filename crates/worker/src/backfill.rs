@@ -148,7 +148,7 @@ async fn write(
         let records: Vec<ZohoContact> = chunk.iter().map(|(_, r)| r.clone()).collect();
         let reply = ctx.zoho.upsert_contacts(org, &records).await;
         // Credits are spent by every call Zoho served, even one whose records all failed.
-        if matches!(&reply, Ok(_)) {
+        if reply.is_ok() {
             ctx.runs
                 .add_spend(&job.tenant, &job.run_id, 1, crmsync_zoho::upsert_cost(records.len()))
                 .await
