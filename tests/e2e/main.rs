@@ -3,4 +3,5 @@
 mod support;
 
 mod backfill;
+mod cli;
 mod queue_processes;

@@ -27,8 +27,13 @@ use crate::error::ZohoError;
 const TOKEN_REQUESTS_PER_WINDOW: u64 = 9;
 /// Zoho's token-request window.
 const TOKEN_WINDOW: Duration = Duration::from_secs(600);
-/// Refresh this long before expiry.
+/// Refresh this long before expiry (or a fifth of the lifetime, for short-lived tokens).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// When to refresh a token that lives `lifetime_ms` from `now`.
+fn refresh_at(now: u64, lifetime_ms: u64) -> u64 {
+    now + lifetime_ms - (REFRESH_MARGIN.as_millis() as u64).min(lifetime_ms / 5)
+}
 /// How long one refresh may hold the lock.
 const LOCK_TTL: Duration = Duration::from_secs(15);
 /// How long a worker waits for another worker's refresh.
@@ -87,6 +92,8 @@ pub struct AccessToken {
     value: String,
     pub api_domain: String,
     pub expires_at_ms: u64,
+    /// When the broker refreshes it.
+    pub refresh_at_ms: u64,
     /// The sealed form as cached: identifies this token for a compare-and-delete.
     sealed: String,
 }
@@ -144,7 +151,7 @@ impl TokenBroker {
             let cached = self.cached(org).await?;
             let now = now_ms();
             if let Some(t) = &cached
-                && t.expires_at_ms > now + REFRESH_MARGIN.as_millis() as u64
+                && t.refresh_at_ms > now
             {
                 return Ok(t.clone());
             }
@@ -207,14 +214,16 @@ impl TokenBroker {
 
     async fn cached(&self, org: &ZohoOrg) -> Result<Option<AccessToken>, ZohoError> {
         let mut conn = self.conn.clone();
-        let (sealed, api_domain, expires_at): (Option<String>, Option<String>, Option<u64>) = redis::cmd("HMGET")
-            .arg(org.key("token"))
-            .arg("sealed")
-            .arg("api_domain")
-            .arg("expires_at")
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
+        let (sealed, api_domain, expires_at, refresh_at): (Option<String>, Option<String>, Option<u64>, Option<u64>) =
+            redis::cmd("HMGET")
+                .arg(org.key("token"))
+                .arg("sealed")
+                .arg("api_domain")
+                .arg("expires_at")
+                .arg("refresh_at")
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
         let (Some(sealed), Some(api_domain), Some(expires_at_ms)) = (sealed, api_domain, expires_at) else {
             return Ok(None);
         };
@@ -223,6 +232,7 @@ impl TokenBroker {
                 value,
                 api_domain,
                 expires_at_ms,
+                refresh_at_ms: refresh_at.unwrap_or(expires_at_ms.saturating_sub(REFRESH_MARGIN.as_millis() as u64)),
                 sealed,
             })),
             Err(e) => {
@@ -237,7 +247,7 @@ impl TokenBroker {
     async fn refresh_locked(&self, org: &ZohoOrg) -> Result<AccessToken, ZohoError> {
         let now = now_ms();
         if let Some(t) = self.cached(org).await?
-            && t.expires_at_ms > now + REFRESH_MARGIN.as_millis() as u64
+            && t.refresh_at_ms > now
         {
             return Ok(t); // refreshed by another worker while we waited for the lock
         }
@@ -297,7 +307,9 @@ impl TokenBroker {
             .ok_or_else(|| ZohoError::Decode("token response without api_domain".into()))?
             .trim_end_matches('/')
             .to_owned();
-        let expires_at_ms = now_ms() + expires_in * 1000;
+        let issued = now_ms();
+        let expires_at_ms = issued + expires_in * 1000;
+        let refresh_at_ms = refresh_at(issued, expires_in * 1000);
         let sealed = self.sealer.seal(&org.key("token"), &value);
         let _: () = redis::pipe()
             .cmd("DEL")
@@ -311,6 +323,8 @@ impl TokenBroker {
             .arg(&api_domain)
             .arg("expires_at")
             .arg(expires_at_ms)
+            .arg("refresh_at")
+            .arg(refresh_at_ms)
             .ignore()
             .cmd("PEXPIREAT")
             .arg(org.key("token"))
@@ -324,6 +338,7 @@ impl TokenBroker {
             value,
             api_domain,
             expires_at_ms,
+            refresh_at_ms,
             sealed,
         })
     }
@@ -374,6 +389,15 @@ async fn post_token(
         });
     }
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn refresh_happens_five_minutes_early_or_at_four_fifths_of_a_short_life() {
+        assert_eq!(super::refresh_at(0, 3_600_000), 3_300_000);
+        assert_eq!(super::refresh_at(0, 1_000), 800);
+    }
 }
 
 /// Exchanges a grant code (from Zoho's consent screen or a Self Client) for a refresh token.

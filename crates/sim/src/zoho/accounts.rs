@@ -66,10 +66,10 @@ struct AccountsInner {
 pub struct Accounts(Mutex<AccountsInner>);
 
 /// Why an access token was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenError {
-    /// Unknown, expired, invalidated or another DC's.
-    Invalid,
+    /// Unknown, expired, invalidated or another DC's; the org it was issued to, when known.
+    Invalid { org_id: Option<String> },
 }
 
 impl Accounts {
@@ -87,14 +87,18 @@ impl Accounts {
     pub fn check(&self, token: &str, dc: &str, now: f64) -> Result<String, TokenError> {
         let mut inner = lock(&self.0);
         let Some(t) = inner.tokens.get(token) else {
-            return Err(TokenError::Invalid);
+            return Err(TokenError::Invalid { org_id: None });
         };
         if t.expires_at <= now {
-            inner.tokens.remove(token);
-            return Err(TokenError::Invalid);
+            // Kept (not removed) so a later use is still attributed to its org.
+            return Err(TokenError::Invalid {
+                org_id: Some(t.org_id.clone()),
+            });
         }
         if t.dc != dc {
-            return Err(TokenError::Invalid);
+            return Err(TokenError::Invalid {
+                org_id: Some(t.org_id.clone()),
+            });
         }
         Ok(t.org_id.clone())
     }
@@ -198,7 +202,9 @@ pub async fn token(
             else {
                 return invalid_code();
             };
-            if get("redirect_uri").is_none() {
+            // A redirect URI is part of the web-server flow; Self Client grant codes are
+            // exchanged without one, so an absent one is accepted and an empty one refused.
+            if get("redirect_uri").is_some_and(|r| r.trim().is_empty()) {
                 return (StatusCode::OK, Json(json!({"error": "invalid_redirect_uri"}))).into_response();
             }
             Grant {

@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::accounts::parse_urlencoded;
+use super::accounts::{TokenError, parse_urlencoded};
 use super::credits::{DELETE_COST, SEARCH_COST, upsert_cost};
 use super::records::ItemResult;
 use super::{Org, OrgState, error_body};
@@ -204,13 +204,19 @@ async fn begin(sim: Arc<Sim>, path: ApiPath, headers: &HeaderMap) -> Result<Call
             Some(error_body("AUTHENTICATION_FAILURE", json!({}), "Authentication failed")),
         ));
     };
-    let org = sim
-        .zoho
-        .accounts
-        .check(token, &dc, sim.clock.now())
+    let checked = sim.zoho.accounts.check(token, &dc, sim.clock.now());
+    let org = checked
+        .as_ref()
         .ok()
-        .and_then(|org_id| sim.zoho.orgs.get(&org_id).cloned());
+        .and_then(|org_id| sim.zoho.orgs.get(org_id).cloned());
     let Some(org) = org else {
+        // A token issued to a known org (expired, invalidated, another DC's) counts the 401
+        // in that org's statistics, so tests can see refusals.
+        if let Err(TokenError::Invalid { org_id: Some(org_id) }) = &checked
+            && let Some(o) = sim.zoho.orgs.get(org_id)
+        {
+            *lock(&o.state).stats.by_status.entry(401).or_default() += 1;
+        }
         faults::pause(delay).await;
         return Err(respond(
             StatusCode::UNAUTHORIZED,
