@@ -24,8 +24,10 @@ tools:
 build: tools
 	$(CARGO) build --workspace --all-targets
 
-# Every test, against ephemeral redis-servers the tests start themselves.
+# Every test, against ephemeral redis-servers the tests start themselves. The binaries are
+# built first: the multi-process tests run `crmsync`, the probe worker and the simulator.
 test: tools
+	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
