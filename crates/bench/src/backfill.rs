@@ -76,6 +76,10 @@ pub async fn run(b: BackfillBench) -> anyhow::Result<()> {
                 },
                 daily_credits: t.zoho.daily_credits,
                 budget_share: 1.0,
+                edition: None,
+                users: None,
+                requests_per_second: crmsync_tenants::DEFAULT_RPS,
+                concurrency: None,
                 created_at_ms: 0,
                 updated_at_ms: 0,
             })

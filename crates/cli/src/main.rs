@@ -2,6 +2,7 @@
 //! library crates together and map errors to exit codes (0 ok, 1 failed, 2 bad usage).
 
 mod backfill;
+mod budget;
 mod logging;
 mod runs;
 mod status;
@@ -42,6 +43,12 @@ enum Command {
     Runs(runs::RunsArgs),
     /// Show queue depths, throughput and workers, read straight from Redis.
     Status(status::StatusArgs),
+    /// Pause a tenant: no Zoho call is made for it until it is resumed.
+    Pause(budget::PauseArgs),
+    /// Resume a paused tenant.
+    Resume { tenant: String },
+    /// Credits used and allowed in the rolling window, and why a tenant is paused.
+    Budget(budget::BudgetArgs),
     /// Add, change, list, show and remove tenants.
     #[command(subcommand)]
     Tenant(tenant::TenantCmd),
@@ -86,6 +93,9 @@ async fn main() -> std::process::ExitCode {
                 Command::Runs(args) => runs::run(&env, args).await,
                 Command::Status(args) => status::run(&env, args).await,
                 Command::Tenant(cmd) => tenant::run(&env, cmd).await,
+                Command::Pause(args) => budget::pause(&env, args).await,
+                Command::Resume { tenant } => budget::resume(&env, &tenant).await,
+                Command::Budget(args) => budget::show(&env, args).await,
                 Command::Zoho(cmd) => zoho::run(&env, cmd).await,
                 Command::Keygen => {
                     println!("{}", crmsync_tenants::SecretKey::generate());

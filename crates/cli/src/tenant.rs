@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use crmsync_tenants::{NylasSettings, Secret, SecretKey, Tenant, TenantStore, ZohoSettings};
+use crmsync_tenants::{Edition, NylasSettings, Secret, SecretKey, Tenant, TenantStore, ZohoSettings};
 
 use crate::Env;
 
@@ -50,9 +50,23 @@ pub struct TenantFlags {
     /// (or CRMSYNC_ZOHO_REFRESH_TOKEN; or use `crmsync zoho exchange-code`)
     #[arg(long, env = "CRMSYNC_ZOHO_REFRESH_TOKEN", hide_env_values = true)]
     zoho_refresh_token: Option<String>,
-    /// The org's daily API credits [add default: 50000].
+    /// The org's daily API credits [add default: from --edition and --users, else 50000].
     #[arg(long, allow_hyphen_values = true)]
     daily_credits: Option<i64>,
+    /// Zoho edition: free, standard, professional, enterprise, ultimate (sets the default
+    /// concurrency and, with --users, the daily credits).
+    #[arg(long)]
+    edition: Option<String>,
+    /// User licences of the org.
+    #[arg(long, allow_hyphen_values = true)]
+    users: Option<i64>,
+    /// Requests per second to Zoho, fleet-wide [add default: 5].
+    #[arg(long = "rps", allow_hyphen_values = true)]
+    requests_per_second: Option<f64>,
+    /// Concurrent Zoho calls, fleet-wide [default: the edition's: Free 5, Standard 10,
+    /// Professional 15, Enterprise 20, Ultimate 25].
+    #[arg(long, allow_hyphen_values = true)]
+    concurrency: Option<i64>,
     /// Share of the daily credits crmsync may use, 0.5–1.0 [add default: 0.8].
     #[arg(long, allow_hyphen_values = true)]
     budget_share: Option<f64>,
@@ -104,11 +118,33 @@ impl TenantFlags {
         if let Some(v) = self.zoho_refresh_token {
             t.zoho.refresh_token = Some(Secret::new(v));
         }
-        if let Some(v) = self.daily_credits {
-            t.daily_credits = credits(v)?;
+        let plan_changed = self.edition.is_some() || self.users.is_some();
+        if let Some(v) = self.edition {
+            t.edition = Some(Edition::parse(&v).ok_or_else(|| {
+                anyhow::anyhow!("unknown edition `{v}`: use free, standard, professional, enterprise or ultimate")
+            })?);
+        }
+        if let Some(v) = self.users {
+            anyhow::ensure!(v >= 1, "users must be at least 1, got {v}");
+            t.users = Some(v as u32);
+        }
+        match (self.daily_credits, t.edition) {
+            (Some(v), _) => t.daily_credits = credits(v)?,
+            (None, Some(e)) if plan_changed => t.daily_credits = e.daily_credits(t.users.unwrap_or(1)),
+            _ => {}
         }
         if let Some(v) = self.budget_share {
             t.budget_share = v;
+        }
+        if let Some(v) = self.requests_per_second {
+            t.requests_per_second = v;
+        }
+        if let Some(v) = self.concurrency {
+            anyhow::ensure!(
+                (1..=25).contains(&v),
+                "concurrency {v} is out of range: Zoho allows 1 to 25 concurrent calls"
+            );
+            t.concurrency = Some(v as u32);
         }
         Ok(())
     }
@@ -134,6 +170,10 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                 },
                 daily_credits: 50_000,
                 budget_share: 0.8,
+                edition: None,
+                users: None,
+                requests_per_second: crmsync_tenants::DEFAULT_RPS,
+                concurrency: None,
                 created_at_ms: 0,
                 updated_at_ms: 0,
             };

@@ -29,6 +29,12 @@ impl TenantKeys {
         format!("{}:run:{run_id}:pages", self.tag)
     }
 
+    /// Hash: progress of one page that writes in several calls (`done` batches and their
+    /// counts), so a page resumed after a deferral or a crash skips what it already wrote.
+    pub fn page_progress(&self, run_id: &str, page: u32) -> String {
+        format!("{}:run:{run_id}:page:{page}", self.tag)
+    }
+
     /// Set: distinct emails of the contacts a run mapped (deleted when the run completes).
     pub fn run_emails(&self, run_id: &str) -> String {
         format!("{}:run:{run_id}:emails", self.tag)

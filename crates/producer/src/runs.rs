@@ -308,6 +308,7 @@ impl RunStore {
             .key(k.run_pages(run_id))
             .key(k.active_run())
             .key(k.run_emails(run_id))
+            .key(k.page_progress(run_id, page))
             .arg(page)
             .arg(if has_next { 1 } else { 0 })
             .arg(now_ms())
@@ -318,6 +319,43 @@ impl RunStore {
         }
         let (_, status): (i64, String) = inv.invoke_async(&mut conn).await?;
         Ok(RunStatus::parse(&status))
+    }
+
+    /// How many write batches of a page are done (from an earlier, interrupted run of it).
+    pub async fn page_batches_done(&self, tenant: &str, run_id: &str, page: u32) -> Result<usize, RunError> {
+        let mut conn = self.conn.clone();
+        let done: Option<usize> = redis::cmd("HGET")
+            .arg(self.keys(tenant).page_progress(run_id, page))
+            .arg("done")
+            .query_async(&mut conn)
+            .await?;
+        Ok(done.unwrap_or(0))
+    }
+
+    /// Records that a page's batch `batch` (from 0) is written, with its counts; they join
+    /// the run's counts when the page is recorded.
+    pub async fn save_batch(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        page: u32,
+        batch: usize,
+        counts: &PageCounts,
+    ) -> Result<(), RunError> {
+        let key = self.keys(tenant).page_progress(run_id, page);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (field, n) in counts.pairs() {
+            pipe.cmd("HINCRBY").arg(&key).arg(field).arg(n).ignore();
+        }
+        pipe.cmd("HSET").arg(&key).arg("done").arg(batch + 1).ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(EMAILS_TTL.as_millis() as u64)
+            .ignore();
+        let mut conn = self.conn.clone();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
     }
 
     /// Remembers the emails of a page's mapped contacts (for the run's shared-email count).

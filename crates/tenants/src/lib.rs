@@ -14,4 +14,7 @@ mod tenant;
 
 pub use secret::{KEY_ENV, KEY_FILE_ENV, Secret, SecretError, SecretKey};
 pub use store::{StoreError, TenantStore};
-pub use tenant::{NylasSettings, Tenant, TenantError, ZohoSettings, tenant_tag, validate_id};
+pub use tenant::{
+    DEFAULT_CONCURRENCY, DEFAULT_RPS, Edition, NylasSettings, Tenant, TenantError, ZohoSettings, tenant_tag,
+    validate_id,
+};

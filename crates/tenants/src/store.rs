@@ -4,7 +4,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::{Secret, SecretError, SecretKey};
-use crate::tenant::{NylasSettings, Tenant, TenantError, ZohoSettings, tenant_tag};
+use crate::tenant::{Edition, NylasSettings, Tenant, TenantError, ZohoSettings, tenant_tag};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,9 +39,21 @@ struct Stored {
     daily_credits: u64,
     budget_share: f64,
     #[serde(default)]
+    edition: Option<String>,
+    #[serde(default)]
+    users: Option<u32>,
+    #[serde(default = "default_rps")]
+    requests_per_second: f64,
+    #[serde(default)]
+    concurrency: Option<u32>,
+    #[serde(default)]
     created_at_ms: u64,
     #[serde(default)]
     updated_at_ms: u64,
+}
+
+fn default_rps() -> f64 {
+    crate::tenant::DEFAULT_RPS
 }
 
 /// Tenants in Redis. Cheap to clone.
@@ -108,6 +120,10 @@ impl TenantStore {
                 .map(|r| k.seal(&Self::ctx(&t.id, "zoho.refresh_token"), r.expose())),
             daily_credits: t.daily_credits,
             budget_share: t.budget_share,
+            edition: t.edition.map(|e| e.as_str().to_owned()),
+            users: t.users,
+            requests_per_second: t.requests_per_second,
+            concurrency: t.concurrency,
             created_at_ms: t.created_at_ms,
             updated_at_ms: t.updated_at_ms,
         })
@@ -136,6 +152,10 @@ impl TenantStore {
             },
             daily_credits: s.daily_credits,
             budget_share: s.budget_share,
+            edition: s.edition.as_deref().and_then(Edition::parse),
+            users: s.users,
+            requests_per_second: s.requests_per_second,
+            concurrency: s.concurrency,
             created_at_ms: s.created_at_ms,
             updated_at_ms: s.updated_at_ms,
             id: s.id,
@@ -258,6 +278,10 @@ impl TenantStore {
             },
             "daily_credits": s.daily_credits,
             "budget_share": s.budget_share,
+            "edition": s.edition,
+            "users": s.users,
+            "requests_per_second": s.requests_per_second,
+            "concurrency": s.concurrency,
             "created_at_ms": s.created_at_ms,
             "updated_at_ms": s.updated_at_ms,
         }))

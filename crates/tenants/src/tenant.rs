@@ -33,6 +33,71 @@ pub struct ZohoSettings {
     pub refresh_token: Option<Secret>,
 }
 
+/// A Zoho CRM edition: it sets the org's default concurrency and, with the number of user
+/// licences, its daily API credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edition {
+    Free,
+    Standard,
+    Professional,
+    Enterprise,
+    Ultimate,
+}
+
+impl Edition {
+    pub fn parse(s: &str) -> Option<Edition> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "free" => Some(Edition::Free),
+            "standard" => Some(Edition::Standard),
+            "professional" => Some(Edition::Professional),
+            "enterprise" => Some(Edition::Enterprise),
+            "ultimate" => Some(Edition::Ultimate),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Edition::Free => "free",
+            Edition::Standard => "standard",
+            Edition::Professional => "professional",
+            Edition::Enterprise => "enterprise",
+            Edition::Ultimate => "ultimate",
+        }
+    }
+
+    /// Daily API credits by Zoho's documented table: Free 5,000; otherwise 50,000 plus a
+    /// per-user amount (Standard 250, Professional 500, Enterprise 1,000, Ultimate 2,000),
+    /// capped at 100,000 / 3,000,000 / 5,000,000 (Ultimate: no documented cap). Zoho's pages
+    /// disagree (older ones use 5k/10k/15k bases), so `--daily-credits` overrides it.
+    pub fn daily_credits(&self, users: u32) -> u64 {
+        let users = u64::from(users);
+        match self {
+            Edition::Free => 5_000,
+            Edition::Standard => (50_000 + 250 * users).min(100_000),
+            Edition::Professional => (50_000 + 500 * users).min(3_000_000),
+            Edition::Enterprise => (50_000 + 1_000 * users).min(5_000_000),
+            Edition::Ultimate => 50_000 + 2_000 * users,
+        }
+    }
+
+    /// Concurrent API calls per org per OAuth app.
+    pub fn concurrency(&self) -> u32 {
+        match self {
+            Edition::Free => 5,
+            Edition::Standard => 10,
+            Edition::Professional => 15,
+            Edition::Enterprise => 20,
+            Edition::Ultimate => 25,
+        }
+    }
+}
+
+/// Requests per second per tenant unless set (as Sling uses for Zoho).
+pub const DEFAULT_RPS: f64 = 5.0;
+/// Concurrency when neither set nor implied by an edition (Standard's).
+pub const DEFAULT_CONCURRENCY: u32 = 10;
+
 /// A tenant: one address book synced into one CRM org.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
@@ -43,6 +108,14 @@ pub struct Tenant {
     pub daily_credits: u64,
     /// Share of `daily_credits` crmsync may spend (0.5–1.0).
     pub budget_share: f64,
+    /// The org's Zoho edition, if known.
+    pub edition: Option<Edition>,
+    /// User licences of the org (with the edition, gives the daily credits).
+    pub users: Option<u32>,
+    /// Requests per second to Zoho, fleet-wide.
+    pub requests_per_second: f64,
+    /// Concurrent Zoho calls, fleet-wide; `None`: the edition's limit.
+    pub concurrency: Option<u32>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -121,6 +194,22 @@ impl Tenant {
         if self.daily_credits == 0 {
             return Err(bad("daily credits must be a positive number".into()));
         }
+        if !(self.requests_per_second > 0.0 && self.requests_per_second <= 100.0) {
+            return Err(bad(format!(
+                "requests per second {} is out of range (more than 0, at most 100)",
+                self.requests_per_second
+            )));
+        }
+        if let Some(c) = self.concurrency
+            && !(1..=25).contains(&c)
+        {
+            return Err(bad(format!(
+                "concurrency {c} is out of range: Zoho allows 1 to 25 concurrent calls (Free 5 ... Ultimate 25)"
+            )));
+        }
+        if self.users == Some(0) {
+            return Err(bad("users must be at least 1".into()));
+        }
         if !(0.5..=1.0).contains(&self.budget_share) {
             return Err(bad(format!(
                 "budget share {} is out of range: crmsync may spend between 0.5 and 1.0 of the daily credits",
@@ -128,6 +217,18 @@ impl Tenant {
             )));
         }
         Ok(())
+    }
+
+    /// Concurrent Zoho calls allowed: the setting, else the edition's, else 10.
+    pub fn effective_concurrency(&self) -> u32 {
+        self.concurrency
+            .or(self.edition.map(|e| e.concurrency()))
+            .unwrap_or(DEFAULT_CONCURRENCY)
+    }
+
+    /// Credits crmsync may spend in any rolling 24 hours: share × daily credits.
+    pub fn allowed_credits(&self) -> u64 {
+        (self.daily_credits as f64 * self.budget_share).floor() as u64
     }
 
     /// The accounts server: the override, else the region's.

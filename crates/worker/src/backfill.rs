@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use crmsync_domain::{FieldLimits, MapOutcome, ZohoContact, dedupe_by_email, map_contact};
+use crmsync_limits::Priority;
 use crmsync_nylas::Grant;
 use crmsync_producer::{BackfillPage, PageCounts, Rejection, RunStatus, TenantState};
 use crmsync_queue::{EnqueueOptions, JobError, JobInfo};
@@ -16,7 +17,7 @@ use crmsync_zoho::{RecordResult, ZohoOrg};
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
-use crate::errors;
+use crate::{calls, errors};
 
 /// Runs one page; marks the run failed when the page fails for good.
 pub async fn run_page(ctx: &Context, job: BackfillPage, info: &JobInfo) -> Result<(), JobError> {
@@ -115,8 +116,8 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
         }
     }
 
-    write(ctx, job, &org, &state, &to_write, &mut counts).await?;
-    repair_shared_emails(ctx, job, &org, &grant, &state, &to_write).await?;
+    write(ctx, job, &tenant, &org, &state, &to_write).await?;
+    repair_shared_emails(ctx, job, &tenant, &org, &grant, &state, &to_write).await?;
 
     let status = ctx
         .runs
@@ -135,26 +136,30 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Upserts records in batches of at most 100 and counts the per-record outcomes.
+/// Upserts records in batches of at most 100, each under the tenant's limits, and counts the
+/// per-record outcomes. Batches written by an earlier, interrupted run of this page (deferred
+/// for budget, or crashed) are skipped, so resuming a page spends no credit twice.
 async fn write(
     ctx: &Context,
     job: &BackfillPage,
+    tenant: &Tenant,
     org: &ZohoOrg,
     state: &TenantState,
     items: &[&(String, ZohoContact)],
-    counts: &mut PageCounts,
 ) -> Result<(), JobError> {
-    for chunk in items.chunks(crmsync_zoho::MAX_BATCH) {
+    let done = ctx
+        .runs
+        .page_batches_done(&job.tenant, &job.run_id, job.page)
+        .await
+        .map_err(errors::redis)?;
+    for (i, chunk) in items.chunks(crmsync_zoho::MAX_BATCH).enumerate().skip(done) {
         let records: Vec<ZohoContact> = chunk.iter().map(|(_, r)| r.clone()).collect();
-        let reply = ctx.zoho.upsert_contacts(org, &records).await;
-        // Credits are spent by every call Zoho served, even one whose records all failed.
-        if reply.is_ok() {
-            ctx.runs
-                .add_spend(&job.tenant, &job.run_id, 1, crmsync_zoho::upsert_cost(records.len()))
-                .await
-                .map_err(errors::redis)?;
-        }
-        let reply = reply.map_err(errors::zoho)?;
+        let reply = calls::upsert(ctx, tenant, org, &records, Priority::Backfill).await?;
+        ctx.runs
+            .add_spend(&job.tenant, &job.run_id, 1, crmsync_zoho::upsert_cost(records.len()))
+            .await
+            .map_err(errors::redis)?;
+        let mut counts = PageCounts::default();
         let mut ids = Vec::new();
         let mut rejected = Vec::new();
         for ((contact_id, record), result) in chunk.iter().map(|i| (&i.0, &i.1)).zip(&reply.results) {
@@ -182,6 +187,10 @@ async fn write(
         }
         state.set_zoho_ids(&ids).await.map_err(errors::redis)?;
         state.add_rejections(&rejected).await.map_err(errors::redis)?;
+        ctx.runs
+            .save_batch(&job.tenant, &job.run_id, job.page, i, &counts)
+            .await
+            .map_err(errors::redis)?;
     }
     Ok(())
 }
@@ -192,6 +201,7 @@ async fn write(
 async fn repair_shared_emails(
     ctx: &Context,
     job: &BackfillPage,
+    tenant: &Tenant,
     org: &ZohoOrg,
     grant: &Grant<'_>,
     state: &TenantState,
@@ -222,7 +232,7 @@ async fn repair_shared_emails(
     info!(tenant = %job.tenant, count = repairs.len(), "Rewriting records of shared emails for their owners");
     let records: Vec<ZohoContact> = repairs.into_values().collect();
     for chunk in records.chunks(crmsync_zoho::MAX_BATCH) {
-        ctx.zoho.upsert_contacts(org, chunk).await.map_err(errors::zoho)?;
+        calls::upsert(ctx, tenant, org, chunk, Priority::Backfill).await?;
         ctx.runs
             .add_spend(&job.tenant, &job.run_id, 1, crmsync_zoho::upsert_cost(chunk.len()))
             .await

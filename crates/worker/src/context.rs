@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crmsync_limits::Limiter;
 use crmsync_nylas::NylasClient;
 use crmsync_producer::{BackfillPage, RunStore, TenantState};
 use crmsync_queue::{JobQueue, RedisConn};
@@ -18,6 +19,9 @@ pub struct ContextOptions {
     pub page_size: u32,
     /// Timeout of each Nylas or Zoho request.
     pub http_timeout: Duration,
+    /// The rolling window of Zoho's credit allowance (24 h; shorter only against a simulator
+    /// whose day is compressed).
+    pub credit_window: Duration,
 }
 
 impl Default for ContextOptions {
@@ -27,6 +31,7 @@ impl Default for ContextOptions {
             namespace: "crmsync".into(),
             page_size: crmsync_nylas::MAX_PAGE_SIZE,
             http_timeout: Duration::from_secs(30),
+            credit_window: crmsync_limits::DAY,
         }
     }
 }
@@ -40,6 +45,7 @@ pub struct Context {
     pub runs: RunStore,
     pub nylas: NylasClient,
     pub zoho: ZohoClient,
+    pub limiter: Limiter,
     pub backfill: JobQueue<BackfillPage>,
 }
 
@@ -57,6 +63,9 @@ impl Context {
             runs: RunStore::new(conn.clone(), &opts.namespace),
             nylas: NylasClient::new(opts.http_timeout)?,
             zoho: ZohoClient::new(http, broker),
+            limiter: Limiter::new(conn.clone(), &opts.namespace)
+                .with_window(opts.credit_window)
+                .with_lease_ttl(opts.http_timeout * 2),
             backfill: JobQueue::new(conn.clone(), crmsync_producer::backfill_queue(&opts.namespace)),
             client,
             conn,

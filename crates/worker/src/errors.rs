@@ -11,7 +11,14 @@ fn later(wait: Option<Duration>, reason: String) -> JobError {
     }
 }
 
+/// Nylas throttling (its own limit, or the provider's, which can last 20 minutes) is not the
+/// job's fault: the job is deferred without using an attempt, to Nylas's `Retry-After` or a
+/// jittered few seconds.
 pub(crate) fn nylas(e: crmsync_nylas::NylasError) -> JobError {
+    if let crmsync_nylas::NylasError::RateLimited { retry_after, .. } = &e {
+        let wait = retry_after.unwrap_or_else(|| Duration::from_millis(rand::random_range(1_000..5_000)));
+        return JobError::defer(SystemTime::now() + wait, format!("nylas: {e}"));
+    }
     match e.next() {
         crmsync_nylas::Next::RetryLater(wait) => later(wait, format!("nylas: {e}")),
         crmsync_nylas::Next::FailJob => JobError::permanent(format!("nylas: {e}")),

@@ -2,6 +2,7 @@
 //! them under apalis on the Redis Streams queue until SIGTERM, then drains.
 
 pub mod backfill;
+mod calls;
 mod context;
 mod errors;
 

@@ -23,6 +23,10 @@ fn tenant(id: &str) -> Tenant {
         },
         daily_credits: 50_000,
         budget_share: 0.8,
+        edition: None,
+        users: None,
+        requests_per_second: crmsync_tenants::DEFAULT_RPS,
+        concurrency: None,
         created_at_ms: 0,
         updated_at_ms: 0,
     }

@@ -1,0 +1,631 @@
+//! The limiter itself.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use crmsync_queue::{RedisConn, now_ms};
+use crmsync_tenants::Tenant;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use redis::Script;
+use serde::Serialize;
+use tracing::{debug, info};
+
+use crate::keys::LimitKeys;
+
+static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/reserve.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
+static RECONCILE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/reconcile.lua")));
+static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
+static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/lease.lua")));
+static OUTCOME: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/outcome.lua")));
+static RETRY_BUDGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/retry_budget.lua")));
+
+/// The rolling window of Zoho's credit allowance.
+pub const DAY: Duration = Duration::from_secs(24 * 3600);
+/// Buckets per window (per-minute buckets for a 24-hour window).
+const BUCKETS: u64 = 1440;
+/// Share of the allowed credits backfill leaves to change-feed work.
+const CHANGE_FEED_HEADROOM: f64 = 0.10;
+/// Zoho's sub-concurrency for upserts of more than 10 records, on every edition.
+const COMPLEX_CONCURRENCY: u32 = 10;
+/// A cooldown this short is waited out in place; a longer one defers the job.
+const INLINE_COOLDOWN: Duration = Duration::from_secs(2);
+/// AIMD: the rate factor grows by this per success and halves per 429 (at most once a second),
+/// never below the minimum.
+const AIMD_STEP: f64 = 0.02;
+const AIMD_MIN: f64 = 0.1;
+/// 429 backoff without Retry-After: full jitter over 0.5 s · 2^streak, at most 60 s.
+const BACKOFF_BASE_MS: u64 = 500;
+const BACKOFF_CAP_MS: u64 = 60_000;
+/// Retry budget: each success deposits a fifth of a retry; 1 retry a second refills; at most 50.
+const RETRY_DEPOSIT: f64 = 0.2;
+const RETRY_REFILL_PER_SEC: f64 = 1.0;
+const RETRY_MAX: f64 = 50.0;
+
+/// What the limiter needs to know about a tenant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimitSettings {
+    pub daily_credits: u64,
+    pub budget_share: f64,
+    pub requests_per_second: f64,
+    pub concurrency: u32,
+}
+
+impl LimitSettings {
+    pub fn of(t: &Tenant) -> Self {
+        Self {
+            daily_credits: t.daily_credits,
+            budget_share: t.budget_share,
+            requests_per_second: t.requests_per_second,
+            concurrency: t.effective_concurrency(),
+        }
+    }
+
+    /// Credits crmsync may spend in any window.
+    pub fn allowed(&self) -> u64 {
+        (self.daily_credits as f64 * self.budget_share).floor() as u64
+    }
+}
+
+/// Whose work a call is: near the cap, backfill leaves the last 10% to the change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Change,
+    Backfill,
+}
+
+/// Why a call may not be made now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wait {
+    /// The credit budget is spent until `until_ms`.
+    Budget { until_ms: u64, used: u64, allowed: u64 },
+    /// An operator paused the tenant.
+    Paused { reason: String },
+    /// Zoho answered 429; every worker waits until `until_ms`.
+    Cooldown { until_ms: u64 },
+    /// No concurrency slot came free in time.
+    Busy,
+    /// The call costs more than the whole allowance: it can never be made.
+    TooLarge { cost: u64, allowed: u64 },
+}
+
+impl Wait {
+    /// When to try again (a manual pause is re-checked every 15 s).
+    pub fn retry_at_ms(&self) -> u64 {
+        let now = now_ms();
+        match self {
+            Wait::Budget { until_ms, .. } | Wait::Cooldown { until_ms } => (*until_ms).max(now + 100),
+            Wait::Paused { .. } => now + 15_000,
+            Wait::Busy => now + 1_000,
+            Wait::TooLarge { .. } => now + 3_600_000,
+        }
+    }
+
+    pub fn reason(&self) -> String {
+        match self {
+            Wait::Budget {
+                until_ms,
+                used,
+                allowed,
+            } => {
+                format!("credit budget spent ({used} of {allowed} used); paused until {until_ms} ms")
+            }
+            Wait::Paused { reason } => format!("tenant paused by an operator: {reason}"),
+            Wait::Cooldown { until_ms } => format!("Zoho rate limit (429); cooling down until {until_ms} ms"),
+            Wait::Busy => "no concurrency slot free".into(),
+            Wait::TooLarge { cost, allowed } => {
+                format!("a call of {cost} credits exceeds the whole allowance of {allowed}")
+            }
+        }
+    }
+}
+
+/// The right to make one call. Give it back with [`Limiter::finish`].
+#[derive(Debug)]
+pub struct Permit {
+    tenant: String,
+    cost: u64,
+    bucket: i64,
+    leases: Vec<(String, String)>,
+}
+
+impl Permit {
+    pub fn cost(&self) -> u64 {
+        self.cost
+    }
+}
+
+/// How a call went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Zoho answered (anything but 429).
+    Answered { credits_remaining: Option<u64> },
+    /// 429 TOO_MANY_REQUESTS (Zoho does not charge it).
+    Throttled {
+        retry_after: Option<Duration>,
+        credits_remaining: Option<u64>,
+    },
+    /// The request was never sent: its credits go back.
+    NotSent,
+    /// Sent without an answer (timeout, 5xx): its credits stay spent, as Zoho may have charged.
+    Failed,
+}
+
+/// An operator's pause.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pause {
+    pub reason: String,
+    pub since_ms: u64,
+}
+
+/// A tenant's budget as `crmsync budget` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Budget {
+    pub tenant: String,
+    /// Credits used in the current window (ours, and others' as reported by Zoho).
+    pub used: u64,
+    /// Credits crmsync may use in a window: share × daily.
+    pub allowed: u64,
+    pub daily_credits: u64,
+    pub budget_share: f64,
+    /// When the oldest credits in the window return, and how many.
+    pub next_return_ms: Option<u64>,
+    pub next_return_credits: u64,
+    /// Paused by an operator.
+    pub paused: Option<Pause>,
+    /// Paused for budget until then.
+    pub budget_paused_until_ms: Option<u64>,
+    /// A 429 cooldown until then.
+    pub cooldown_until_ms: Option<u64>,
+    /// The AIMD factor on rate and concurrency (1 = full).
+    pub rate_factor: f64,
+    pub requests_per_second: f64,
+    pub concurrency: u32,
+}
+
+/// The fleet-wide limiter. Cheap to clone; one per process.
+#[derive(Clone)]
+pub struct Limiter {
+    conn: RedisConn,
+    namespace: String,
+    window: Duration,
+    lease_ttl: Duration,
+    max_lease_wait: Duration,
+    local: Arc<Mutex<HashMap<String, (u64, Arc<DefaultDirectRateLimiter>)>>>,
+}
+
+impl Limiter {
+    pub fn new(conn: RedisConn, namespace: impl Into<String>) -> Self {
+        Self {
+            conn,
+            namespace: namespace.into(),
+            window: DAY,
+            lease_ttl: Duration::from_secs(60),
+            max_lease_wait: Duration::from_secs(30),
+            local: Arc::default(),
+        }
+    }
+
+    /// Another window length (tests against a simulator whose day is compressed).
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window.max(Duration::from_millis(BUCKETS));
+        self
+    }
+
+    /// How long a lease lives if its holder dies (longer than a Zoho request can take).
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// How long a call waits for a concurrency slot before it is deferred.
+    pub fn with_max_lease_wait(mut self, wait: Duration) -> Self {
+        self.max_lease_wait = wait;
+        self
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    fn keys(&self, tenant: &str) -> LimitKeys {
+        LimitKeys::new(&self.namespace, tenant)
+    }
+
+    fn bucket_ms(&self) -> u64 {
+        (self.window.as_millis() as u64 / BUCKETS).max(1)
+    }
+
+    /// Waits for everything needed to make one call of `cost` credits, or says why not.
+    pub async fn acquire(
+        &self,
+        tenant: &str,
+        s: &LimitSettings,
+        cost: u64,
+        complex: bool,
+        priority: Priority,
+    ) -> Result<Result<Permit, Wait>, redis::RedisError> {
+        let k = self.keys(tenant);
+        let mut conn = self.conn.clone();
+        // 0. An operator's pause, and a 429 cooldown shared by the fleet.
+        loop {
+            let (pause, cooldown): (HashMap<String, String>, Option<u64>) = redis::pipe()
+                .cmd("HGETALL")
+                .arg(k.pause())
+                .cmd("GET")
+                .arg(k.cooldown())
+                .query_async(&mut conn)
+                .await?;
+            if !pause.is_empty() {
+                return Ok(Err(Wait::Paused {
+                    reason: pause.get("reason").cloned().unwrap_or_default(),
+                }));
+            }
+            match cooldown {
+                Some(until) if until > now_ms() => {
+                    let left = Duration::from_millis(until - now_ms());
+                    if left > INLINE_COOLDOWN {
+                        return Ok(Err(Wait::Cooldown { until_ms: until }));
+                    }
+                    tokio::time::sleep(left).await;
+                }
+                _ => break,
+            }
+        }
+        // 1. Credits.
+        let allowed = s.allowed();
+        let headroom = match priority {
+            Priority::Change => 0,
+            Priority::Backfill => (allowed as f64 * CHANGE_FEED_HEADROOM).ceil() as u64,
+        };
+        let now = now_ms();
+        let (ok, at, used): (i64, i64, i64) = RESERVE
+            .key(k.ledger())
+            .key(k.ledger_index())
+            .arg(now)
+            .arg(cost)
+            .arg(allowed)
+            .arg(self.window.as_millis() as u64)
+            .arg(self.bucket_ms())
+            .arg(headroom)
+            .arg("reserve")
+            .invoke_async(&mut conn)
+            .await?;
+        if ok == 0 {
+            if at < 0 {
+                return Ok(Err(Wait::TooLarge { cost, allowed }));
+            }
+            let until = at as u64;
+            let _: () = redis::pipe()
+                .cmd("HSET")
+                .arg(k.budget_pause())
+                .arg("until")
+                .arg(until)
+                .arg("used")
+                .arg(used)
+                .arg("allowed")
+                .arg(allowed)
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(k.budget_pause())
+                .arg(until)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            debug!(tenant, used, allowed, cost, until, "Credit budget spent; pausing");
+            return Ok(Err(Wait::Budget {
+                until_ms: until,
+                used: used as u64,
+                allowed,
+            }));
+        }
+        let mut permit = Permit {
+            tenant: tenant.to_owned(),
+            cost,
+            bucket: at,
+            leases: Vec::new(),
+        };
+        // 2. The fleet-wide rate.
+        let interval_ms = 1000.0 / s.requests_per_second.max(0.001);
+        let wait: u64 = GCRA
+            .key(k.rate())
+            .key(k.aimd())
+            .arg(now_ms())
+            .arg(interval_ms)
+            .arg(1)
+            .invoke_async(&mut conn)
+            .await?;
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        // 3. Concurrency leases.
+        let started = now_ms();
+        loop {
+            let id = format!("{:016x}", rand::random::<u64>());
+            let got: i64 = LEASE
+                .key(k.leases())
+                .key(k.aimd())
+                .arg(now_ms())
+                .arg(self.lease_ttl.as_millis() as u64)
+                .arg(s.concurrency)
+                .arg(&id)
+                .arg(1)
+                .invoke_async(&mut conn)
+                .await?;
+            if got == 1 {
+                permit.leases.push((k.leases(), id));
+                if !complex {
+                    break;
+                }
+                let cid = format!("{:016x}", rand::random::<u64>());
+                let got: i64 = LEASE
+                    .key(k.complex_leases())
+                    .key(k.aimd())
+                    .arg(now_ms())
+                    .arg(self.lease_ttl.as_millis() as u64)
+                    .arg(COMPLEX_CONCURRENCY)
+                    .arg(&cid)
+                    .arg(0)
+                    .invoke_async(&mut conn)
+                    .await?;
+                if got == 1 {
+                    permit.leases.push((k.complex_leases(), cid));
+                    break;
+                }
+                self.drop_leases(&mut permit).await?;
+            }
+            if now_ms() - started > self.max_lease_wait.as_millis() as u64 {
+                self.finish(permit, s, CallOutcome::NotSent).await?;
+                return Ok(Err(Wait::Busy));
+            }
+            tokio::time::sleep(Duration::from_millis(rand::random_range(10..40))).await;
+        }
+        // 4. The local smoother.
+        self.local_limiter(tenant, s.requests_per_second).until_ready().await;
+        Ok(Ok(permit))
+    }
+
+    fn local_limiter(&self, tenant: &str, rps: f64) -> Arc<DefaultDirectRateLimiter> {
+        let period_ns = (1e9 / rps.max(0.001)) as u64;
+        let mut map = match self.local.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((p, l)) = map.get(tenant)
+            && *p == period_ns
+        {
+            return l.clone();
+        }
+        let quota = Quota::with_period(Duration::from_nanos(period_ns.max(1)))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::MIN.saturating_add(1));
+        let l = Arc::new(RateLimiter::direct(quota));
+        map.insert(tenant.to_owned(), (period_ns, l.clone()));
+        l
+    }
+
+    async fn drop_leases(&self, permit: &mut Permit) -> Result<(), redis::RedisError> {
+        if permit.leases.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (key, id) in permit.leases.drain(..) {
+            pipe.cmd("ZREM").arg(key).arg(id).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await
+    }
+
+    /// Gives the permit back with how the call went. On a 429 returns when the shared
+    /// cooldown ends.
+    pub async fn finish(
+        &self,
+        mut permit: Permit,
+        s: &LimitSettings,
+        outcome: CallOutcome,
+    ) -> Result<Option<u64>, redis::RedisError> {
+        self.drop_leases(&mut permit).await?;
+        let k = self.keys(&permit.tenant);
+        let mut conn = self.conn.clone();
+        let now = now_ms();
+        let give_back = |conn: &mut RedisConn| {
+            let mut inv = RELEASE.prepare_invoke();
+            inv.key(k.ledger())
+                .key(k.ledger_index())
+                .arg(permit.bucket)
+                .arg(permit.cost);
+            let mut c = conn.clone();
+            async move { inv.invoke_async::<i64>(&mut c).await.map(|_| ()) }
+        };
+        match outcome {
+            CallOutcome::NotSent => {
+                give_back(&mut conn).await?;
+                Ok(None)
+            }
+            CallOutcome::Failed => Ok(None),
+            CallOutcome::Answered { credits_remaining } => {
+                let _: Vec<i64> = OUTCOME
+                    .key(k.aimd())
+                    .key(k.cooldown())
+                    .arg(now)
+                    .arg(0)
+                    .arg(0)
+                    .arg(AIMD_STEP)
+                    .arg(AIMD_MIN)
+                    .invoke_async(&mut conn)
+                    .await?;
+                self.budget_deposit(&permit.tenant).await?;
+                if let Some(rem) = credits_remaining {
+                    self.reconcile(&permit.tenant, s, rem).await?;
+                }
+                Ok(None)
+            }
+            CallOutcome::Throttled {
+                retry_after,
+                credits_remaining,
+            } => {
+                give_back(&mut conn).await?;
+                let streak: Option<u64> = redis::cmd("HGET")
+                    .arg(k.aimd())
+                    .arg("streak")
+                    .query_async(&mut conn)
+                    .await?;
+                let cooldown = match retry_after {
+                    Some(d) => d.as_millis() as u64,
+                    None => {
+                        let ceiling = (BACKOFF_BASE_MS << streak.unwrap_or(0).min(10)).min(BACKOFF_CAP_MS);
+                        rand::random_range(ceiling / 2..=ceiling)
+                    }
+                };
+                let res: Vec<i64> = OUTCOME
+                    .key(k.aimd())
+                    .key(k.cooldown())
+                    .arg(now)
+                    .arg(1)
+                    .arg(cooldown)
+                    .arg(AIMD_STEP)
+                    .arg(AIMD_MIN)
+                    .invoke_async(&mut conn)
+                    .await?;
+                info!(
+                    tenant = %permit.tenant,
+                    cooldown_ms = cooldown,
+                    rate_factor = res.first().copied().unwrap_or(1000) as f64 / 1000.0,
+                    "Zoho answered 429; the fleet backs off"
+                );
+                if let Some(rem) = credits_remaining {
+                    self.reconcile(&permit.tenant, s, rem).await?;
+                }
+                let until: Option<u64> = redis::cmd("GET").arg(k.cooldown()).query_async(&mut conn).await?;
+                Ok(Some(until.unwrap_or(now + cooldown)))
+            }
+        }
+    }
+
+    async fn reconcile(&self, tenant: &str, s: &LimitSettings, remaining: u64) -> Result<(), redis::RedisError> {
+        let k = self.keys(tenant);
+        let mut conn = self.conn.clone();
+        let added: i64 = RECONCILE
+            .key(k.ledger())
+            .key(k.ledger_index())
+            .arg(now_ms())
+            .arg(s.daily_credits)
+            .arg(remaining)
+            .arg(self.window.as_millis() as u64)
+            .arg(self.bucket_ms())
+            .invoke_async(&mut conn)
+            .await?;
+        if added > 0 {
+            info!(
+                tenant,
+                added, remaining, "Zoho reports more credits used than our ledger; reconciled"
+            );
+        }
+        Ok(())
+    }
+
+    async fn budget_deposit(&self, tenant: &str) -> Result<(), redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = RETRY_BUDGET
+            .key(self.keys(tenant).retry_budget())
+            .arg(now_ms())
+            .arg("deposit")
+            .arg(RETRY_DEPOSIT)
+            .arg(RETRY_REFILL_PER_SEC)
+            .arg(RETRY_MAX)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes a retry from the tenant's retry budget; false when it is spent (retry later).
+    pub async fn retry_allowed(&self, tenant: &str) -> Result<bool, redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let ok: i64 = RETRY_BUDGET
+            .key(self.keys(tenant).retry_budget())
+            .arg(now_ms())
+            .arg("withdraw")
+            .arg(RETRY_DEPOSIT)
+            .arg(RETRY_REFILL_PER_SEC)
+            .arg(RETRY_MAX)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(ok == 1)
+    }
+
+    /// Pauses a tenant (all its Zoho calls) until resumed.
+    pub async fn pause(&self, tenant: &str, reason: &str) -> Result<(), redis::RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HSET")
+            .arg(self.keys(tenant).pause())
+            .arg("reason")
+            .arg(reason)
+            .arg("since")
+            .arg(now_ms())
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Resumes a paused tenant; returns whether it was paused.
+    pub async fn resume(&self, tenant: &str) -> Result<bool, redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = redis::cmd("DEL")
+            .arg(self.keys(tenant).pause())
+            .query_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The tenant's budget and pause state.
+    pub async fn budget(&self, tenant: &str, s: &LimitSettings) -> Result<Budget, redis::RedisError> {
+        let k = self.keys(tenant);
+        let mut conn = self.conn.clone();
+        let (used, next, amount): (i64, i64, i64) = RESERVE
+            .key(k.ledger())
+            .key(k.ledger_index())
+            .arg(now_ms())
+            .arg(0)
+            .arg(s.allowed())
+            .arg(self.window.as_millis() as u64)
+            .arg(self.bucket_ms())
+            .arg(0)
+            .arg("peek")
+            .invoke_async(&mut conn)
+            .await?;
+        let (pause, budget_until, cooldown, factor): (HashMap<String, String>, Option<u64>, Option<u64>, Option<f64>) =
+            redis::pipe()
+                .cmd("HGETALL")
+                .arg(k.pause())
+                .cmd("HGET")
+                .arg(k.budget_pause())
+                .arg("until")
+                .cmd("GET")
+                .arg(k.cooldown())
+                .cmd("HGET")
+                .arg(k.aimd())
+                .arg("f")
+                .query_async(&mut conn)
+                .await?;
+        let now = now_ms();
+        Ok(Budget {
+            tenant: tenant.to_owned(),
+            used: used.max(0) as u64,
+            allowed: s.allowed(),
+            daily_credits: s.daily_credits,
+            budget_share: s.budget_share,
+            next_return_ms: (next > 0).then_some(next as u64),
+            next_return_credits: amount.max(0) as u64,
+            paused: (!pause.is_empty()).then(|| Pause {
+                reason: pause.get("reason").cloned().unwrap_or_default(),
+                since_ms: pause.get("since").and_then(|v| v.parse().ok()).unwrap_or(0),
+            }),
+            budget_paused_until_ms: budget_until.filter(|u| *u > now),
+            cooldown_until_ms: cooldown.filter(|u| *u > now),
+            rate_factor: factor.unwrap_or(1.0),
+            requests_per_second: s.requests_per_second,
+            concurrency: s.concurrency,
+        })
+    }
+}

@@ -1,0 +1,412 @@
+//! The limiter against a real Redis: several `Limiter`s stand for several worker processes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crmsync_limits::{CallOutcome, LimitSettings, Limiter, Priority, Wait};
+use crmsync_testkit::RedisServer;
+
+fn limiter(redis: &RedisServer, window: Duration) -> Limiter {
+    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    Limiter::new(conn, "crmsync").with_window(window)
+}
+
+fn settings(daily: u64, share: f64) -> LimitSettings {
+    LimitSettings {
+        daily_credits: daily,
+        budget_share: share,
+        requests_per_second: 1_000.0,
+        concurrency: 25,
+    }
+}
+
+/// Four "workers" racing for credits never reserve more than share × daily in a window; the
+/// refusal says when credits come back, and from then on calls go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_reservations_never_pass_the_cap_and_resume_when_credits_leave() {
+    let redis = RedisServer::start();
+    let window = Duration::from_millis(2_880);
+    let s = settings(125, 0.8); // 100 allowed
+    let workers: Vec<Limiter> = (0..4).map(|_| limiter(&redis, window)).collect();
+    let granted = Arc::new(AtomicU32::new(0));
+    let mut handles = Vec::new();
+    for l in workers.clone() {
+        let granted = granted.clone();
+        handles.push(tokio::spawn(async move {
+            let mut waits = Vec::new();
+            for _ in 0..10 {
+                match l.acquire("t1", &s, 7, false, Priority::Change).await.expect("redis") {
+                    Ok(p) => {
+                        granted.fetch_add(7, Ordering::SeqCst);
+                        l.finish(
+                            p,
+                            &s,
+                            CallOutcome::Answered {
+                                credits_remaining: None,
+                            },
+                        )
+                        .await
+                        .expect("finish");
+                    }
+                    Err(w) => waits.push(w),
+                }
+            }
+            waits
+        }));
+    }
+    let mut waits = Vec::new();
+    for h in handles {
+        waits.extend(h.await.expect("task"));
+    }
+    let spent = granted.load(Ordering::SeqCst);
+    assert!(spent <= 100, "spent {spent} of 100");
+    assert!(
+        spent > 100 - 7,
+        "the pause began within one call of the threshold: {spent}"
+    );
+    let Some(Wait::Budget {
+        until_ms,
+        used,
+        allowed,
+    }) = waits.first().cloned()
+    else {
+        panic!("expected budget waits, got {waits:?}")
+    };
+    assert_eq!((used, allowed), (spent as u64, 100));
+    let now = crmsync_queue::now_ms();
+    assert!(
+        until_ms > now && until_ms <= now + window.as_millis() as u64 + 50,
+        "resumes within a window"
+    );
+    let b = workers[0].budget("t1", &s).await.expect("budget");
+    assert_eq!(b.budget_paused_until_ms, Some(until_ms));
+    assert_eq!(b.used, spent as u64);
+
+    tokio::time::sleep(Duration::from_millis(
+        until_ms.saturating_sub(crmsync_queue::now_ms()) + 10,
+    ))
+    .await;
+    let p = workers[1]
+        .acquire("t1", &s, 7, false, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("credits came back");
+    workers[1]
+        .finish(
+            p,
+            &s,
+            CallOutcome::Answered {
+                credits_remaining: None,
+            },
+        )
+        .await
+        .expect("finish");
+}
+
+/// A reservation whose request was never sent goes back; Zoho's remaining-credits header makes
+/// the ledger count other integrations' usage; backfill leaves the last 10% to the change feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom() {
+    let redis = RedisServer::start();
+    let l = limiter(&redis, Duration::from_secs(60));
+    let s = settings(1_000, 1.0);
+    let p = l
+        .acquire("t", &s, 10, false, Priority::Backfill)
+        .await
+        .expect("redis")
+        .expect("permit");
+    l.finish(p, &s, CallOutcome::NotSent).await.expect("finish");
+    assert_eq!(l.budget("t", &s).await.expect("budget").used, 0);
+
+    let p = l
+        .acquire("t", &s, 10, false, Priority::Backfill)
+        .await
+        .expect("redis")
+        .expect("permit");
+    // Zoho says 600 are left of 1,000: 400 used by the org, 390 of them by someone else.
+    l.finish(
+        p,
+        &s,
+        CallOutcome::Answered {
+            credits_remaining: Some(600),
+        },
+    )
+    .await
+    .expect("finish");
+    assert_eq!(l.budget("t", &s).await.expect("budget").used, 400);
+
+    // Backfill may go up to 900 (90%); the change feed up to 1,000.
+    let mut used = 400;
+    while let Ok(p) = l.acquire("t", &s, 50, false, Priority::Backfill).await.expect("redis") {
+        used += 50;
+        l.finish(
+            p,
+            &s,
+            CallOutcome::Answered {
+                credits_remaining: None,
+            },
+        )
+        .await
+        .expect("finish");
+    }
+    assert_eq!(used, 900);
+    let p = l
+        .acquire("t", &s, 50, false, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("change feed still runs");
+    l.finish(
+        p,
+        &s,
+        CallOutcome::Answered {
+            credits_remaining: None,
+        },
+    )
+    .await
+    .expect("finish");
+    let too_big = l
+        .acquire("t2", &settings(10, 1.0), 11, false, Priority::Change)
+        .await
+        .expect("redis");
+    assert!(matches!(too_big, Err(Wait::TooLarge { cost: 11, allowed: 10 })));
+}
+
+/// The tenant's rate holds across workers: N calls at R per second take at least (N-1)/R.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_is_shared_by_every_worker() {
+    let redis = RedisServer::start();
+    let s = LimitSettings {
+        requests_per_second: 10.0,
+        ..settings(1_000_000, 1.0)
+    };
+    let workers: Vec<Limiter> = (0..3).map(|_| limiter(&redis, Duration::from_secs(3600))).collect();
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for l in workers {
+        handles.push(tokio::spawn(async move {
+            for _ in 0..7 {
+                let p = l
+                    .acquire("r", &s, 1, false, Priority::Change)
+                    .await
+                    .expect("redis")
+                    .expect("permit");
+                l.finish(
+                    p,
+                    &s,
+                    CallOutcome::Answered {
+                        credits_remaining: None,
+                    },
+                )
+                .await
+                .expect("finish");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(1_950),
+        "21 calls at 10/s took {:?}",
+        start.elapsed()
+    );
+}
+
+/// No more calls in flight than the tenant's concurrency (and 10 for large upserts); a lease
+/// held by a worker that died expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_leases_cap_parallel_calls_and_expire() {
+    let redis = RedisServer::start();
+    let s = LimitSettings {
+        concurrency: 2,
+        ..settings(1_000_000, 1.0)
+    };
+    let l = limiter(&redis, Duration::from_secs(3600))
+        .with_lease_ttl(Duration::from_millis(800))
+        .with_max_lease_wait(Duration::from_millis(200));
+    let a = l
+        .acquire("c", &s, 1, false, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("1st");
+    let _dead = l
+        .acquire("c", &s, 1, false, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("2nd");
+    assert_eq!(
+        l.acquire("c", &s, 1, false, Priority::Change)
+            .await
+            .expect("redis")
+            .err(),
+        Some(Wait::Busy)
+    );
+    l.finish(
+        a,
+        &s,
+        CallOutcome::Answered {
+            credits_remaining: None,
+        },
+    )
+    .await
+    .expect("finish");
+    let b = l
+        .acquire("c", &s, 1, false, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("a slot came free");
+    // `_dead` is never finished (its worker was killed): its lease expires on its own.
+    let slow = l.clone().with_max_lease_wait(Duration::from_secs(3));
+    let c = slow
+        .acquire("c", &s, 1, false, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("the dead lease expired");
+    l.finish(
+        b,
+        &s,
+        CallOutcome::Answered {
+            credits_remaining: None,
+        },
+    )
+    .await
+    .expect("finish");
+    l.finish(
+        c,
+        &s,
+        CallOutcome::Answered {
+            credits_remaining: None,
+        },
+    )
+    .await
+    .expect("finish");
+
+    let wide = LimitSettings { concurrency: 25, ..s };
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(
+            l.acquire("big", &wide, 10, true, Priority::Change)
+                .await
+                .expect("redis")
+                .expect("complex"),
+        );
+    }
+    assert_eq!(
+        l.acquire("big", &wide, 10, true, Priority::Change)
+            .await
+            .expect("redis")
+            .err(),
+        Some(Wait::Busy)
+    );
+    let small = l
+        .acquire("big", &wide, 1, false, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("small upserts still go");
+    l.finish(
+        small,
+        &s,
+        CallOutcome::Answered {
+            credits_remaining: None,
+        },
+    )
+    .await
+    .expect("finish");
+    for p in held {
+        l.finish(
+            p,
+            &wide,
+            CallOutcome::Answered {
+                credits_remaining: None,
+            },
+        )
+        .await
+        .expect("finish");
+    }
+}
+
+/// A 429 seen by one worker makes every worker wait, halves the tenant's rate factor, and
+/// successes raise it again; pauses stop every call until resumed; retries draw on a budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
+    let redis = RedisServer::start();
+    let s = settings(1_000_000, 1.0);
+    let (a, b) = (
+        limiter(&redis, Duration::from_secs(3600)),
+        limiter(&redis, Duration::from_secs(3600)),
+    );
+    let p = a
+        .acquire("x", &s, 1, false, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("permit");
+    let until = a
+        .finish(
+            p,
+            &s,
+            CallOutcome::Throttled {
+                retry_after: Some(Duration::from_secs(5)),
+                credits_remaining: None,
+            },
+        )
+        .await
+        .expect("finish")
+        .expect("cooldown");
+    match b.acquire("x", &s, 1, false, Priority::Change).await.expect("redis") {
+        Err(Wait::Cooldown { until_ms }) => assert_eq!(until_ms, until),
+        other => panic!("the other worker must cool down too: {other:?}"),
+    }
+    let budget = b.budget("x", &s).await.expect("budget");
+    assert_eq!(budget.rate_factor, 0.5);
+    assert_eq!(budget.used, 0, "a 429 is not charged");
+
+    let _: () = redis::cmd("DEL")
+        .arg("{crmsync:t:x}:cooldown")
+        .query(&mut redis.conn())
+        .expect("del");
+    for _ in 0..5 {
+        let p = b
+            .acquire("x", &s, 1, false, Priority::Change)
+            .await
+            .expect("redis")
+            .expect("permit");
+        b.finish(
+            p,
+            &s,
+            CallOutcome::Answered {
+                credits_remaining: None,
+            },
+        )
+        .await
+        .expect("finish");
+    }
+    assert!(
+        (b.budget("x", &s).await.expect("budget").rate_factor - 0.6).abs() < 1e-9,
+        "additive increase"
+    );
+
+    a.pause("x", "maintenance").await.expect("pause");
+    assert!(matches!(
+        b.acquire("x", &s, 1, false, Priority::Change).await.expect("redis"),
+        Err(Wait::Paused { .. })
+    ));
+    assert!(a.resume("x").await.expect("resume"));
+    assert!(
+        b.acquire("x", &s, 1, false, Priority::Change)
+            .await
+            .expect("redis")
+            .is_ok()
+    );
+
+    let mut allowed = 0;
+    for _ in 0..200 {
+        if a.retry_allowed("y").await.expect("budget") {
+            allowed += 1;
+        }
+    }
+    assert!(
+        (50..=52).contains(&allowed),
+        "a failing API gets a bounded number of retries: {allowed}"
+    );
+}
