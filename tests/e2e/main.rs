@@ -3,5 +3,6 @@
 mod support;
 
 mod backfill;
+mod budget;
 mod cli;
 mod queue_processes;

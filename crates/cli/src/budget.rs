@@ -1,7 +1,5 @@
 //! `crmsync pause`, `crmsync resume`, `crmsync budget`.
 
-use std::time::Duration;
-
 use crmsync_limits::{Budget, LimitSettings, Limiter};
 use crmsync_tenants::{Edition, StoreError, TenantStore};
 
@@ -22,15 +20,15 @@ pub struct BudgetArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    /// The credit window, seconds (as the workers use).
-    #[arg(long, env = "CRMSYNC_CREDIT_WINDOW_SECS", hide = true)]
-    credit_window_secs: Option<u64>,
+    /// Zoho seconds per real second (as the workers use; only for simulators).
+    #[arg(long, env = "CRMSYNC_TIME_SCALE", hide = true)]
+    time_scale: Option<f64>,
 }
 
-fn limiter(env: &Env, window: Option<u64>) -> anyhow::Result<Limiter> {
+fn limiter(env: &Env, time_scale: Option<f64>) -> anyhow::Result<Limiter> {
     let l = Limiter::new(env.conn()?, &env.namespace);
-    Ok(match window {
-        Some(s) => l.with_window(Duration::from_secs(s.max(1))),
+    Ok(match time_scale.filter(|s| s.is_finite() && *s > 0.0) {
+        Some(s) => l.with_window(crmsync_limits::DAY.div_f64(s)),
         None => l,
     })
 }
@@ -123,7 +121,7 @@ fn settings(view: &serde_json::Value) -> LimitSettings {
 
 pub async fn show(env: &Env, args: BudgetArgs) -> anyhow::Result<()> {
     let store = TenantStore::new(env.conn()?, &env.namespace, None);
-    let l = limiter(env, args.credit_window_secs)?;
+    let l = limiter(env, args.time_scale)?;
     let ids = match args.tenant {
         Some(t) => vec![t],
         None => store.ids().await?,

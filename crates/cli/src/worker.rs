@@ -28,10 +28,9 @@ pub struct WorkerArgs {
     /// Contacts per Nylas page [default: 200].
     #[arg(long, env = "CRMSYNC_PAGE_SIZE")]
     page_size: Option<u32>,
-    /// The rolling window of Zoho's credit allowance, seconds [default: 86400]. Only a
-    /// simulator with a compressed day needs another value.
-    #[arg(long, env = "CRMSYNC_CREDIT_WINDOW_SECS", hide = true)]
-    credit_window_secs: Option<u64>,
+    /// Zoho seconds per real second [default: 1]. Only for a simulator with a compressed day.
+    #[arg(long, env = "CRMSYNC_TIME_SCALE", hide = true)]
+    time_scale: Option<f64>,
     /// A TOML file with any of: redis_url, namespace, concurrency, log_format, drain_secs,
     /// visibility_timeout_secs, page_size, http_timeout_secs.
     #[arg(long, env = "CRMSYNC_CONFIG")]
@@ -79,10 +78,7 @@ pub async fn run(env: &Env, args: WorkerArgs) -> anyhow::Result<()> {
                 .or(file.page_size)
                 .unwrap_or(crmsync_nylas::MAX_PAGE_SIZE),
             http_timeout: Duration::from_secs(file.http_timeout_secs.unwrap_or(30)),
-            credit_window: args
-                .credit_window_secs
-                .map(|s| Duration::from_secs(s.max(1)))
-                .unwrap_or(crmsync_limits::DAY),
+            time_scale: args.time_scale.filter(|s| s.is_finite() && *s > 0.0).unwrap_or(1.0),
         },
         concurrency: args.concurrency.or(file.concurrency).unwrap_or(8).max(1),
         drain: Duration::from_secs(args.drain_secs.or(file.drain_secs).unwrap_or(25)),

@@ -59,6 +59,12 @@ impl LimitKeys {
         format!("{}:budget_pause", self.tag)
     }
 
+    /// Change-feed work waiting for the tenant (the change buffer): while it is not empty,
+    /// backfill leaves the last part of the budget to it.
+    pub fn changes_pending(&self) -> String {
+        format!("{}:changes", self.tag)
+    }
+
     /// Hash: the retry budget (`tokens`, `at`).
     pub fn retry_budget(&self) -> String {
         format!("{}:retry_budget", self.tag)

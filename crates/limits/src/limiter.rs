@@ -17,6 +17,7 @@ use crate::keys::LimitKeys;
 static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/reserve.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
 static RECONCILE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/reconcile.lua")));
+static REBOOK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/rebook.lua")));
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
 static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/lease.lua")));
 static OUTCOME: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/outcome.lua")));
@@ -69,7 +70,8 @@ impl LimitSettings {
     }
 }
 
-/// Whose work a call is: near the cap, backfill leaves the last 10% to the change feed.
+/// Whose work a call is: near the cap, while change-feed work is waiting, backfill leaves the
+/// last 10% of the allowed credits to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
     Change,
@@ -284,6 +286,7 @@ impl Limiter {
         let (ok, at, used): (i64, i64, i64) = RESERVE
             .key(k.ledger())
             .key(k.ledger_index())
+            .key(k.changes_pending())
             .arg(now)
             .arg(cost)
             .arg(allowed)
@@ -439,6 +442,18 @@ impl Limiter {
             let mut c = conn.clone();
             async move { inv.invoke_async::<i64>(&mut c).await.map(|_| ()) }
         };
+        if matches!(outcome, CallOutcome::Answered { .. } | CallOutcome::Failed) {
+            let _: i64 = REBOOK
+                .key(k.ledger())
+                .key(k.ledger_index())
+                .arg(permit.bucket)
+                .arg(permit.cost)
+                .arg(now)
+                .arg(self.bucket_ms())
+                .arg(self.window.as_millis() as u64)
+                .invoke_async(&mut conn)
+                .await?;
+        }
         match outcome {
             CallOutcome::NotSent => {
                 give_back(&mut conn).await?;
@@ -585,6 +600,7 @@ impl Limiter {
         let (used, next, amount): (i64, i64, i64) = RESERVE
             .key(k.ledger())
             .key(k.ledger_index())
+            .key(k.changes_pending())
             .arg(now_ms())
             .arg(0)
             .arg(s.allowed())

@@ -19,9 +19,9 @@ pub struct ContextOptions {
     pub page_size: u32,
     /// Timeout of each Nylas or Zoho request.
     pub http_timeout: Duration,
-    /// The rolling window of Zoho's credit allowance (24 h; shorter only against a simulator
-    /// whose day is compressed).
-    pub credit_window: Duration,
+    /// Zoho seconds per real second: 1 against Zoho. A simulator compressing its day sets
+    /// more; the credit window, token lifetimes and the token-request window shrink alike.
+    pub time_scale: f64,
 }
 
 impl Default for ContextOptions {
@@ -31,7 +31,7 @@ impl Default for ContextOptions {
             namespace: "crmsync".into(),
             page_size: crmsync_nylas::MAX_PAGE_SIZE,
             http_timeout: Duration::from_secs(30),
-            credit_window: crmsync_limits::DAY,
+            time_scale: 1.0,
         }
     }
 }
@@ -57,14 +57,14 @@ impl Context {
             .map_err(|e| anyhow::anyhow!("invalid Redis URL `{}`: {e}", opts.redis_url))?;
         let conn = crmsync_queue::connect(&client, Duration::from_secs(5))?;
         let http = ZohoClient::http_client(opts.http_timeout)?;
-        let broker = TokenBroker::new(conn.clone(), http.clone(), Arc::new(key.clone()));
+        let broker = TokenBroker::new(conn.clone(), http.clone(), Arc::new(key.clone())).with_time_scale(opts.time_scale);
         Ok(Self {
             tenants: TenantStore::new(conn.clone(), &opts.namespace, Some(key)),
             runs: RunStore::new(conn.clone(), &opts.namespace),
             nylas: NylasClient::new(opts.http_timeout)?,
             zoho: ZohoClient::new(http, broker),
             limiter: Limiter::new(conn.clone(), &opts.namespace)
-                .with_window(opts.credit_window)
+                .with_window(crmsync_limits::DAY.div_f64(opts.time_scale.max(1e-6)))
                 .with_lease_ttl(opts.http_timeout * 2),
             backfill: JobQueue::new(conn.clone(), crmsync_producer::backfill_queue(&opts.namespace)),
             client,

@@ -3,7 +3,8 @@
 -- and a zset indexing the buckets so old ones are dropped without scanning.
 -- A bucket's credits leave the window when the whole bucket is older than the window, i.e.
 -- up to one bucket later than the exact moment: the ledger errs on the side of spending less.
--- KEYS[1] ledger hash, KEYS[2] bucket index zset
+-- KEYS[1] ledger hash, KEYS[2] bucket index zset, KEYS[3] the tenant's pending change-feed
+-- work (the headroom applies only while there is some: near the cap it goes first)
 -- ARGV[1] now ms, ARGV[2] cost, ARGV[3] cap (credits allowed), ARGV[4] window ms,
 -- ARGV[5] bucket ms, ARGV[6] headroom (credits this caller must leave for others),
 -- ARGV[7] mode: `reserve`, or `peek` (only report)
@@ -28,6 +29,7 @@ if ARGV[7] == 'peek' then
   end
   return {used, -1, 0}
 end
+if redis.call('EXISTS', KEYS[3]) == 0 then headroom = 0 end
 local limit = cap - headroom
 if used + cost <= limit then
   redis.call('HINCRBY', KEYS[1], 'b:' .. cur, cost)

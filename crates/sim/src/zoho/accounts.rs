@@ -85,7 +85,7 @@ impl Accounts {
 
     /// The org of a live access token presented to `dc`'s API domain.
     pub fn check(&self, token: &str, dc: &str, now: f64) -> Result<String, TokenError> {
-        let mut inner = lock(&self.0);
+        let inner = lock(&self.0);
         let Some(t) = inner.tokens.get(token) else {
             return Err(TokenError::Invalid { org_id: None });
         };
@@ -265,7 +265,17 @@ pub async fn token(
             );
             let inner = &mut *inner;
             let live = inner.live.entry(grant.credential.clone()).or_default();
-            live.retain(|t| inner.tokens.get(t).is_some_and(|t| t.expires_at > now));
+            // Expired tokens stay known (a late use is still attributed to its org) until
+            // their refresh token issues the next one.
+            let expired: Vec<String> = live
+                .iter()
+                .filter(|t| !inner.tokens.get(*t).is_some_and(|t| t.expires_at > now))
+                .cloned()
+                .collect();
+            for t in &expired {
+                inner.tokens.remove(t);
+            }
+            live.retain(|t| !expired.contains(t));
             live.push_back(token.clone());
             while live.len() > MAX_LIVE_TOKENS {
                 if let Some(oldest) = live.pop_front() {

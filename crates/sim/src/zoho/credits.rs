@@ -27,6 +27,8 @@ pub struct CreditWindow {
     buckets: VecDeque<(u64, u64)>,
     in_window: u64,
     total: u64,
+    /// The most credits ever used within one window (checked at every charge).
+    max_in_window: u64,
 }
 
 impl CreditWindow {
@@ -47,6 +49,11 @@ impl CreditWindow {
         self.in_window
     }
 
+    /// The most credits used within any window so far: what a budget must never exceed.
+    pub fn max_in_window(&self) -> u64 {
+        self.max_in_window
+    }
+
     /// Credits used since the simulator started.
     pub fn total(&self) -> u64 {
         self.total
@@ -62,6 +69,7 @@ impl CreditWindow {
         }
         self.in_window += credits;
         self.total += credits;
+        self.max_in_window = self.max_in_window.max(self.in_window);
     }
 }
 
@@ -88,6 +96,7 @@ mod tests {
         assert_eq!(w.used(10.0 + WINDOW_SECS), 9);
         assert_eq!(w.used(11.0 + WINDOW_SECS), 4);
         assert_eq!(w.used(501.0 + WINDOW_SECS), 0);
+        assert_eq!(w.max_in_window(), 9);
         assert_eq!(w.total(), 9);
     }
 }

@@ -133,6 +133,7 @@ impl OrgState {
             "dc": cfg.dc,
             "record_count": self.records.len(),
             "credits_used_window": self.credits.used(now),
+            "max_credits_used_window": self.credits.max_in_window(),
             "credits_used_total": self.credits.total(),
             "daily_credits": cfg.daily_credits,
             "calls": {
