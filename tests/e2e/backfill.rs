@@ -85,7 +85,7 @@ async fn backfill_lands_every_contact_exactly_once_despite_a_killed_worker() {
         let mut all = Vec::new();
         for t in &tenants {
             let r = runs.list(&t.name, 1).await.ok()?.first()?.clone();
-            if r.status == RunStatus::Running {
+            if r.status.is_active() {
                 return None;
             }
             all.push(r);

@@ -14,17 +14,46 @@ use crate::support::{crmsync, crmsync_output};
 /// Simulated seconds per real second: a Zoho day lasts 15 real seconds.
 const TIME_SCALE: f64 = 5_760.0;
 
-fn add_tenant(redis: &RedisServer, key: &str, sim: &RunningSim, t: &TenantConfig, share: f64, rps: f64, concurrency: u32) {
+fn add_tenant(
+    redis: &RedisServer,
+    key: &str,
+    sim: &RunningSim,
+    t: &TenantConfig,
+    share: f64,
+    rps: f64,
+    concurrency: u32,
+) {
     let (code, out, err) = crmsync_output(
         redis,
         key,
         &[
-            "tenant", "add", &t.name, "--nylas-grant-id", &t.grant_id, "--nylas-api-key", &t.nylas_api_key,
-            "--nylas-api-uri", &sim.nylas_api_uri(&t.nylas_region), "--zoho-region", &t.zoho.dc,
-            "--zoho-accounts-url", &sim.zoho_accounts_url(&t.zoho.dc), "--zoho-client-id", &t.zoho.client_id,
-            "--zoho-client-secret", &t.zoho.client_secret, "--zoho-refresh-token", &t.zoho.refresh_token,
-            "--daily-credits", &t.zoho.daily_credits.to_string(), "--budget-share", &share.to_string(),
-            "--rps", &rps.to_string(), "--concurrency", &concurrency.to_string(),
+            "tenant",
+            "add",
+            &t.name,
+            "--nylas-grant-id",
+            &t.grant_id,
+            "--nylas-api-key",
+            &t.nylas_api_key,
+            "--nylas-api-uri",
+            &sim.nylas_api_uri(&t.nylas_region),
+            "--zoho-region",
+            &t.zoho.dc,
+            "--zoho-accounts-url",
+            &sim.zoho_accounts_url(&t.zoho.dc),
+            "--zoho-client-id",
+            &t.zoho.client_id,
+            "--zoho-client-secret",
+            &t.zoho.client_secret,
+            "--zoho-refresh-token",
+            &t.zoho.refresh_token,
+            "--daily-credits",
+            &t.zoho.daily_credits.to_string(),
+            "--budget-share",
+            &share.to_string(),
+            "--rps",
+            &rps.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
         ],
     );
     assert_eq!(code, 0, "tenant add: {out}{err}");
@@ -34,8 +63,16 @@ fn workers(redis: &RedisServer, key: &str, n: usize, time_scale: f64) -> Vec<Chi
     (0..n)
         .map(|i| {
             let mut cmd = crmsync(redis, key);
-            cmd.args(["worker", "--concurrency", "4", "--page-size", "50", "--visibility-timeout-secs", "5"])
-                .env("CRMSYNC_TIME_SCALE", time_scale.to_string());
+            cmd.args([
+                "worker",
+                "--concurrency",
+                "4",
+                "--page-size",
+                "50",
+                "--visibility-timeout-secs",
+                "5",
+            ])
+            .env("CRMSYNC_TIME_SCALE", time_scale.to_string());
             ChildProcess::spawn(&format!("worker-{i}"), cmd)
         })
         .collect()
@@ -48,7 +85,7 @@ async fn wait_for_runs(redis: &RedisServer, tenants: &[TenantConfig], timeout: D
         let mut all = Vec::new();
         for t in tenants {
             let r = runs.list(&t.name, 1).await.ok()?.first()?.clone();
-            if r.status == RunStatus::Running {
+            if r.status.is_active() {
                 return None;
             }
             all.push(r);
@@ -65,12 +102,22 @@ fn assert_crm_matches_book(sim: &RunningSim, t: &TenantConfig, seed: u64) {
     let (expected, _) = expected_crm(&crmsync_sim::address_book(t, seed));
     let org = sim.inspect_org(&t.zoho.org_id).expect("org");
     let records = org["records"].as_array().cloned().unwrap_or_default();
-    assert_eq!(records.len(), expected.len(), "tenant {}: one record per email, none missing", t.name);
+    assert_eq!(
+        records.len(),
+        expected.len(),
+        "tenant {}: one record per email, none missing",
+        t.name
+    );
     for r in records {
         let email = r["Email"].as_str().unwrap_or_default().to_owned();
         let want = &expected[&email];
         for f in ["First_Name", "Last_Name", "Phone", "Account_Name", "Title"] {
-            assert_eq!(r.get(f).unwrap_or(&Value::Null), &want[f], "tenant {} {email} {f}", t.name);
+            assert_eq!(
+                r.get(f).unwrap_or(&Value::Null),
+                &want[f],
+                "tenant {} {email} {f}",
+                t.name
+            );
         }
     }
 }
@@ -122,13 +169,25 @@ async fn budgets_hold_across_the_fleet_and_backfills_resume_when_credits_return(
         let org = sim.inspect_org(&t.zoho.org_id).expect("org");
         let max = org["max_credits_used_window"].as_u64().expect("max");
         let total = org["credits_used_total"].as_u64().expect("total");
-        assert!(max <= allowed, "tenant {}: {max} credits in one window, {allowed} allowed", t.name);
+        assert!(
+            max <= allowed,
+            "tenant {}: {max} credits in one window, {allowed} allowed",
+            t.name
+        );
         if total > allowed {
             paused += 1;
-            // Calls cost at most 5 credits here (pages of 50): the pause began within one call.
-            assert!(max + 5 > allowed, "tenant {}: paused at {max} of {allowed}, more than a call early", t.name);
+            // A call costs at most 10 credits (a full batch of 100): the pause began within one call.
+            assert!(
+                max + 10 > allowed,
+                "tenant {}: paused at {max} of {allowed}, more than a call early",
+                t.name
+            );
         }
-        assert_eq!(org["calls"]["rejected_429"], 0, "tenant {}: no 429 caused by us", t.name);
+        assert_eq!(
+            org["calls"]["rejected_429"], 0,
+            "tenant {}: no 429 caused by us",
+            t.name
+        );
         let tokens = org["token_requests"].as_f64().unwrap_or(0.0);
         let lifetimes = elapsed_sim / 3600.0;
         assert!(
@@ -138,7 +197,10 @@ async fn budgets_hold_across_the_fleet_and_backfills_resume_when_credits_return(
         );
         assert_crm_matches_book(&sim, t, 5);
     }
-    assert!(paused >= 4, "the budgets were meant to pause several tenants, paused {paused}");
+    assert!(
+        paused >= 4,
+        "the budgets were meant to pause several tenants, paused {paused}"
+    );
 }
 
 /// With the simulator's concurrency limit and 10% injected 429s, every contact still lands, and
@@ -180,10 +242,23 @@ async fn every_contact_lands_despite_429s_and_the_concurrency_limit() {
     for t in &tenants {
         assert_crm_matches_book(&sim, t, 9);
         let org = sim.inspect_org(&t.zoho.org_id).expect("org");
-        let calls: u64 = org["calls"]["by_status"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0);
+        let calls: u64 = org["calls"]["by_status"]
+            .as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
         let ours = org["calls"]["rejected_429"].as_u64().unwrap_or(0);
-        assert!(org["calls"]["faults_injected"].as_u64().unwrap_or(0) > 0, "faults were injected");
-        assert!((ours as f64) < 0.02 * calls as f64, "tenant {}: {ours} of {calls} calls got a 429 we caused", t.name);
-        assert!(org["max_in_flight"].as_u64().unwrap_or(0) <= 2, "never over the concurrency limit");
+        assert!(
+            org["calls"]["faults_injected"].as_u64().unwrap_or(0) > 0,
+            "faults were injected"
+        );
+        assert!(
+            (ours as f64) < 0.02 * calls as f64,
+            "tenant {}: {ours} of {calls} calls got a 429 we caused",
+            t.name
+        );
+        assert!(
+            org["max_in_flight"].as_u64().unwrap_or(0) <= 2,
+            "never over the concurrency limit"
+        );
     }
 }

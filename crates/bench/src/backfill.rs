@@ -26,12 +26,122 @@ pub struct BackfillBench {
 }
 
 /// Peak resident set size of a process (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Registers a simulator tenant in the tenant store.
+pub(crate) async fn register(
+    store: &TenantStore,
+    sim: &RunningSim,
+    t: &TenantConfig,
+    rps: f64,
+    concurrency: u32,
+    share: f64,
+) -> anyhow::Result<()> {
+    store
+        .add(Tenant {
+            id: t.name.clone(),
+            nylas: NylasSettings {
+                grant_id: t.grant_id.clone(),
+                api_key: Secret::new(t.nylas_api_key.clone()),
+                api_uri: sim.nylas_api_uri(&t.nylas_region),
+            },
+            zoho: ZohoSettings {
+                region: Some(t.zoho.dc.clone()),
+                accounts_url: Some(sim.zoho_accounts_url(&t.zoho.dc)),
+                api_domain: None,
+                client_id: t.zoho.client_id.clone(),
+                client_secret: Secret::new(t.zoho.client_secret.clone()),
+                refresh_token: Some(Secret::new(t.zoho.refresh_token.clone())),
+            },
+            daily_credits: t.zoho.daily_credits,
+            budget_share: share,
+            edition: None,
+            users: None,
+            requests_per_second: rps,
+            concurrency: Some(concurrency),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Starts `crmsync worker` processes.
+pub(crate) fn start_workers(
+    redis: &RedisServer,
+    key: &str,
+    n: usize,
+    concurrency: usize,
+    extra: &[&str],
+) -> Vec<ChildProcess> {
+    (0..n)
+        .map(|i| {
+            let mut cmd = Command::new(bin_path("crmsync"));
+            cmd.arg("worker")
+                .arg("--concurrency")
+                .arg(concurrency.to_string())
+                .args(extra)
+                .env("CRMSYNC_REDIS_URL", redis.url())
+                .env("CRMSYNC_SECRET_KEY", key)
+                .env("CRMSYNC_LOG", "warn");
+            ChildProcess::spawn(&format!("worker-{i}"), cmd)
+        })
+        .collect()
+}
+
+/// Starts a backfill run per tenant; returns (tenant, run id) pairs.
+pub(crate) async fn start_runs(
+    runs: &RunStore,
+    queue: &JobQueue<BackfillPage>,
+    tenants: &[TenantConfig],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut ids = Vec::new();
+    for t in tenants {
+        let StartOutcome::Started(run) = runs.start(&t.name, false).await? else {
+            anyhow::bail!("a run was already active");
+        };
+        let first = BackfillPage {
+            tenant: t.name.clone(),
+            run_id: run.id.clone(),
+            page: 0,
+            cursor: None,
+            force: false,
+        };
+        queue
+            .enqueue_with(
+                &first,
+                EnqueueOptions::default().idempotency_key(first.idempotency_key()),
+            )
+            .await?;
+        ids.push((t.name.clone(), run.id));
+    }
+    Ok(ids)
+}
+
+/// Waits until every run has ended.
+pub(crate) async fn wait_runs(
+    runs: &RunStore,
+    ids: &[(String, String)],
+    limit: Duration,
+) -> anyhow::Result<Vec<crmsync_producer::Run>> {
+    let start = Instant::now();
+    loop {
+        let mut all = Vec::new();
+        for (t, id) in ids {
+            all.push(runs.get(t, id).await?);
+        }
+        if all.iter().all(|r| !r.status.is_active()) {
+            return Ok(all);
+        }
+        anyhow::ensure!(start.elapsed() < limit, "backfill did not finish in {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 pub async fn run(b: BackfillBench) -> anyhow::Result<()> {
@@ -58,82 +168,14 @@ pub async fn run(b: BackfillBench) -> anyhow::Result<()> {
     let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(10))?;
     let store = TenantStore::new(conn.clone(), "crmsync", Some(SecretKey::from_base64(&key)?));
     for t in &tenants {
-        store
-            .add(Tenant {
-                id: t.name.clone(),
-                nylas: NylasSettings {
-                    grant_id: t.grant_id.clone(),
-                    api_key: Secret::new(t.nylas_api_key.clone()),
-                    api_uri: sim.nylas_api_uri(&t.nylas_region),
-                },
-                zoho: ZohoSettings {
-                    region: Some(t.zoho.dc.clone()),
-                    accounts_url: Some(sim.zoho_accounts_url(&t.zoho.dc)),
-                    api_domain: None,
-                    client_id: t.zoho.client_id.clone(),
-                    client_secret: Secret::new(t.zoho.client_secret.clone()),
-                    refresh_token: Some(Secret::new(t.zoho.refresh_token.clone())),
-                },
-                daily_credits: t.zoho.daily_credits,
-                budget_share: 1.0,
-                edition: None,
-                users: None,
-                requests_per_second: crmsync_tenants::DEFAULT_RPS,
-                concurrency: None,
-                created_at_ms: 0,
-                updated_at_ms: 0,
-            })
-            .await?;
+        register(&store, &sim, t, 100.0, 25, 1.0).await?;
     }
-    let mut workers: Vec<ChildProcess> = (0..b.workers)
-        .map(|i| {
-            let mut cmd = Command::new(bin_path("crmsync"));
-            cmd.arg("worker")
-                .arg("--concurrency")
-                .arg(b.concurrency.to_string())
-                .env("CRMSYNC_REDIS_URL", redis.url())
-                .env("CRMSYNC_SECRET_KEY", &key)
-                .env("CRMSYNC_LOG", "warn");
-            ChildProcess::spawn(&format!("worker-{i}"), cmd)
-        })
-        .collect();
+    let mut workers = start_workers(&redis, &key, b.workers, b.concurrency, &[]);
     let runs = RunStore::new(conn.clone(), "crmsync");
     let queue: JobQueue<BackfillPage> = JobQueue::new(conn.clone(), crmsync_producer::backfill_queue("crmsync"));
     let start = Instant::now();
-    let mut ids = Vec::new();
-    for t in &tenants {
-        let StartOutcome::Started(run) = runs.start(&t.name, false).await? else {
-            anyhow::bail!("a run was already active");
-        };
-        let first = BackfillPage {
-            tenant: t.name.clone(),
-            run_id: run.id.clone(),
-            page: 0,
-            cursor: None,
-            force: false,
-        };
-        queue
-            .enqueue_with(
-                &first,
-                EnqueueOptions::default().idempotency_key(first.idempotency_key()),
-            )
-            .await?;
-        ids.push((t.name.clone(), run.id));
-    }
-    let finished = loop {
-        let mut all = Vec::new();
-        for (t, id) in &ids {
-            all.push(runs.get(t, id).await?);
-        }
-        if all.iter().all(|r| r.status != RunStatus::Running) {
-            break all;
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(900),
-            "backfill did not finish in 15 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let ids = start_runs(&runs, &queue, &tenants).await?;
+    let finished = wait_runs(&runs, &ids, Duration::from_secs(900)).await?;
     let elapsed = start.elapsed();
     let rss: Vec<u64> = workers.iter().filter_map(|w| w.pid().and_then(peak_rss_kib)).collect();
     for w in &mut workers {

@@ -2,6 +2,7 @@
 //! `redis-server` and worker processes and prints a table.
 
 mod backfill;
+mod limits;
 mod queue;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ enum Command {
     Queue(queue::QueueBench),
     /// A backfill of 100,000 contacts across 10 tenants against the simulator, limits off.
     Backfill(backfill::BackfillBench),
+    /// A backfill of a tenant limited to R requests/s and C concurrent calls.
+    Limits(limits::LimitsBench),
     /// A no-op worker process (spawned by the queue benchmark).
     Worker(queue::WorkerArgs),
 }
@@ -33,5 +36,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Queue(b) => queue::run(b).await,
         Command::Worker(w) => queue::worker(w).await,
         Command::Backfill(b) => backfill::run(b).await,
+        Command::Limits(b) => limits::run(b).await,
     }
 }

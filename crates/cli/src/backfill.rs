@@ -108,7 +108,7 @@ async fn follow(runs: &RunStore, mut list: Vec<Run>) -> anyhow::Result<Vec<Run>>
     loop {
         let mut running = 0;
         for (run, pb) in list.iter_mut().zip(&bars) {
-            if run.status == RunStatus::Running {
+            if run.status.is_active() {
                 *run = runs.get(&run.tenant, &run.id).await?;
             }
             if let Some(last) = run.last_page
@@ -127,7 +127,7 @@ async fn follow(runs: &RunStore, mut list: Vec<Run>) -> anyhow::Result<Vec<Run>>
                 run.failed_total(),
                 run.credits
             ));
-            if run.status == RunStatus::Running {
+            if run.status.is_active() {
                 running += 1;
                 pb.tick();
             } else if !pb.is_finished() {

@@ -8,7 +8,7 @@ use crmsync_queue::{JobQueue, QueueConfig, QueueStats};
 #[derive(clap::Args)]
 pub struct StatusArgs {
     /// Queues to show.
-    #[arg(long = "queue", default_values_t = ["backfill".to_string(), "changes".to_string()])]
+    #[arg(long = "queue", default_values_t = ["backfill".to_string(), "writes".to_string()])]
     queues: Vec<String>,
     /// Print JSON for scripts.
     #[arg(long)]

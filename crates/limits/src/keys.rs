@@ -59,10 +59,11 @@ impl LimitKeys {
         format!("{}:budget_pause", self.tag)
     }
 
-    /// Change-feed work waiting for the tenant (the change buffer): while it is not empty,
-    /// backfill leaves the last part of the budget to it.
+    /// Change-feed records waiting in the tenant's write buffer (a counter, absent when
+    /// none; kept by `crmsync-producer`): while some wait, backfill leaves them the last part
+    /// of the budget.
     pub fn changes_pending(&self) -> String {
-        format!("{}:changes", self.tag)
+        format!("{}:buffer:feed", self.tag)
     }
 
     /// Hash: the retry budget (`tokens`, `at`).

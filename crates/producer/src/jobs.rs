@@ -43,3 +43,25 @@ pub fn backfill_queue(namespace: &str) -> QueueConfig {
             cap: Duration::from_secs(300),
         })
 }
+
+/// The queue of write flushes.
+pub const WRITES_QUEUE: &str = "writes";
+
+/// Write a batch from a tenant's write buffer (the job's id names the flush, so a retried or
+/// deferred flush resumes its own batch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushWrites {
+    pub tenant: String,
+}
+
+/// Settings of the writes queue: a flush makes one Zoho call, so transient failures are
+/// retried for about half an hour (budget and throttling defer without using attempts).
+pub fn writes_queue(namespace: &str) -> QueueConfig {
+    QueueConfig::new(WRITES_QUEUE)
+        .namespace(namespace)
+        .default_policy(RetryPolicy {
+            max_attempts: 8,
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(300),
+        })
+}

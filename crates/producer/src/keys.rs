@@ -29,10 +29,60 @@ impl TenantKeys {
         format!("{}:run:{run_id}:pages", self.tag)
     }
 
-    /// Hash: progress of one page that writes in several calls (`done` batches and their
-    /// counts), so a page resumed after a deferral or a crash skips what it already wrote.
-    pub fn page_progress(&self, run_id: &str, page: u32) -> String {
-        format!("{}:run:{run_id}:page:{page}", self.tag)
+    /// Prefix of run keys (`<prefix><run id>`), for scripts that reach several runs.
+    pub fn run_prefix(&self) -> String {
+        format!("{}:run:", self.tag)
+    }
+
+    /// String: how many of a run's records wait in the write buffer (or a flush).
+    pub fn run_buffered(&self, run_id: &str) -> String {
+        format!("{}:run:{run_id}:buffered", self.tag)
+    }
+
+    /// Hash: the write buffer, email -> entry JSON.
+    pub fn buffer(&self) -> String {
+        format!("{}:buffer", self.tag)
+    }
+
+    /// Hash: email -> source of its buffered entry (`run:<id>` or `feed`).
+    pub fn buffer_sources(&self) -> String {
+        format!("{}:buffer:src", self.tag)
+    }
+
+    /// Zset: buffered emails in flush order (change-feed entries first).
+    pub fn buffer_order(&self) -> String {
+        format!("{}:buffer:order", self.tag)
+    }
+
+    /// Hash: emails being written, -> flush id.
+    pub fn buffer_in_flight(&self) -> String {
+        format!("{}:buffer:inflight", self.tag)
+    }
+
+    /// String: entries pushed ever (paces the flushes).
+    pub fn buffer_pushed(&self) -> String {
+        format!("{}:buffer:pushed", self.tag)
+    }
+
+    /// String: change-feed entries waiting (absent when none). The limiter reads it: while
+    /// change-feed work waits, backfill leaves it the last part of the budget.
+    pub fn buffer_feed(&self) -> String {
+        format!("{}:buffer:feed", self.tag)
+    }
+
+    /// Prefix of flush batches (`<prefix><flush id>`).
+    pub fn flush_prefix(&self) -> String {
+        format!("{}:flush:", self.tag)
+    }
+
+    /// Hash: one flush's batch, email -> `source\nentry`.
+    pub fn flush(&self, flush_id: &str) -> String {
+        format!("{}:flush:{flush_id}", self.tag)
+    }
+
+    /// Zset: flushes holding a batch, -> lease end ms.
+    pub fn flushes(&self) -> String {
+        format!("{}:flushes", self.tag)
     }
 
     /// Set: distinct emails of the contacts a run mapped (deleted when the run completes).

@@ -5,12 +5,14 @@
 //! **Boundary:** no HTTP here. Workers (`crates/worker`) call Nylas and Zoho and report to
 //! this crate; the CLI reads from it.
 
+mod buffer;
 mod jobs;
 mod keys;
 mod runs;
 mod tenant_state;
 
-pub use jobs::{BACKFILL_QUEUE, BackfillPage, backfill_queue};
+pub use buffer::{BufferError, Entry, FlushCount, Pushed, Source, WriteBuffer};
+pub use jobs::{BACKFILL_QUEUE, BackfillPage, FlushWrites, WRITES_QUEUE, backfill_queue, writes_queue};
 pub use keys::TenantKeys;
 pub use runs::{PageCounts, Run, RunError, RunStatus, RunStore, StartOutcome};
 pub use tenant_state::{Rejection, TenantState};

@@ -37,15 +37,23 @@ pub enum RunError {
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
+    /// Every page is read; records still wait in the write buffer.
+    Draining,
     Completed,
     Failed,
     Cancelled,
 }
 
 impl RunStatus {
+    /// Running or draining: not ended.
+    pub fn is_active(&self) -> bool {
+        matches!(self, RunStatus::Running | RunStatus::Draining)
+    }
+
     fn parse(s: &str) -> Self {
         match s {
             "completed" => RunStatus::Completed,
+            "draining" => RunStatus::Draining,
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,
             _ => RunStatus::Running,
@@ -55,6 +63,7 @@ impl RunStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
             RunStatus::Running => "running",
+            RunStatus::Draining => "draining",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -308,7 +317,7 @@ impl RunStore {
             .key(k.run_pages(run_id))
             .key(k.active_run())
             .key(k.run_emails(run_id))
-            .key(k.page_progress(run_id, page))
+            .key(k.run_buffered(run_id))
             .arg(page)
             .arg(if has_next { 1 } else { 0 })
             .arg(now_ms())
@@ -319,43 +328,6 @@ impl RunStore {
         }
         let (_, status): (i64, String) = inv.invoke_async(&mut conn).await?;
         Ok(RunStatus::parse(&status))
-    }
-
-    /// How many write batches of a page are done (from an earlier, interrupted run of it).
-    pub async fn page_batches_done(&self, tenant: &str, run_id: &str, page: u32) -> Result<usize, RunError> {
-        let mut conn = self.conn.clone();
-        let done: Option<usize> = redis::cmd("HGET")
-            .arg(self.keys(tenant).page_progress(run_id, page))
-            .arg("done")
-            .query_async(&mut conn)
-            .await?;
-        Ok(done.unwrap_or(0))
-    }
-
-    /// Records that a page's batch `batch` (from 0) is written, with its counts; they join
-    /// the run's counts when the page is recorded.
-    pub async fn save_batch(
-        &self,
-        tenant: &str,
-        run_id: &str,
-        page: u32,
-        batch: usize,
-        counts: &PageCounts,
-    ) -> Result<(), RunError> {
-        let key = self.keys(tenant).page_progress(run_id, page);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (field, n) in counts.pairs() {
-            pipe.cmd("HINCRBY").arg(&key).arg(field).arg(n).ignore();
-        }
-        pipe.cmd("HSET").arg(&key).arg("done").arg(batch + 1).ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(&key)
-            .arg(EMAILS_TTL.as_millis() as u64)
-            .ignore();
-        let mut conn = self.conn.clone();
-        let _: () = pipe.query_async(&mut conn).await?;
-        Ok(())
     }
 
     /// Remembers the emails of a page's mapped contacts (for the run's shared-email count).
@@ -373,26 +345,6 @@ impl RunStore {
             .cmd("PEXPIRE")
             .arg(&key)
             .arg(EMAILS_TTL.as_millis() as u64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    /// Counts Zoho calls and credits as they are spent (every attempt spends them).
-    pub async fn add_spend(&self, tenant: &str, run_id: &str, calls: u64, credits: u64) -> Result<(), RunError> {
-        let mut conn = self.conn.clone();
-        let key = self.keys(tenant).run(run_id);
-        let _: () = redis::pipe()
-            .cmd("HINCRBY")
-            .arg(&key)
-            .arg("zoho_calls")
-            .arg(calls)
-            .ignore()
-            .cmd("HINCRBY")
-            .arg(&key)
-            .arg("credits")
-            .arg(credits)
             .ignore()
             .query_async(&mut conn)
             .await?;

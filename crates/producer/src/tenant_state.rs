@@ -1,22 +1,10 @@
-//! What workers remember per tenant between jobs: which contact owns the CRM record of an
-//! email, the Zoho record id of each contact, and the records Zoho rejected.
-//!
-//! Shared emails: two contacts of one address book with the same email must end as one CRM
-//! record, and which contact's fields it holds must not depend on the order pages are
-//! processed in. The contact with the smallest Nylas id owns the email. A worker claims
-//! emails *before* writing (a smaller id takes over) and checks *after* writing whether a
-//! smaller id claimed meanwhile; if so it writes the owner's fields again. Whichever write
-//! lands last, the record ends with the owner's fields.
-
-use std::sync::LazyLock;
+//! What workers remember per tenant between jobs: the Zoho record id of each contact, and the
+//! records Zoho rejected. (Which contact owns an email is kept with the write buffer.)
 
 use crmsync_queue::RedisConn;
-use redis::Script;
 use serde::Serialize;
 
 use crate::keys::TenantKeys;
-
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/claim_emails.lua")));
 
 /// Most rejected records kept per tenant.
 const REJECTED_MAX: u64 = 10_000;
@@ -45,34 +33,6 @@ impl TenantState {
             conn,
             keys: TenantKeys::new(namespace, tenant),
         }
-    }
-
-    /// Claims each email for its contact; returns, per pair, whether the contact owns it.
-    pub async fn claim_emails(&self, pairs: &[(&str, &str)]) -> Result<Vec<bool>, redis::RedisError> {
-        if pairs.is_empty() {
-            return Ok(vec![]);
-        }
-        let mut inv = CLAIM.prepare_invoke();
-        inv.key(self.keys.email_owner());
-        for (email, id) in pairs {
-            inv.arg(*email).arg(*id);
-        }
-        let mut conn = self.conn.clone();
-        let owned: Vec<i64> = inv.invoke_async(&mut conn).await?;
-        Ok(owned.into_iter().map(|o| o == 1).collect())
-    }
-
-    /// The current owners of these emails.
-    pub async fn owners(&self, emails: &[&str]) -> Result<Vec<Option<String>>, redis::RedisError> {
-        if emails.is_empty() {
-            return Ok(vec![]);
-        }
-        let mut conn = self.conn.clone();
-        redis::cmd("HMGET")
-            .arg(self.keys.email_owner())
-            .arg(emails)
-            .query_async(&mut conn)
-            .await
     }
 
     /// Remembers the Zoho record id of contacts.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crmsync_limits::Limiter;
 use crmsync_nylas::NylasClient;
-use crmsync_producer::{BackfillPage, RunStore, TenantState};
+use crmsync_producer::{BackfillPage, FlushWrites, RunStore, TenantState, WriteBuffer};
 use crmsync_queue::{JobQueue, RedisConn};
 use crmsync_tenants::{SecretKey, TenantStore};
 use crmsync_zoho::{TokenBroker, ZohoClient};
@@ -47,6 +47,7 @@ pub struct Context {
     pub zoho: ZohoClient,
     pub limiter: Limiter,
     pub backfill: JobQueue<BackfillPage>,
+    pub writes: JobQueue<FlushWrites>,
 }
 
 impl Context {
@@ -57,7 +58,8 @@ impl Context {
             .map_err(|e| anyhow::anyhow!("invalid Redis URL `{}`: {e}", opts.redis_url))?;
         let conn = crmsync_queue::connect(&client, Duration::from_secs(5))?;
         let http = ZohoClient::http_client(opts.http_timeout)?;
-        let broker = TokenBroker::new(conn.clone(), http.clone(), Arc::new(key.clone())).with_time_scale(opts.time_scale);
+        let broker =
+            TokenBroker::new(conn.clone(), http.clone(), Arc::new(key.clone())).with_time_scale(opts.time_scale);
         Ok(Self {
             tenants: TenantStore::new(conn.clone(), &opts.namespace, Some(key)),
             runs: RunStore::new(conn.clone(), &opts.namespace),
@@ -67,10 +69,15 @@ impl Context {
                 .with_window(crmsync_limits::DAY.div_f64(opts.time_scale.max(1e-6)))
                 .with_lease_ttl(opts.http_timeout * 2),
             backfill: JobQueue::new(conn.clone(), crmsync_producer::backfill_queue(&opts.namespace)),
+            writes: JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&opts.namespace)),
             client,
             conn,
             opts,
         })
+    }
+
+    pub fn buffer(&self, tenant: &str) -> WriteBuffer {
+        WriteBuffer::new(self.conn.clone(), &self.opts.namespace, tenant)
     }
 
     pub fn tenant_state(&self, tenant: &str) -> TenantState {

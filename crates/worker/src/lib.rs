@@ -1,10 +1,12 @@
-//! The worker: the job handlers ([`backfill`]) and the worker process ([`run`]), which runs
-//! them under apalis on the Redis Streams queue until SIGTERM, then drains.
+//! The worker: the job handlers ([`backfill`] pages, [`flush`] writes) and the worker process
+//! ([`run`]), which runs them under apalis on the Redis Streams queues until SIGTERM, then
+//! drains.
 
 pub mod backfill;
 mod calls;
 mod context;
 mod errors;
+pub mod flush;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use apalis_core::monitor::Monitor;
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
 pub use context::{Context, ContextOptions};
-use crmsync_producer::BackfillPage;
+use crmsync_producer::{BackfillPage, FlushWrites};
 use crmsync_queue::runtime::{self, Handles};
 use crmsync_queue::{JobError, JobInfo, RedisStreamBackend, worker_identity};
 use tracing::info;
@@ -36,6 +38,17 @@ pub fn install_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A handler that panicked is retried (using an attempt), so a bug on one input ends in the
+/// dead-letter stream instead of crash-looping.
+fn panic_to_retry(p: &Box<dyn std::any::Any + Send>) -> JobError {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    JobError::retry(format!("handler panicked: {msg}"))
+}
+
 /// Runs a worker process until SIGTERM/SIGINT, then drains.
 pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     install_tls();
@@ -43,30 +56,44 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     let handles = Handles::default();
     let h = handles.clone();
     let c = ctx.clone();
-    let cfg = crmsync_producer::backfill_queue(&opts.context.namespace)
+    let backfill_cfg = crmsync_producer::backfill_queue(&opts.context.namespace)
         .concurrency(opts.concurrency)
         .visibility_timeout(opts.visibility_timeout);
-    let monitor = Monitor::new().register(move |_| {
-        let backend =
-            RedisStreamBackend::<BackfillPage>::with_connection(c.client.clone(), c.conn.clone(), cfg.clone());
-        h.push(backend.handle());
-        WorkerBuilder::new(worker_identity("backfill"))
-            .backend(backend)
-            .layer(CatchPanicLayer::with_panic_handler(
-                |p: &Box<dyn std::any::Any + Send>| {
-                    let msg = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    JobError::retry(format!("handler panicked: {msg}"))
-                },
-            ))
-            .data(c.clone())
-            .build(|job: BackfillPage, info: JobInfo, ctx: Data<Arc<Context>>| async move {
-                backfill::run_page(&ctx, job, &info).await
-            })
-    });
+    let writes_cfg = crmsync_producer::writes_queue(&opts.context.namespace)
+        .concurrency(opts.concurrency)
+        .visibility_timeout(opts.visibility_timeout);
+    let (h2, c2) = (handles.clone(), ctx.clone());
+    let monitor = Monitor::new()
+        .register(move |_| {
+            let backend = RedisStreamBackend::<BackfillPage>::with_connection(
+                c.client.clone(),
+                c.conn.clone(),
+                backfill_cfg.clone(),
+            );
+            h.push(backend.handle());
+            WorkerBuilder::new(worker_identity("backfill"))
+                .backend(backend)
+                .layer(CatchPanicLayer::with_panic_handler(panic_to_retry))
+                .data(c.clone())
+                .build(|job: BackfillPage, info: JobInfo, ctx: Data<Arc<Context>>| async move {
+                    backfill::run_page(&ctx, job, &info).await
+                })
+        })
+        .register(move |_| {
+            let backend = RedisStreamBackend::<FlushWrites>::with_connection(
+                c2.client.clone(),
+                c2.conn.clone(),
+                writes_cfg.clone(),
+            );
+            h2.push(backend.handle());
+            WorkerBuilder::new(worker_identity("writes"))
+                .backend(backend)
+                .layer(CatchPanicLayer::with_panic_handler(panic_to_retry))
+                .data(c2.clone())
+                .build(|job: FlushWrites, info: JobInfo, ctx: Data<Arc<Context>>| async move {
+                    flush::run_flush(&ctx, job, &info).await
+                })
+        });
     info!(concurrency = opts.concurrency, "crmsync worker started");
     let report = runtime::run_until(monitor, &handles, runtime::shutdown_signal(), opts.drain).await?;
     info!(

@@ -137,7 +137,11 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
     assert_eq!(l.budget("t", &s).await.expect("budget").used, 400);
 
     // While change-feed work waits, backfill may go up to 900 (90%); the change feed up to 1,000.
-    let _: () = redis::cmd("HSET").arg("{crmsync:t:t}:changes").arg("c1").arg("{}").query(&mut redis.conn()).expect("hset");
+    let _: () = redis::cmd("SET")
+        .arg("{crmsync:t:t}:buffer:feed")
+        .arg(3)
+        .query(&mut redis.conn())
+        .expect("set");
     let mut used = 400;
     while let Ok(p) = l.acquire("t", &s, 50, false, Priority::Backfill).await.expect("redis") {
         used += 50;

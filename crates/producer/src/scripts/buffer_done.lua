@@ -1,0 +1,41 @@
+-- Record a written batch, once: its per-run counts, the calls and credits it cost, and the
+-- end of each run it drained. A flush that runs again after recording finds nothing to do.
+-- KEYS[1] this flush's batch, KEYS[2] in flight, KEYS[3] flushes zset
+-- ARGV[1] flush id, ARGV[2] now ms, ARGV[3] run key prefix (`<tag>:run:`), ARGV[4] feed counter,
+-- ARGV[5] active-run key, ARGV[6] number of count triples, then (source, field, n) triples
+-- Returns the ids of runs this flush completed.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local function counter(src)
+  if src == 'feed' then return ARGV[4] end
+  return ARGV[3] .. string.sub(src, 5) .. ':buffered'
+end
+local runs = {}
+local batch = redis.call('HGETALL', KEYS[1])
+for i = 1, #batch, 2 do
+  local email, v = batch[i], batch[i + 1]
+  local src = string.sub(v, 1, string.find(v, '\n', 1, true) - 1)
+  if redis.call('HGET', KEYS[2], email) == ARGV[1] then redis.call('HDEL', KEYS[2], email) end
+  local left = redis.call('DECR', counter(src))
+  if src == 'feed' and left <= 0 then redis.call('DEL', ARGV[4]) end
+  if src ~= 'feed' then runs[string.sub(src, 5)] = true end
+end
+local n = tonumber(ARGV[6])
+for i = 7, 6 + n * 3, 3 do
+  local src, field, by = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if src ~= 'feed' then redis.call('HINCRBY', ARGV[3] .. string.sub(src, 5), field, by) end
+end
+local completed = {}
+for run, _ in pairs(runs) do
+  local key = ARGV[3] .. run
+  redis.call('HSET', key, 'updated_at', ARGV[2])
+  local left = tonumber(redis.call('GET', key .. ':buffered') or '0')
+  if left <= 0 and redis.call('HGET', key, 'status') == 'draining' then
+    redis.call('HSET', key, 'status', 'completed', 'finished_at', ARGV[2])
+    redis.call('DEL', key .. ':buffered')
+    if redis.call('GET', ARGV[5]) == run then redis.call('DEL', ARGV[5]) end
+    completed[#completed + 1] = run
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return completed
