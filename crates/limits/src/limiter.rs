@@ -570,6 +570,25 @@ impl Limiter {
         Ok(ok == 1)
     }
 
+    /// Paces calls to another API fleet-wide (GCRA at `rps`), e.g. Nylas's 200 requests per
+    /// second per grant: takes the next slot and waits for it.
+    pub async fn pace(&self, key: &str, rps: f64) -> Result<(), redis::RedisError> {
+        let tag = format!("{{{}:pace:{key}}}", self.namespace);
+        let mut conn = self.conn.clone();
+        let wait: u64 = GCRA
+            .key(format!("{tag}:rate"))
+            .key(format!("{tag}:aimd"))
+            .arg(now_ms())
+            .arg(1000.0 / rps.max(0.001))
+            .arg(1)
+            .invoke_async(&mut conn)
+            .await?;
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        Ok(())
+    }
+
     /// Pauses a tenant (all its Zoho calls) until resumed.
     pub async fn pause(&self, tenant: &str, reason: &str) -> Result<(), redis::RedisError> {
         let mut conn = self.conn.clone();

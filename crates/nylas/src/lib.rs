@@ -19,6 +19,8 @@ pub use dto::parse_contact;
 pub use error::{Next, NylasError};
 use tracing::debug;
 
+/// Nylas's limit on Contacts requests per second per grant.
+pub const GRANT_RPS: f64 = 200.0;
 /// Nylas's documented maximum page size.
 pub const MAX_PAGE_SIZE: u32 = 200;
 /// Longest `Retry-After` waited out in-process.

@@ -60,6 +60,11 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
         api_key: tenant.nylas.api_key.expose(),
     };
 
+    // Nylas allows 200 contact requests per second per grant, fleet-wide.
+    ctx.limiter
+        .pace(&format!("nylas:{}", tenant.nylas.grant_id), crmsync_nylas::GRANT_RPS)
+        .await
+        .map_err(errors::redis)?;
     let nylas_page = ctx
         .nylas
         .list_contacts(&grant, job.cursor.as_deref(), ctx.opts.page_size)
