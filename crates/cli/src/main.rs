@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a worker process (until SIGTERM/SIGINT, then drain).
-    Worker(worker::WorkerArgs),
+    Worker(Box<worker::WorkerArgs>),
     /// Start a backfill of tenants' whole address books.
     Backfill(backfill::BackfillArgs),
     /// List backfill runs with their counts.
@@ -85,7 +85,7 @@ async fn main() -> std::process::ExitCode {
         namespace: cli.namespace,
     };
     let res = match cli.command {
-        Command::Worker(args) => worker::run(&env, args).await,
+        Command::Worker(args) => worker::run(&env, *args).await,
         other => {
             logging::init(logging::Format::Text, "warn");
             match other {

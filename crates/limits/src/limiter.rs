@@ -187,6 +187,9 @@ pub struct Budget {
     pub concurrency: u32,
 }
 
+/// Per-process smoothers by tenant, with the period they were built for.
+type LocalLimiters = Arc<Mutex<HashMap<String, (u64, Arc<DefaultDirectRateLimiter>)>>>;
+
 /// The fleet-wide limiter. Cheap to clone; one per process.
 #[derive(Clone)]
 pub struct Limiter {
@@ -195,7 +198,7 @@ pub struct Limiter {
     window: Duration,
     lease_ttl: Duration,
     max_lease_wait: Duration,
-    local: Arc<Mutex<HashMap<String, (u64, Arc<DefaultDirectRateLimiter>)>>>,
+    local: LocalLimiters,
 }
 
 impl Limiter {

@@ -412,15 +412,6 @@ async fn post_token(
     Ok(resp)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn refresh_happens_at_nineteen_twentieths_of_the_life_at_most_five_minutes_early() {
-        assert_eq!(super::refresh_at(0, 3_600_000), 3_420_000);
-        assert_eq!(super::refresh_at(0, 1_000), 950);
-    }
-}
-
 /// Exchanges a grant code (from Zoho's consent screen or a Self Client) for a refresh token.
 pub async fn exchange_code(
     http: &reqwest::Client,
@@ -442,4 +433,13 @@ pub async fn exchange_code(
     let resp = post_token(http, accounts_url, &form).await?;
     resp.refresh_token
         .ok_or_else(|| ZohoError::Decode("code exchange answered without a refresh_token".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn refresh_happens_at_nineteen_twentieths_of_the_life_at_most_five_minutes_early() {
+        assert_eq!(super::refresh_at(0, 3_600_000), 3_420_000);
+        assert_eq!(super::refresh_at(0, 1_000), 950);
+    }
 }
