@@ -33,10 +33,12 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a worker process (until SIGTERM/SIGINT, then drain).
-    Worker(Box<worker::WorkerArgs>),
+    Worker(worker::WorkerArgs),
     /// Start a backfill of tenants' whole address books.
     Backfill(backfill::BackfillArgs),
     /// List backfill runs with their counts.
@@ -85,7 +87,7 @@ async fn main() -> std::process::ExitCode {
         namespace: cli.namespace,
     };
     let res = match cli.command {
-        Command::Worker(args) => worker::run(&env, *args).await,
+        Command::Worker(args) => worker::run(&env, args).await,
         other => {
             logging::init(logging::Format::Text, "warn");
             match other {
