@@ -40,6 +40,7 @@ bench: tools
 	$(CARGO) build --release -p crmsync-bench -p crmsync-cli
 	./target/release/crmsync-bench queue
 	./target/release/crmsync-bench backfill
+	./target/release/crmsync-bench limits
 
 # The main job end to end on the simulator: its own redis-server, 3 tenants, 2 workers.
 demo: tools
