@@ -65,6 +65,8 @@ pub(crate) async fn register(
             users: None,
             requests_per_second: rps,
             concurrency: Some(concurrency),
+            webhook_secret: None,
+            webhook_secret_next: None,
             created_at_ms: 0,
             updated_at_ms: 0,
         })

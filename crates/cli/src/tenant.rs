@@ -67,6 +67,13 @@ pub struct TenantFlags {
     /// Professional 15, Enterprise 20, Ultimate 25].
     #[arg(long, allow_hyphen_values = true)]
     concurrency: Option<i64>,
+    /// The Nylas webhook destination's secret (or CRMSYNC_WEBHOOK_SECRET).
+    #[arg(long, env = "CRMSYNC_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// During a rotation, the next secret: deliveries signed with either are accepted
+    /// (an empty value ends the rotation).
+    #[arg(long, env = "CRMSYNC_WEBHOOK_SECRET_NEXT", hide_env_values = true)]
+    webhook_secret_next: Option<String>,
     /// Share of the daily credits crmsync may use, 0.5–1.0 [add default: 0.8].
     #[arg(long, allow_hyphen_values = true)]
     budget_share: Option<f64>,
@@ -139,6 +146,12 @@ impl TenantFlags {
         if let Some(v) = self.requests_per_second {
             t.requests_per_second = v;
         }
+        if let Some(v) = self.webhook_secret {
+            t.webhook_secret = Some(v).filter(|s| !s.is_empty()).map(Secret::new);
+        }
+        if let Some(v) = self.webhook_secret_next {
+            t.webhook_secret_next = Some(v).filter(|s| !s.is_empty()).map(Secret::new);
+        }
         if let Some(v) = self.concurrency {
             anyhow::ensure!(
                 (1..=25).contains(&v),
@@ -174,6 +187,8 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                 users: None,
                 requests_per_second: crmsync_tenants::DEFAULT_RPS,
                 concurrency: None,
+                webhook_secret: None,
+                webhook_secret_next: None,
                 created_at_ms: 0,
                 updated_at_ms: 0,
             };

@@ -1,12 +1,20 @@
-//! The write buffer: every record crmsync writes to a tenant's CRM waits here, one entry per
-//! email, until a flush writes it in a batch of up to 100 (Zoho's largest upsert, and the
-//! cheapest per record: 10 credits). Backfill pages and the change feed push; flush jobs
-//! take, write and record.
+//! The write buffer: every change crmsync makes to a tenant's CRM waits here until a flush
+//! writes it in a batch of up to 100 (Zoho's largest call, and the cheapest per record: an
+//! upsert of 100 costs 10 credits). Backfill pages and the change feed push; flush jobs take,
+//! write and record.
 //!
-//! - **Coalescing**: a newer entry for an email replaces a waiting one, so a record written
-//!   once carries the latest state; the contact with the smallest Nylas id owns an email.
-//! - **Order**: an email whose earlier write is still in flight waits for it, so writes of
-//!   one email land in push order; change-feed entries are taken before backfill entries.
+//! - **Coalescing**: one entry waits per contact; a newer change (by event time, then
+//!   arrival) replaces it, an older one is dropped, and a deletion cancels a waiting update.
+//!   An update older than a deletion already applied is dropped (tombstones outlive Nylas's
+//!   72-hour retry horizon).
+//! - **Shared emails**: Zoho matches records on Email, and the contact with the smallest Nylas
+//!   id owns an email. When the owner leaves an email (deleted, or its email changed), the next
+//!   contact with that email takes over (it is re-read from Nylas and written); when none is
+//!   left, the record is deleted, or moved by id to the contact's new email so no orphan stays.
+//! - **Skip unchanged**: the hash of the record last written per contact is kept; a change
+//!   that maps to the same record costs nothing (unless forced).
+//! - **Order**: a record (key or email) being written is not taken again until that write is
+//!   recorded, so writes to one record land in order; change-feed entries go first.
 //! - **Durability**: a flush's batch is kept under the flush's id until its outcome is
 //!   recorded (`buffer_done.lua`, once); a flush that crashes resumes its own batch, and a
 //!   batch whose flush is gone for good (lease expired) returns to the buffer.
@@ -28,8 +36,10 @@ static DONE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scrip
 const BACKFILL_SCORE_BASE: u64 = 10_000_000_000_000;
 /// How long a flush may hold a batch before it is presumed gone (a deferred flush renews it).
 const FLUSH_LEASE_MS: u64 = 3_600_000;
+/// How long a deletion is remembered: past Nylas's 72-hour retry horizon.
+const TOMBSTONE_MS: u64 = 96 * 3_600_000;
 
-/// Where a buffered record came from.
+/// Where a buffered change came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
     /// A backfill run.
@@ -54,37 +64,78 @@ impl Source {
     }
 }
 
-/// The stored form of an entry: a wire format (it waits in Redis across deploys), so fields
-/// are only added, with defaults.
+/// A change to push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The contact's current state maps to this record.
+    Upsert {
+        contact_id: String,
+        at_ms: u64,
+        record: ZohoContact,
+    },
+    /// The contact was deleted.
+    Delete { contact_id: String, at_ms: u64 },
+    /// The contact still exists but no longer maps to a record (its email is gone).
+    Unmap { contact_id: String, at_ms: u64 },
+}
+
+/// The stored record: a wire format (it waits in Redis across deploys), so fields are only
+/// added, with defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stored {
     /// Nylas contact id.
     c: String,
-    /// When the state it carries was read or received, ms.
+    #[serde(default)]
     at: u64,
+    #[serde(default)]
+    h: String,
+    #[serde(default)]
     first: Option<String>,
+    #[serde(default)]
     last: String,
+    #[serde(default)]
     email: String,
+    #[serde(default)]
     phone: Option<String>,
+    #[serde(default)]
     account: Option<String>,
+    #[serde(default)]
     title: Option<String>,
 }
 
-/// A buffered record as a flush takes it.
+/// What a flush does with an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Upsert the record, matched on its email.
+    Upsert(ZohoContact),
+    /// Update the contact's existing record (known by id, formerly under `from`) to this
+    /// record, new email included.
+    Move { from: String, record: ZohoContact },
+    /// Delete the record of `email` (its last contact left it).
+    Delete { email: String },
+}
+
+/// A buffered change as a flush takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub source: Source,
     pub contact_id: String,
     pub at_ms: u64,
-    pub record: ZohoContact,
+    /// Hash of the record (empty for deletions), recorded once it is written.
+    pub hash: String,
+    pub op: Op,
 }
 
 /// What a push did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pushed {
     pub pushed: u64,
     /// Skipped: a contact with a smaller id owns the email.
     pub shared: u64,
+    /// Skipped: the record is already what was last written.
+    pub unchanged: u64,
+    /// Dropped: older than a change already applied.
+    pub stale: u64,
     /// Entries waiting now.
     pub waiting: u64,
     /// Entries pushed ever (paces the flushes: one per 100).
@@ -95,18 +146,37 @@ pub struct Pushed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlushCount {
     pub source: Source,
-    /// A run counter: `inserted`, `updated`, `failed:<code>`, `zoho_calls`, `credits`.
+    /// A run counter: `inserted`, `updated`, `deleted`, `failed:<code>`, `zoho_calls`, `credits`.
     pub field: String,
     pub n: u64,
 }
 
-/// Why a buffered entry could not be read (a format this version does not know).
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("buffered entry for {email} is unreadable: {error}")]
-    Corrupt { email: String, error: String },
+    #[error("buffered entry {key} is unreadable: {error}")]
+    Corrupt { key: String, error: String },
+}
+
+/// A stable 64-bit FNV-1a hash of a record, hex: what "unchanged" compares.
+pub fn record_hash(r: &ZohoContact) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let fields = [
+        r.first_name.as_deref().unwrap_or("\u{0}"),
+        &r.last_name,
+        &r.email,
+        r.phone.as_deref().unwrap_or("\u{0}"),
+        r.account_name.as_deref().unwrap_or("\u{0}"),
+        r.title.as_deref().unwrap_or("\u{0}"),
+    ];
+    for f in fields {
+        for b in f.bytes().chain(std::iter::once(0x1f)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 /// One tenant's write buffer. Cheap to clone.
@@ -124,13 +194,11 @@ impl WriteBuffer {
         }
     }
 
-    /// Pushes `(contact id, record)` pairs read or received at `at_ms`.
-    pub async fn push(
-        &self,
-        source: &Source,
-        at_ms: u64,
-        items: &[(&str, &ZohoContact)],
-    ) -> Result<Pushed, BufferError> {
+    /// Pushes changes; `force` writes upserts even when unchanged.
+    pub async fn push(&self, source: &Source, force: bool, changes: &[Change]) -> Result<Pushed, BufferError> {
+        if changes.is_empty() {
+            return Ok(Pushed::default());
+        }
         let k = &self.keys;
         let mut inv = PUSH.prepare_invoke();
         inv.key(k.buffer())
@@ -138,6 +206,12 @@ impl WriteBuffer {
             .key(k.buffer_order())
             .key(k.email_owner())
             .key(k.buffer_pushed())
+            .key(k.buffer_emails())
+            .key(k.buffer_in_flight())
+            .key(k.contacts())
+            .key(k.tombstones())
+            .key(k.written())
+            .key(k.refresh())
             .arg(crmsync_queue::now_ms())
             .arg(source.encode())
             .arg(if *source == Source::Feed {
@@ -146,36 +220,63 @@ impl WriteBuffer {
                 BACKFILL_SCORE_BASE
             })
             .arg(k.run_prefix())
-            .arg(k.buffer_feed());
-        for (contact, r) in items {
-            let stored = Stored {
-                c: (*contact).to_owned(),
-                at: at_ms,
-                first: r.first_name.clone(),
-                last: r.last_name.clone(),
-                email: r.email.clone(),
-                phone: r.phone.clone(),
-                account: r.account_name.clone(),
-                title: r.title.clone(),
-            };
-            let json = serde_json::to_string(&stored).map_err(|e| BufferError::Corrupt {
-                email: r.email.clone(),
-                error: e.to_string(),
-            })?;
-            inv.arg(&r.email).arg(*contact).arg(json);
+            .arg(k.buffer_feed())
+            .arg(k.members_prefix())
+            .arg(if force { 1 } else { 0 })
+            .arg(TOMBSTONE_MS);
+        for c in changes {
+            match c {
+                Change::Upsert {
+                    contact_id,
+                    at_ms,
+                    record,
+                } => {
+                    let hash = record_hash(record);
+                    let stored = Stored {
+                        c: contact_id.clone(),
+                        at: *at_ms,
+                        h: hash.clone(),
+                        first: record.first_name.clone(),
+                        last: record.last_name.clone(),
+                        email: record.email.clone(),
+                        phone: record.phone.clone(),
+                        account: record.account_name.clone(),
+                        title: record.title.clone(),
+                    };
+                    let json = serde_json::to_string(&stored).map_err(|e| BufferError::Corrupt {
+                        key: contact_id.clone(),
+                        error: e.to_string(),
+                    })?;
+                    inv.arg("upsert")
+                        .arg(contact_id)
+                        .arg(at_ms)
+                        .arg(&record.email)
+                        .arg(hash)
+                        .arg(json);
+                }
+                Change::Delete { contact_id, at_ms } => {
+                    inv.arg("delete").arg(contact_id).arg(at_ms).arg("").arg("").arg("");
+                }
+                Change::Unmap { contact_id, at_ms } => {
+                    inv.arg("unmap").arg(contact_id).arg(at_ms).arg("").arg("").arg("");
+                }
+            }
         }
         let mut conn = self.conn.clone();
-        let (pushed, shared, waiting, total): (u64, u64, u64, u64) = inv.invoke_async(&mut conn).await?;
+        let (pushed, shared, unchanged, stale, waiting, total): (u64, u64, u64, u64, u64, u64) =
+            inv.invoke_async(&mut conn).await?;
         Ok(Pushed {
             pushed,
             shared,
+            unchanged,
+            stale,
             waiting,
             total,
         })
     }
 
-    /// Takes (or resumes) the batch of flush `flush_id`: at most `max` entries, and nothing
-    /// unless at least `min` are available.
+    /// Takes (or resumes) the batch of flush `flush_id`: at most `max` entries of one kind,
+    /// and nothing unless at least `min` are available.
     pub async fn take(&self, flush_id: &str, max: usize, min: usize) -> Result<Vec<Entry>, BufferError> {
         let k = &self.keys;
         let mut conn = self.conn.clone();
@@ -186,6 +287,8 @@ impl WriteBuffer {
             .key(k.buffer_in_flight())
             .key(k.flush(flush_id))
             .key(k.flushes())
+            .key(k.emails_in_flight())
+            .key(k.buffer_emails())
             .arg(flush_id)
             .arg(max)
             .arg(min)
@@ -199,25 +302,8 @@ impl WriteBuffer {
             .await?;
         let mut out = Vec::with_capacity(flat.len() / 2);
         for pair in flat.chunks(2) {
-            let [email, value] = pair else { continue };
-            let (src, json) = value.split_once('\n').unwrap_or(("feed", value));
-            let s: Stored = serde_json::from_str(json).map_err(|e| BufferError::Corrupt {
-                email: email.clone(),
-                error: e.to_string(),
-            })?;
-            out.push(Entry {
-                source: Source::decode(src),
-                contact_id: s.c,
-                at_ms: s.at,
-                record: ZohoContact {
-                    first_name: s.first,
-                    last_name: s.last,
-                    email: s.email,
-                    phone: s.phone,
-                    account_name: s.account,
-                    title: s.title,
-                },
-            });
+            let [key, value] = pair else { continue };
+            out.push(parse_entry(key, value)?);
         }
         Ok(out)
     }
@@ -234,6 +320,7 @@ impl WriteBuffer {
         inv.key(k.flush(flush_id))
             .key(k.buffer_in_flight())
             .key(k.flushes())
+            .key(k.emails_in_flight())
             .arg(flush_id)
             .arg(crmsync_queue::now_ms())
             .arg(k.run_prefix())
@@ -247,16 +334,123 @@ impl WriteBuffer {
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
-    /// Entries waiting (not in flight), and change-feed entries among them.
-    pub async fn waiting(&self) -> Result<(u64, u64), BufferError> {
+    /// Remembers what was written for contacts (`Some(hash)`), or forgets it (`None`: the
+    /// record is gone), so an unchanged contact costs nothing next time.
+    pub async fn set_written(&self, written: &[(&str, Option<&str>)]) -> Result<(), BufferError> {
+        if written.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (cid, hash) in written {
+            match hash {
+                Some(h) => pipe.cmd("HSET").arg(self.keys.written()).arg(*cid).arg(*h).ignore(),
+                None => pipe.cmd("HDEL").arg(self.keys.written()).arg(*cid).ignore(),
+            };
+        }
         let mut conn = self.conn.clone();
-        let (n, feed): (u64, Option<u64>) = redis::pipe()
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// Up to `n` contacts that must be re-read from Nylas (they took over a shared email).
+    pub async fn take_refresh(&self, n: usize) -> Result<Vec<String>, BufferError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("SPOP")
+            .arg(self.keys.refresh())
+            .arg(n)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Entries waiting (not in flight), change-feed entries waiting, contacts to re-read.
+    pub async fn waiting(&self) -> Result<(u64, u64, u64), BufferError> {
+        let mut conn = self.conn.clone();
+        let (n, feed, refresh): (u64, Option<u64>, u64) = redis::pipe()
             .cmd("HLEN")
             .arg(self.keys.buffer())
             .cmd("GET")
             .arg(self.keys.buffer_feed())
+            .cmd("SCARD")
+            .arg(self.keys.refresh())
             .query_async(&mut conn)
             .await?;
-        Ok((n, feed.unwrap_or(0)))
+        Ok((n, feed.unwrap_or(0), refresh))
+    }
+}
+
+fn parse_entry(key: &str, value: &str) -> Result<Entry, BufferError> {
+    let corrupt = |error: String| BufferError::Corrupt {
+        key: key.to_owned(),
+        error,
+    };
+    let (src, rest) = value.split_once('\n').ok_or_else(|| corrupt("no source".into()))?;
+    let mut parts = rest.splitn(4, '\t');
+    let (Some(op), Some(email), Some(from), Some(json)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(corrupt("not op/email/from/json".into()));
+    };
+    let s: Stored = serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
+    let record = || ZohoContact {
+        first_name: s.first.clone(),
+        last_name: s.last.clone(),
+        email: s.email.clone(),
+        phone: s.phone.clone(),
+        account_name: s.account.clone(),
+        title: s.title.clone(),
+    };
+    let op = match op {
+        "upsert" => Op::Upsert(record()),
+        "move" => Op::Move {
+            from: from.to_owned(),
+            record: record(),
+        },
+        "delete" => Op::Delete {
+            email: email.to_owned(),
+        },
+        other => return Err(corrupt(format!("unknown op `{other}`"))),
+    };
+    Ok(Entry {
+        source: Source::decode(src),
+        contact_id: s.c,
+        at_ms: s.at,
+        hash: s.h,
+        op,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_hash_sees_every_field_and_absent_differs_from_empty() {
+        let r = ZohoContact {
+            first_name: Some("Ada".into()),
+            last_name: "Lovelace".into(),
+            email: "ada@example.com".into(),
+            phone: None,
+            account_name: None,
+            title: None,
+        };
+        let mut other = r.clone();
+        other.phone = Some(String::new());
+        assert_ne!(record_hash(&r), record_hash(&other));
+        assert_eq!(record_hash(&r), record_hash(&r.clone()));
+        assert_eq!(record_hash(&r).len(), 16);
+    }
+
+    #[test]
+    fn entries_parse_from_their_stored_form() {
+        let v = "run:r1\nmove\tnew@x.io\told@x.io\t{\"c\":\"c1\",\"at\":5,\"h\":\"ab\",\"last\":\"L\",\"email\":\"new@x.io\"}";
+        let e = parse_entry("c1", v).expect("parses");
+        assert_eq!(e.source, Source::Run("r1".into()));
+        assert!(matches!(e.op, Op::Move { ref from, .. } if from == "old@x.io"));
+        let d = parse_entry("x:gone@x.io", "feed\ndelete\tgone@x.io\t\t{\"c\":\"c9\"}").expect("parses");
+        assert_eq!(
+            d.op,
+            Op::Delete {
+                email: "gone@x.io".into()
+            }
+        );
+        assert_eq!(d.contact_id, "c9");
     }
 }

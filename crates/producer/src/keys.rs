@@ -54,9 +54,44 @@ impl TenantKeys {
         format!("{}:buffer:order", self.tag)
     }
 
-    /// Hash: emails being written, -> flush id.
+    /// Hash: keys being written, -> flush id.
     pub fn buffer_in_flight(&self) -> String {
         format!("{}:buffer:inflight", self.tag)
+    }
+
+    /// Hash: emails whose record is being written, -> flush id.
+    pub fn emails_in_flight(&self) -> String {
+        format!("{}:buffer:inflight_email", self.tag)
+    }
+
+    /// Hash: email -> key of the waiting entry that writes it.
+    pub fn buffer_emails(&self) -> String {
+        format!("{}:buffer:email", self.tag)
+    }
+
+    /// Hash: Nylas contact id -> `<event ms> <email or ->`: the latest change applied.
+    pub fn contacts(&self) -> String {
+        format!("{}:contacts", self.tag)
+    }
+
+    /// Zset: deleted contact ids -> deletion time (kept past Nylas's 72-hour retry horizon).
+    pub fn tombstones(&self) -> String {
+        format!("{}:deleted", self.tag)
+    }
+
+    /// Hash: contact id -> hash of the record last written for it (skip unchanged writes).
+    pub fn written(&self) -> String {
+        format!("{}:written", self.tag)
+    }
+
+    /// Set: contact ids to re-read from Nylas (they now own an email another contact left).
+    pub fn refresh(&self) -> String {
+        format!("{}:refresh", self.tag)
+    }
+
+    /// Prefix of the member sets of shared emails (`<prefix><email>`).
+    pub fn members_prefix(&self) -> String {
+        format!("{}:members:", self.tag)
     }
 
     /// String: entries pushed ever (paces the flushes).
@@ -75,7 +110,7 @@ impl TenantKeys {
         format!("{}:flush:", self.tag)
     }
 
-    /// Hash: one flush's batch, email -> `source\nentry`.
+    /// Hash: one flush's batch, key -> `source\nvalue`.
     pub fn flush(&self, flush_id: &str) -> String {
         format!("{}:flush:{flush_id}", self.tag)
     }

@@ -49,6 +49,32 @@ impl TenantState {
         cmd.query_async(&mut conn).await
     }
 
+    /// The Zoho record ids of contacts (None where unknown).
+    pub async fn zoho_ids(&self, contacts: &[&str]) -> Result<Vec<Option<String>>, redis::RedisError> {
+        if contacts.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut conn = self.conn.clone();
+        redis::cmd("HMGET")
+            .arg(self.keys.zoho_ids())
+            .arg(contacts)
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Forgets the record ids of contacts whose records were deleted.
+    pub async fn forget_zoho_ids(&self, contacts: &[&str]) -> Result<(), redis::RedisError> {
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        redis::cmd("HDEL")
+            .arg(self.keys.zoho_ids())
+            .arg(contacts)
+            .query_async(&mut conn)
+            .await
+    }
+
     /// The Zoho record id of a contact, if known.
     pub async fn zoho_id(&self, contact: &str) -> Result<Option<String>, redis::RedisError> {
         let mut conn = self.conn.clone();

@@ -47,6 +47,10 @@ struct Stored {
     #[serde(default)]
     concurrency: Option<u32>,
     #[serde(default)]
+    webhook_secret: Option<String>,
+    #[serde(default)]
+    webhook_secret_next: Option<String>,
+    #[serde(default)]
     created_at_ms: u64,
     #[serde(default)]
     updated_at_ms: u64,
@@ -93,6 +97,11 @@ impl TenantStore {
         format!("{}:tenants", self.namespace)
     }
 
+    /// Hash: Nylas grant id -> tenant id (webhooks name the grant).
+    fn grants_key(&self) -> String {
+        format!("{}:grants", self.namespace)
+    }
+
     fn tenant_key(&self, id: &str) -> String {
         format!("{}:tenant", tenant_tag(&self.namespace, id))
     }
@@ -124,6 +133,14 @@ impl TenantStore {
             users: t.users,
             requests_per_second: t.requests_per_second,
             concurrency: t.concurrency,
+            webhook_secret: t
+                .webhook_secret
+                .as_ref()
+                .map(|w| k.seal(&Self::ctx(&t.id, "webhook.secret"), w.expose())),
+            webhook_secret_next: t
+                .webhook_secret_next
+                .as_ref()
+                .map(|w| k.seal(&Self::ctx(&t.id, "webhook.secret_next"), w.expose())),
             created_at_ms: t.created_at_ms,
             updated_at_ms: t.updated_at_ms,
         })
@@ -156,6 +173,16 @@ impl TenantStore {
             users: s.users,
             requests_per_second: s.requests_per_second,
             concurrency: s.concurrency,
+            webhook_secret: s
+                .webhook_secret
+                .as_deref()
+                .map(|w| open("webhook.secret", w))
+                .transpose()?,
+            webhook_secret_next: s
+                .webhook_secret_next
+                .as_deref()
+                .map(|w| open("webhook.secret_next", w))
+                .transpose()?,
             created_at_ms: s.created_at_ms,
             updated_at_ms: s.updated_at_ms,
             id: s.id,
@@ -193,6 +220,7 @@ impl TenantStore {
         t.updated_at_ms = now_ms();
         let json =
             serde_json::to_string(&self.seal(&t)?).map_err(|e| StoreError::Corrupt(t.id.clone(), e.to_string()))?;
+        let old = self.stored(&t.id).await?;
         let mut conn = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
             .arg(self.tenant_key(&t.id))
@@ -203,7 +231,31 @@ impl TenantStore {
         if set.is_none() {
             return Err(StoreError::NotFound(t.id));
         }
+        if old.nylas_grant_id != t.nylas.grant_id {
+            let _: () = redis::pipe()
+                .cmd("HDEL")
+                .arg(self.grants_key())
+                .arg(&old.nylas_grant_id)
+                .ignore()
+                .cmd("HSET")
+                .arg(self.grants_key())
+                .arg(&t.nylas.grant_id)
+                .arg(&t.id)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+        }
         Ok(())
+    }
+
+    /// The tenant a Nylas grant belongs to.
+    pub async fn tenant_of_grant(&self, grant_id: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("HGET")
+            .arg(self.grants_key())
+            .arg(grant_id)
+            .query_async(&mut conn)
+            .await?)
     }
 
     async fn stored(&self, id: &str) -> Result<Stored, StoreError> {
@@ -224,6 +276,14 @@ impl TenantStore {
 
     /// Removes a tenant. Returns whether it existed.
     pub async fn remove(&self, id: &str) -> Result<bool, StoreError> {
+        if let Ok(old) = self.stored(id).await {
+            let mut conn = self.conn.clone();
+            let _: () = redis::cmd("HDEL")
+                .arg(self.grants_key())
+                .arg(&old.nylas_grant_id)
+                .query_async(&mut conn)
+                .await?;
+        }
         let mut conn = self.conn.clone();
         let (n, _): (i64, i64) = redis::pipe()
             .cmd("DEL")
@@ -282,6 +342,8 @@ impl TenantStore {
             "users": s.users,
             "requests_per_second": s.requests_per_second,
             "concurrency": s.concurrency,
+            "webhook_secret": mask("webhook.secret", s.webhook_secret.as_deref()),
+            "webhook_secret_next": mask("webhook.secret_next", s.webhook_secret_next.as_deref()),
             "created_at_ms": s.created_at_ms,
             "updated_at_ms": s.updated_at_ms,
         }))

@@ -116,6 +116,10 @@ pub struct Tenant {
     pub requests_per_second: f64,
     /// Concurrent Zoho calls, fleet-wide; `None`: the edition's limit.
     pub concurrency: Option<u32>,
+    /// The Nylas webhook destination's secret, and during a rotation the next one: a
+    /// delivery signed with either is accepted.
+    pub webhook_secret: Option<Secret>,
+    pub webhook_secret_next: Option<Secret>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }

@@ -7,9 +7,9 @@
 //! email replaces the waiting one, upserts match on Email, and the page's counts are recorded
 //! once.
 
-use crmsync_domain::{FieldLimits, MapOutcome, ZohoContact, dedupe_by_email, map_contact};
+use crmsync_domain::{FieldLimits, MapOutcome, ZohoContact, map_contact};
 use crmsync_nylas::Grant;
-use crmsync_producer::{BackfillPage, PageCounts, RunStatus, Source};
+use crmsync_producer::{BackfillPage, Change, PageCounts, RunStatus, Source};
 use crmsync_queue::{EnqueueOptions, JobError, JobInfo, now_ms};
 use crmsync_tenants::{StoreError, Tenant};
 use tracing::{debug, info, warn};
@@ -106,16 +106,23 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
         .add_emails(&job.tenant, &job.run_id, &emails)
         .await
         .map_err(errors::redis)?;
-    // Shared emails: within the page the smallest id wins; across pages the tenant's
-    // email owners decide. The run counts merged contacts exactly when it completes.
-    let (kept, _merged) = dedupe_by_email(&mapped);
-
-    let buffer = ctx.buffer(&job.tenant);
-    let items: Vec<(&str, &ZohoContact)> = kept.iter().map(|(id, r)| (id.as_str(), r)).collect();
-    let pushed = buffer
-        .push(&Source::Run(job.run_id.clone()), now_ms(), &items)
+    // Shared emails are settled by the buffer: the contact with the smallest id owns an
+    // email, whatever order pages run in. The run counts merged contacts when it completes.
+    let read_at = now_ms();
+    let changes: Vec<Change> = mapped
+        .into_iter()
+        .map(|(contact_id, record)| Change::Upsert {
+            contact_id,
+            at_ms: read_at,
+            record,
+        })
+        .collect();
+    let pushed = ctx
+        .buffer(&job.tenant)
+        .push(&Source::Run(job.run_id.clone()), job.force, &changes)
         .await
         .map_err(errors::redis)?;
+    counts.unchanged = pushed.unchanged;
     // One flush per 100 records pushed: full batches, the cheapest per record.
     for k in (pushed.total - pushed.pushed) / 100 + 1..=pushed.total / 100 {
         flush::enqueue(ctx, &job.tenant, &format!("n{k}"), None).await?;

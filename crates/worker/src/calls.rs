@@ -1,13 +1,14 @@
 //! Zoho calls under the tenant's limits: credit reservation, fleet rate, concurrency lease,
 //! local smoothing (see `crmsync-limits`), then the call, then its outcome recorded.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use crmsync_domain::ZohoContact;
 use crmsync_limits::{CallOutcome, LimitSettings, Priority, Wait};
 use crmsync_queue::{JobError, now_ms};
 use crmsync_tenants::Tenant;
-use crmsync_zoho::{RecordResult, Reply, ZohoError, ZohoOrg};
+use crmsync_zoho::{DeleteResult, RecordResult, Reply, ZohoError, ZohoOrg};
 use tracing::warn;
 
 use crate::context::Context;
@@ -28,18 +29,22 @@ fn wait_to_job_error(w: Wait) -> JobError {
     }
 }
 
-/// Upserts records under the tenant's limits. Budget, pause and long cooldowns defer the
-/// job (no attempt used); 5xx and timeouts are retried within the tenant's retry budget.
-pub(crate) async fn upsert(
+/// Makes one Zoho call of `cost` credits under the tenant's limits. Budget, pause and long
+/// cooldowns defer the job (no attempt used); 5xx and timeouts are retried within the
+/// tenant's retry budget; other errors fail the job with Zoho's code and message.
+async fn limited<T, F, Fut>(
     ctx: &Context,
     tenant: &Tenant,
-    org: &ZohoOrg,
-    records: &[ZohoContact],
+    cost: u64,
+    complex: bool,
     priority: Priority,
-) -> Result<Reply<RecordResult>, JobError> {
+    call: F,
+) -> Result<T, JobError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(T, Option<u64>), ZohoError>>,
+{
     let s = LimitSettings::of(tenant);
-    let cost = crmsync_zoho::upsert_cost(records.len());
-    let complex = records.len() > 10;
     for _ in 0..INLINE_429_RETRIES {
         let permit = match ctx
             .limiter
@@ -50,20 +55,13 @@ pub(crate) async fn upsert(
             Ok(p) => p,
             Err(w) => return Err(wait_to_job_error(w)),
         };
-        let res = ctx.zoho.upsert_contacts(org, records).await;
-        match res {
-            Ok(reply) => {
+        match call().await {
+            Ok((value, credits_remaining)) => {
                 ctx.limiter
-                    .finish(
-                        permit,
-                        &s,
-                        CallOutcome::Answered {
-                            credits_remaining: reply.credits_remaining,
-                        },
-                    )
+                    .finish(permit, &s, CallOutcome::Answered { credits_remaining })
                     .await
                     .map_err(errors::redis)?;
-                return Ok(reply);
+                return Ok(value);
             }
             Err(ZohoError::RateLimited {
                 retry_after,
@@ -126,4 +124,68 @@ pub(crate) async fn upsert(
         until_ms: now_ms() + 1_000,
         reason: "Zoho keeps answering 429".into(),
     })
+}
+
+/// Upserts records (matched on Email) under the tenant's limits.
+pub(crate) async fn upsert(
+    ctx: &Context,
+    tenant: &Tenant,
+    org: &ZohoOrg,
+    records: &[ZohoContact],
+    priority: Priority,
+) -> Result<Reply<RecordResult>, JobError> {
+    let cost = crmsync_zoho::upsert_cost(records.len());
+    limited(ctx, tenant, cost, records.len() > 10, priority, || async {
+        let r = ctx.zoho.upsert_contacts(org, records).await?;
+        let c = r.credits_remaining;
+        Ok((r, c))
+    })
+    .await
+}
+
+/// Updates records by id under the tenant's limits.
+pub(crate) async fn update(
+    ctx: &Context,
+    tenant: &Tenant,
+    org: &ZohoOrg,
+    records: &[(String, ZohoContact)],
+    priority: Priority,
+) -> Result<Reply<RecordResult>, JobError> {
+    let cost = crmsync_zoho::upsert_cost(records.len());
+    limited(ctx, tenant, cost, records.len() > 10, priority, || async {
+        let r = ctx.zoho.update_contacts(org, records).await?;
+        let c = r.credits_remaining;
+        Ok((r, c))
+    })
+    .await
+}
+
+/// Deletes records by id under the tenant's limits (1 credit per call).
+pub(crate) async fn delete(
+    ctx: &Context,
+    tenant: &Tenant,
+    org: &ZohoOrg,
+    ids: &[String],
+    priority: Priority,
+) -> Result<Reply<DeleteResult>, JobError> {
+    limited(ctx, tenant, 1, false, priority, || async {
+        let r = ctx.zoho.delete_contacts(org, ids).await?;
+        let c = r.credits_remaining;
+        Ok((r, c))
+    })
+    .await
+}
+
+/// Finds record ids by email under the tenant's limits (1 credit; none: Zoho's 204).
+pub(crate) async fn search(
+    ctx: &Context,
+    tenant: &Tenant,
+    org: &ZohoOrg,
+    email: &str,
+    priority: Priority,
+) -> Result<Vec<String>, JobError> {
+    limited(ctx, tenant, 1, false, priority, || async {
+        Ok((ctx.zoho.search_by_email(org, email).await?, None))
+    })
+    .await
 }

@@ -1,34 +1,54 @@
-//! The flush job: write one batch (up to 100 records) from a tenant's write buffer to Zoho,
-//! under the tenant's limits, and record what happened to each record.
+//! The flush job: write one batch (up to 100 changes of one kind: upserts, moves by id, or
+//! deletions) from a tenant's write buffer to Zoho, under the tenant's limits, and record what
+//! happened to each.
 //!
 //! A flush waits for a full batch of 100 while a backfill of the tenant is still reading
 //! pages (more records are coming, and a full batch costs the fewest credits per record);
 //! once no run is reading, or when change-feed records wait, it writes whatever is there.
+//! Before taking a batch it re-reads from Nylas the contacts that took over a shared email.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use crmsync_domain::{FieldLimits, MapOutcome, map_contact};
 use crmsync_limits::Priority;
-use crmsync_producer::{FlushCount, FlushWrites, Rejection, RunStatus, Source, TenantKeys};
-use crmsync_queue::{EnqueueOptions, JobError, JobInfo};
-use crmsync_zoho::RecordResult;
+use crmsync_nylas::Grant;
+use crmsync_producer::{
+    Change, Entry, FlushCount, FlushWrites, Op, Rejection, RunStatus, Source, TenantKeys, WriteBuffer,
+};
+use crmsync_queue::{EnqueueOptions, JobError, JobInfo, now_ms};
+use crmsync_tenants::Tenant;
+use crmsync_zoho::{DeleteResult, RecordResult, ZohoOrg};
 use tracing::{debug, info};
 
 use crate::context::Context;
 use crate::{backfill, calls, errors};
 
-/// Zoho's largest upsert.
+/// Zoho's largest upsert, update or delete.
 const BATCH: usize = crmsync_zoho::MAX_BATCH;
-/// How long change-feed records may wait for a fuller batch.
+/// Contacts re-read from Nylas per flush.
+const REFRESH_BATCH: usize = 50;
+/// How long change-feed records may wait for a fuller batch (`--flush-window-ms` of the
+/// webhook server; the flush job's own follow-ups use the same).
 pub const FEED_WINDOW: Duration = Duration::from_secs(2);
 
 /// Enqueues a flush of the tenant's buffer (once per `key`), now or after `delay`.
-pub(crate) async fn enqueue(ctx: &Context, tenant: &str, key: &str, delay: Option<Duration>) -> Result<(), JobError> {
+pub async fn enqueue(ctx: &Context, tenant: &str, key: &str, delay: Option<Duration>) -> Result<(), JobError> {
+    enqueue_on(&ctx.writes, tenant, key, delay).await
+}
+
+/// Enqueues a flush on a writes queue handle (used by the webhook server too).
+pub async fn enqueue_on(
+    writes: &crmsync_queue::JobQueue<FlushWrites>,
+    tenant: &str,
+    key: &str,
+    delay: Option<Duration>,
+) -> Result<(), JobError> {
     let mut opts = EnqueueOptions::default().idempotency_key(format!("flush:{tenant}:{key}"));
     if let Some(d) = delay {
         opts = opts.delay(d);
     }
-    ctx.writes
+    writes
         .enqueue_with(
             &FlushWrites {
                 tenant: tenant.to_owned(),
@@ -42,9 +62,8 @@ pub(crate) async fn enqueue(ctx: &Context, tenant: &str, key: &str, delay: Optio
 
 /// The smallest batch worth writing now: a full one while a backfill is still reading pages
 /// and no change-feed record waits; otherwise anything.
-async fn min_batch(ctx: &Context, tenant: &str) -> Result<usize, JobError> {
-    let (_, feed) = ctx.buffer(tenant).waiting().await.map_err(errors::redis)?;
-    if feed > 0 {
+async fn min_batch(ctx: &Context, tenant: &str, feed_waiting: u64) -> Result<usize, JobError> {
+    if feed_waiting > 0 {
         return Ok(1);
     }
     let reading =
@@ -52,52 +71,142 @@ async fn min_batch(ctx: &Context, tenant: &str) -> Result<usize, JobError> {
     Ok(if reading { BATCH } else { 1 })
 }
 
+/// Re-reads contacts that took over a shared email and pushes their current state.
+async fn refresh(ctx: &Context, tenant: &Tenant, buffer: &WriteBuffer) -> Result<(), JobError> {
+    let ids = buffer.take_refresh(REFRESH_BATCH).await.map_err(errors::redis)?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let grant = Grant {
+        api_uri: &tenant.nylas.api_uri,
+        grant_id: &tenant.nylas.grant_id,
+        api_key: tenant.nylas.api_key.expose(),
+    };
+    let mut changes = Vec::with_capacity(ids.len());
+    for id in ids {
+        let at_ms = now_ms();
+        let change = match ctx.nylas.get_contact(&grant, &id).await.map_err(errors::nylas)? {
+            Some(c) => match map_contact(&c, &FieldLimits::ZOHO) {
+                MapOutcome::Mapped { record, .. } => Change::Upsert {
+                    contact_id: id,
+                    at_ms,
+                    record,
+                },
+                MapOutcome::Skipped(_) => Change::Unmap { contact_id: id, at_ms },
+            },
+            None => Change::Delete { contact_id: id, at_ms },
+        };
+        changes.push(change);
+    }
+    debug!(tenant = %tenant.id, n = changes.len(), "Re-read contacts that took over shared emails");
+    buffer
+        .push(&Source::Feed, false, &changes)
+        .await
+        .map_err(errors::redis)?;
+    Ok(())
+}
+
+/// What happened to one entry.
+enum Outcome {
+    Written {
+        zoho_id: String,
+        inserted: bool,
+    },
+    Deleted,
+    Rejected {
+        code: String,
+        field: Option<String>,
+        message: String,
+    },
+}
+
 pub async fn run_flush(ctx: &Context, job: FlushWrites, info: &JobInfo) -> Result<(), JobError> {
     // The job id names the flush: a retried or deferred flush resumes its own batch.
     let flush_id = info.job_id.clone();
     let buffer = ctx.buffer(&job.tenant);
-    let min = min_batch(ctx, &job.tenant).await?;
+    let tenant = backfill::load_tenant(ctx, &job.tenant).await?;
+    refresh(ctx, &tenant, &buffer).await?;
+    let (_, feed, _) = buffer.waiting().await.map_err(errors::redis)?;
+    let min = min_batch(ctx, &job.tenant, feed).await?;
     let entries = buffer.take(&flush_id, BATCH, min).await.map_err(|e| match e {
         crmsync_producer::BufferError::Redis(e) => errors::redis(e),
         other => JobError::permanent(other),
     })?;
-    if entries.is_empty() {
+    if !entries.is_empty() {
+        write_batch(ctx, &tenant, &buffer, &flush_id, &entries).await?;
+    } else {
         debug!(tenant = %job.tenant, min, "Nothing to flush yet");
+    }
+
+    // Keep going while changes wait: at once for a full batch, contacts to re-read, or when
+    // nothing more is coming; after the feed window for change-feed stragglers.
+    let (waiting, feed, to_refresh) = buffer.waiting().await.map_err(errors::redis)?;
+    if entries.is_empty() && to_refresh == 0 {
         return Ok(());
     }
-    let tenant = backfill::load_tenant(ctx, &job.tenant).await?;
+    if waiting >= BATCH as u64 || to_refresh > 0 {
+        enqueue(ctx, &job.tenant, &format!("after:{flush_id}"), None).await?;
+    } else if waiting > 0 && min_batch(ctx, &job.tenant, feed).await? == 1 {
+        let delay = (feed > 0).then_some(FEED_WINDOW);
+        enqueue(ctx, &job.tenant, &format!("after:{flush_id}"), delay).await?;
+    }
+    Ok(())
+}
+
+async fn write_batch(
+    ctx: &Context,
+    tenant: &Tenant,
+    buffer: &WriteBuffer,
+    flush_id: &str,
+    entries: &[Entry],
+) -> Result<(), JobError> {
     let org = tenant.zoho_org(&ctx.opts.namespace).map_err(JobError::permanent)?;
     let priority = if entries.iter().any(|e| e.source == Source::Feed) {
         Priority::Change
     } else {
         Priority::Backfill
     };
-    let records: Vec<_> = entries.iter().map(|e| e.record.clone()).collect();
-    let reply = calls::upsert(ctx, &tenant, &org, &records, priority).await?;
+    let state = ctx.tenant_state(&tenant.id);
+    let (outcomes, calls, credits) = match &entries[0].op {
+        Op::Upsert(_) => upsert_all(ctx, tenant, &org, entries, priority).await?,
+        Op::Move { .. } => move_all(ctx, tenant, &org, &state, entries, priority).await?,
+        Op::Delete { .. } => delete_all(ctx, tenant, &org, &state, entries, priority).await?,
+    };
 
     let mut counts: BTreeMap<(Source, String), u64> = BTreeMap::new();
     let mut per_source: BTreeMap<Source, u64> = BTreeMap::new();
     let mut ids = Vec::new();
+    let mut forget = Vec::new();
+    let mut written: Vec<(&str, Option<&str>)> = Vec::new();
     let mut rejected = Vec::new();
-    for (entry, result) in entries.iter().zip(&reply.results) {
+    for (entry, outcome) in entries.iter().zip(&outcomes) {
         *per_source.entry(entry.source.clone()).or_default() += 1;
-        let field = match result {
-            RecordResult::Inserted { id } => {
-                ids.push((entry.contact_id.as_str(), id.as_str()));
-                "inserted".to_owned()
+        let field = match outcome {
+            Outcome::Written { zoho_id, inserted } => {
+                ids.push((entry.contact_id.as_str(), zoho_id.as_str()));
+                written.push((entry.contact_id.as_str(), Some(entry.hash.as_str())));
+                if *inserted {
+                    "inserted".to_owned()
+                } else {
+                    "updated".to_owned()
+                }
             }
-            RecordResult::Updated { id } => {
-                ids.push((entry.contact_id.as_str(), id.as_str()));
-                "updated".to_owned()
+            Outcome::Deleted => {
+                forget.push(entry.contact_id.as_str());
+                written.push((entry.contact_id.as_str(), None));
+                "deleted".to_owned()
             }
-            RecordResult::Rejected { code, field, message } => {
+            Outcome::Rejected { code, field, message } => {
                 rejected.push(Rejection {
                     run_id: match &entry.source {
                         Source::Run(r) => r.clone(),
                         Source::Feed => "feed".into(),
                     },
                     contact_id: entry.contact_id.clone(),
-                    email: entry.record.email.clone(),
+                    email: match &entry.op {
+                        Op::Upsert(r) | Op::Move { record: r, .. } => r.email.clone(),
+                        Op::Delete { email } => email.clone(),
+                    },
                     code: code.clone(),
                     field: field.clone(),
                     message: message.clone(),
@@ -107,38 +216,212 @@ pub async fn run_flush(ctx: &Context, job: FlushWrites, info: &JobInfo) -> Resul
         };
         *counts.entry((entry.source.clone(), field)).or_default() += 1;
     }
-    // The call and its credits count for the source with most records in the batch.
+    // The calls and their credits count for the source with most entries in the batch.
     if let Some((main, _)) = per_source.iter().max_by_key(|(_, n)| **n) {
-        *counts.entry((main.clone(), "zoho_calls".into())).or_default() += 1;
-        *counts.entry((main.clone(), "credits".into())).or_default() += crmsync_zoho::upsert_cost(records.len());
+        *counts.entry((main.clone(), "zoho_calls".into())).or_default() += calls;
+        *counts.entry((main.clone(), "credits".into())).or_default() += credits;
     }
-    let state = ctx.tenant_state(&job.tenant);
     state.set_zoho_ids(&ids).await.map_err(errors::redis)?;
+    state.forget_zoho_ids(&forget).await.map_err(errors::redis)?;
+    buffer.set_written(&written).await.map_err(errors::redis)?;
     state.add_rejections(&rejected).await.map_err(errors::redis)?;
     let counts: Vec<FlushCount> = counts
         .into_iter()
         .map(|((source, field), n)| FlushCount { source, field, n })
         .collect();
-    let active_key = TenantKeys::new(&ctx.opts.namespace, &job.tenant).active_run();
+    let active_key = TenantKeys::new(&ctx.opts.namespace, &tenant.id).active_run();
     let completed = buffer
-        .done(&flush_id, &active_key, &counts)
+        .done(flush_id, &active_key, &counts)
         .await
         .map_err(errors::redis)?;
     for run in completed {
-        info!(tenant = %job.tenant, %run, "Backfill run completed");
-    }
-
-    // Keep going while records wait: at once for a full batch or when nothing more is coming,
-    // after the feed window for change-feed stragglers.
-    let (waiting, feed) = buffer.waiting().await.map_err(errors::redis)?;
-    if waiting >= BATCH as u64 {
-        enqueue(ctx, &job.tenant, &format!("after:{flush_id}"), None).await?;
-    } else if waiting > 0 {
-        let min = min_batch(ctx, &job.tenant).await?;
-        if min == 1 {
-            let delay = (feed > 0).then_some(FEED_WINDOW);
-            enqueue(ctx, &job.tenant, &format!("after:{flush_id}"), delay).await?;
-        }
+        info!(tenant = %tenant.id, %run, "Backfill run completed");
     }
     Ok(())
+}
+
+fn record_outcome(r: &RecordResult) -> Outcome {
+    match r {
+        RecordResult::Inserted { id } => Outcome::Written {
+            zoho_id: id.clone(),
+            inserted: true,
+        },
+        RecordResult::Updated { id } => Outcome::Written {
+            zoho_id: id.clone(),
+            inserted: false,
+        },
+        RecordResult::Rejected { code, field, message } => Outcome::Rejected {
+            code: code.clone(),
+            field: field.clone(),
+            message: message.clone(),
+        },
+    }
+}
+
+type Written = (Vec<Outcome>, u64, u64);
+
+async fn upsert_all(
+    ctx: &Context,
+    tenant: &Tenant,
+    org: &ZohoOrg,
+    entries: &[Entry],
+    p: Priority,
+) -> Result<Written, JobError> {
+    let records: Vec<_> = entries
+        .iter()
+        .filter_map(|e| match &e.op {
+            Op::Upsert(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    let reply = calls::upsert(ctx, tenant, org, &records, p).await?;
+    Ok((
+        reply.results.iter().map(record_outcome).collect(),
+        1,
+        crmsync_zoho::upsert_cost(records.len()),
+    ))
+}
+
+/// Moves records to their contacts' new emails, by id. A record whose id is unknown is found
+/// by its former email; one that is nowhere is created.
+async fn move_all(
+    ctx: &Context,
+    tenant: &Tenant,
+    org: &ZohoOrg,
+    state: &crmsync_producer::TenantState,
+    entries: &[Entry],
+    p: Priority,
+) -> Result<Written, JobError> {
+    let cids: Vec<&str> = entries.iter().map(|e| e.contact_id.as_str()).collect();
+    let known = state.zoho_ids(&cids).await.map_err(errors::redis)?;
+    let (mut calls_made, mut credits) = (0u64, 0u64);
+    let mut by_id: Vec<(usize, String)> = Vec::new();
+    let mut create: Vec<usize> = Vec::new();
+    for (i, (e, id)) in entries.iter().zip(known).enumerate() {
+        let Op::Move { from, .. } = &e.op else { continue };
+        match id {
+            Some(id) => by_id.push((i, id)),
+            None => {
+                calls_made += 1;
+                credits += 1;
+                match calls::search(ctx, tenant, org, from, p).await?.into_iter().next() {
+                    Some(id) => by_id.push((i, id)),
+                    None => create.push(i),
+                }
+            }
+        }
+    }
+    let mut outcomes: Vec<Option<Outcome>> = entries.iter().map(|_| None).collect();
+    let record = |i: usize| match &entries[i].op {
+        Op::Move { record, .. } | Op::Upsert(record) => record.clone(),
+        Op::Delete { .. } => unreachable_record(),
+    };
+    if !by_id.is_empty() {
+        let pairs: Vec<(String, crmsync_domain::ZohoContact)> =
+            by_id.iter().map(|(i, id)| (id.clone(), record(*i))).collect();
+        let reply = calls::update(ctx, tenant, org, &pairs, p).await?;
+        calls_made += 1;
+        credits += crmsync_zoho::upsert_cost(pairs.len());
+        for ((i, _), r) in by_id.iter().zip(&reply.results) {
+            outcomes[*i] = Some(record_outcome(r));
+        }
+    }
+    if !create.is_empty() {
+        let records: Vec<_> = create.iter().map(|i| record(*i)).collect();
+        let reply = calls::upsert(ctx, tenant, org, &records, p).await?;
+        calls_made += 1;
+        credits += crmsync_zoho::upsert_cost(records.len());
+        for (i, r) in create.iter().zip(&reply.results) {
+            outcomes[*i] = Some(record_outcome(r));
+        }
+    }
+    Ok((
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(Outcome::Rejected {
+                    code: "INTERNAL".into(),
+                    field: None,
+                    message: "no result".into(),
+                })
+            })
+            .collect(),
+        calls_made,
+        credits,
+    ))
+}
+
+/// An empty record; only reached if a batch mixed kinds, which the buffer never does.
+fn unreachable_record() -> crmsync_domain::ZohoContact {
+    crmsync_domain::ZohoContact {
+        first_name: None,
+        last_name: String::new(),
+        email: String::new(),
+        phone: None,
+        account_name: None,
+        title: None,
+    }
+}
+
+/// Deletes the records of emails nobody has any more: by the id kept from the write, else
+/// found by email; a record that is already gone counts as deleted.
+async fn delete_all(
+    ctx: &Context,
+    tenant: &Tenant,
+    org: &ZohoOrg,
+    state: &crmsync_producer::TenantState,
+    entries: &[Entry],
+    p: Priority,
+) -> Result<Written, JobError> {
+    let cids: Vec<&str> = entries.iter().map(|e| e.contact_id.as_str()).collect();
+    let known = state.zoho_ids(&cids).await.map_err(errors::redis)?;
+    let (mut calls_made, mut credits) = (0u64, 0u64);
+    let mut ids: Vec<(usize, String)> = Vec::new();
+    for (i, (e, id)) in entries.iter().zip(known).enumerate() {
+        match id {
+            Some(id) => ids.push((i, id)),
+            None => {
+                let Op::Delete { email } = &e.op else { continue };
+                calls_made += 1;
+                credits += 1;
+                for id in calls::search(ctx, tenant, org, email, p).await? {
+                    ids.push((i, id));
+                }
+            }
+        }
+    }
+    let mut outcomes: HashMap<usize, Outcome> = HashMap::new();
+    if !ids.is_empty() {
+        let list: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+        for chunk in list.chunks(BATCH) {
+            let reply = calls::delete(ctx, tenant, org, chunk, p).await?;
+            calls_made += 1;
+            credits += 1;
+            for r in &reply.results {
+                let (id, outcome) = match r {
+                    DeleteResult::Deleted { id } => (id, Outcome::Deleted),
+                    // Already gone (deleted in the CRM by hand, or by an earlier attempt).
+                    DeleteResult::Rejected { id, code, .. } if code == "INVALID_DATA" => (id, Outcome::Deleted),
+                    DeleteResult::Rejected { id, code, message } => (
+                        id,
+                        Outcome::Rejected {
+                            code: code.clone(),
+                            field: None,
+                            message: message.clone(),
+                        },
+                    ),
+                };
+                if let Some((i, _)) = ids.iter().find(|(_, x)| x == id) {
+                    outcomes.insert(*i, outcome);
+                }
+            }
+        }
+    }
+    Ok((
+        (0..entries.len())
+            .map(|i| outcomes.remove(&i).unwrap_or(Outcome::Deleted))
+            .collect(),
+        calls_made,
+        credits,
+    ))
 }

@@ -137,6 +137,45 @@ impl ZohoClient {
         })
     }
 
+    /// Updates up to 100 Contacts by record id (used when a contact's email changed, so its
+    /// existing record follows it instead of a new one being created), running no workflows.
+    pub async fn update_contacts(
+        &self,
+        org: &ZohoOrg,
+        records: &[(String, ZohoContact)],
+    ) -> Result<Reply<RecordResult>, ZohoError> {
+        if records.len() > MAX_BATCH {
+            return Err(ZohoError::Rejected {
+                status: 0,
+                code: "LIMIT_EXCEEDED".into(),
+                message: format!(
+                    "{} records in one update; Zoho takes at most {MAX_BATCH}",
+                    records.len()
+                ),
+            });
+        }
+        let data: Vec<serde_json::Value> = records
+            .iter()
+            .map(|(id, r)| {
+                let mut v = record_json(r);
+                if let serde_json::Value::Object(m) = &mut v {
+                    m.insert("id".into(), serde_json::Value::String(id.clone()));
+                }
+                v
+            })
+            .collect();
+        let body = serde_json::json!({ "data": data, "trigger": [] });
+        let (status, credits, bytes) = self
+            .send(org, reqwest::Method::PUT, "/crm/v6/Contacts", &[], Some(&body))
+            .await?;
+        let results = dto::parse_upsert(status, &bytes, records.len())?;
+        Ok(Reply {
+            results,
+            credits_remaining: credits,
+            http_status: status,
+        })
+    }
+
     /// Deletes up to 100 Contacts by id.
     pub async fn delete_contacts(&self, org: &ZohoOrg, ids: &[String]) -> Result<Reply<DeleteResult>, ZohoError> {
         let joined = ids.join(",");

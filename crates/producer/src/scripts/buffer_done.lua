@@ -1,6 +1,6 @@
 -- Record a written batch, once: its per-run counts, the calls and credits it cost, and the
 -- end of each run it drained. A flush that runs again after recording finds nothing to do.
--- KEYS[1] this flush's batch, KEYS[2] in flight, KEYS[3] flushes zset
+-- KEYS[1] this flush's batch, KEYS[2] in flight, KEYS[3] flushes zset, KEYS[4] emails in flight
 -- ARGV[1] flush id, ARGV[2] now ms, ARGV[3] run key prefix (`<tag>:run:`), ARGV[4] feed counter,
 -- ARGV[5] active-run key, ARGV[6] number of count triples, then (source, field, n) triples
 -- Returns the ids of runs this flush completed.
@@ -12,9 +12,18 @@ end
 local runs = {}
 local batch = redis.call('HGETALL', KEYS[1])
 for i = 1, #batch, 2 do
-  local email, v = batch[i], batch[i + 1]
-  local src = string.sub(v, 1, string.find(v, '\n', 1, true) - 1)
-  if redis.call('HGET', KEYS[2], email) == ARGV[1] then redis.call('HDEL', KEYS[2], email) end
+  local key, v = batch[i], batch[i + 1]
+  local nl = string.find(v, '\n', 1, true)
+  local src = string.sub(v, 1, nl - 1)
+  if redis.call('HGET', KEYS[2], key) == ARGV[1] then redis.call('HDEL', KEYS[2], key) end
+  local fields = {}
+  for part in string.gmatch(string.sub(v, nl + 1), '([^\t]*)\t?') do
+    fields[#fields + 1] = part
+    if #fields == 3 then break end
+  end
+  for _, e in ipairs({fields[2], fields[3]}) do
+    if e and e ~= '' and redis.call('HGET', KEYS[4], e) == ARGV[1] then redis.call('HDEL', KEYS[4], e) end
+  end
   local left = redis.call('DECR', counter(src))
   if src == 'feed' and left <= 0 then redis.call('DEL', ARGV[4]) end
   if src ~= 'feed' then runs[string.sub(src, 5)] = true end

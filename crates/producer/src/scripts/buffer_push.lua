@@ -1,33 +1,136 @@
--- Push records into a tenant's write buffer, one entry per email (the Zoho match key). The
--- contact with the smallest Nylas id owns an email: a push by a larger id is skipped, a
--- push by the owner (or a smaller id) replaces what waits. Claiming and pushing in one step
--- keeps the owner's write last, whatever order pages run in.
--- KEYS[1] buffer (email -> entry JSON), KEYS[2] sources (email -> `run:<id>` | `feed`),
--- KEYS[3] order zset, KEYS[4] email owners, KEYS[5] pushed counter
--- ARGV[1] now ms, ARGV[2] source, ARGV[3] score base (feed 0, backfill 1e13: feed goes first),
--- ARGV[4] run key prefix (`<tag>:run:`), ARGV[5] feed counter key, ARGV[6..] email, contact id, entry
--- Returns {pushed, skipped as shared, buffer size, pushed counter}.
-local function counter(src)
-  if src == 'feed' then return ARGV[5] end
-  return ARGV[4] .. string.sub(src, 5) .. ':buffered'
+-- Push changes into a tenant's write buffer. One entry waits per contact (a newer change
+-- replaces it: changes collapse to the latest, by event time, then arrival), plus one entry
+-- per email whose record must be deleted. Every record is keyed by email in Zoho, and the
+-- contact with the smallest Nylas id owns an email: its fields are what the record holds.
+--
+-- Values are `op \t email \t move-from \t JSON`; op is `upsert`, `move` (update the record
+-- known by id to a new email: the contact changed its email, so no orphan stays behind) or
+-- `delete` (the record of `email` must go: its last contact left it).
+--
+-- KEYS[1] buffer (key -> value), KEYS[2] sources (key -> `run:<id>`|`feed`), KEYS[3] order,
+-- KEYS[4] email owners, KEYS[5] pushed counter, KEYS[6] buffer email index (email -> key),
+-- KEYS[7] in flight (key -> flush), KEYS[8] contacts (cid -> `at email`), KEYS[9] tombstones
+-- (cid -> deleted at), KEYS[10] written hashes (cid -> hash), KEYS[11] refresh set
+-- ARGV[1] now ms, ARGV[2] source, ARGV[3] score base, ARGV[4] run key prefix, ARGV[5] feed
+-- counter key, ARGV[6] members key prefix, ARGV[7] force (0/1), ARGV[8] tombstone horizon ms,
+-- ARGV[9..] per change: op (upsert|delete|unmap), cid, at ms, email, hash, JSON
+-- Returns {pushed, shared, unchanged, stale, waiting, pushed counter}.
+local now, src, force = tonumber(ARGV[1]), ARGV[2], ARGV[7] == '1'
+local score = tonumber(ARGV[3]) + now
+local pushed, shared, unchanged, stale = 0, 0, 0, 0
+
+local function counter(s)
+  if s == 'feed' then return ARGV[5] end
+  return ARGV[4] .. string.sub(s, 5) .. ':buffered'
 end
-local pushed, shared = 0, 0
-local score = tonumber(ARGV[3]) + tonumber(ARGV[1])
-for i = 6, #ARGV, 3 do
-  local email, cid, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local owner = redis.call('HGET', KEYS[4], email)
-  if owner and owner < cid then
-    shared = shared + 1
+local function field(v, n)
+  local i = 1
+  for part in string.gmatch(v, '([^\t]*)\t?') do
+    if i == n then return part end
+    i = i + 1
+  end
+  return nil
+end
+-- Drops the waiting entry under `key` (a newer change replaces it, or it became moot).
+local function drop(key)
+  local old = redis.call('HGET', KEYS[1], key)
+  if not old then return end
+  redis.call('DECR', counter(redis.call('HGET', KEYS[2], key)))
+  local email = field(old, 2)
+  if redis.call('HGET', KEYS[6], email) == key then redis.call('HDEL', KEYS[6], email) end
+  redis.call('HDEL', KEYS[1], key)
+  redis.call('HDEL', KEYS[2], key)
+  redis.call('ZREM', KEYS[3], key)
+end
+local function put(key, op, email, from, json)
+  drop(key)
+  redis.call('HSET', KEYS[1], key, op .. '\t' .. email .. '\t' .. from .. '\t' .. json)
+  redis.call('HSET', KEYS[2], key, src)
+  redis.call('HSET', KEYS[6], email, key)
+  redis.call('ZADD', KEYS[3], 'LT', score, key)
+  redis.call('INCR', counter(src))
+  pushed = pushed + 1
+end
+local function delete_record(email, cid)
+  put('x:' .. email, 'delete', email, '', '{"c":"' .. cid .. '"}')
+end
+-- The contact leaves an email. Returns `promoted` (another member now owns it and is queued
+-- for a re-read, to write its fields), `vacated` (nobody is left: its record must go or move)
+-- or `none` (it did not own it).
+local function leave(cid, email)
+  local mkey = ARGV[6] .. email
+  local others = {}
+  if redis.call('EXISTS', mkey) == 1 then
+    redis.call('SREM', mkey, cid)
+    others = redis.call('SMEMBERS', mkey)
+    if #others <= 1 then redis.call('DEL', mkey) end
+  end
+  if redis.call('HGET', KEYS[4], email) ~= cid then return 'none' end
+  if #others > 0 then
+    table.sort(others)
+    redis.call('HSET', KEYS[4], email, others[1])
+    redis.call('SADD', KEYS[11], others[1])
+    return 'promoted'
+  end
+  redis.call('HDEL', KEYS[4], email)
+  return 'vacated'
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - tonumber(ARGV[8]))
+for i = 9, #ARGV, 6 do
+  local op, cid, at, email, hash, json = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local prev = redis.call('HGET', KEYS[8], cid)
+  local prev_at, prev_email = nil, nil
+  if prev then
+    local sp = string.find(prev, ' ', 1, true)
+    prev_at, prev_email = tonumber(string.sub(prev, 1, sp - 1)), string.sub(prev, sp + 1)
+    if prev_email == '-' then prev_email = nil end
+  end
+  local tomb = redis.call('ZSCORE', KEYS[9], cid)
+  if (prev_at and at < prev_at) or (op == 'upsert' and tomb and at <= tonumber(tomb)) then
+    stale = stale + 1
+  elseif op == 'delete' or op == 'unmap' then
+    if op == 'delete' then redis.call('ZADD', KEYS[9], at, cid) end
+    redis.call('HSET', KEYS[8], cid, at .. ' -')
+    if redis.call('HEXISTS', KEYS[7], cid) == 0 then drop(cid) end
+    if prev_email and leave(cid, prev_email) == 'vacated' then delete_record(prev_email, cid) end
   else
-    if owner ~= cid then redis.call('HSET', KEYS[4], email, cid) end
-    local prev = redis.call('HGET', KEYS[2], email)
-    if prev then redis.call('DECR', counter(prev)) end
-    redis.call('HSET', KEYS[1], email, entry)
-    redis.call('HSET', KEYS[2], email, ARGV[2])
-    redis.call('ZADD', KEYS[3], 'LT', score, email)
-    redis.call('INCR', counter(ARGV[2]))
-    pushed = pushed + 1
+    if tomb then redis.call('ZREM', KEYS[9], cid) end
+    local from = nil
+    if prev_email and prev_email ~= email and leave(cid, prev_email) == 'vacated' then from = prev_email end
+    redis.call('HSET', KEYS[8], cid, at .. ' ' .. email)
+    local owner = redis.call('HGET', KEYS[4], email)
+    local took_over = false
+    if owner and owner < cid then
+      redis.call('SADD', ARGV[6] .. email, owner, cid)
+      if redis.call('HEXISTS', KEYS[7], cid) == 0 then drop(cid) end
+      if from then delete_record(from, cid) end
+      shared = shared + 1
+    else
+      if not owner then
+        redis.call('HSET', KEYS[4], email, cid)
+        -- a waiting deletion of this email's record is moot: the email has a contact again
+        if redis.call('HEXISTS', KEYS[7], 'x:' .. email) == 0 then drop('x:' .. email) end
+      elseif owner ~= cid then
+        redis.call('SADD', ARGV[6] .. email, owner, cid)
+        redis.call('HSET', KEYS[4], email, cid)
+        took_over = true
+        local k = redis.call('HGET', KEYS[6], email)
+        if k and k ~= cid and redis.call('HEXISTS', KEYS[7], k) == 0 then drop(k) end
+      end
+      local opname = 'upsert'
+      if from then
+        if owner then delete_record(from, cid) else opname = 'move' end
+      end
+      local waiting = redis.call('HEXISTS', KEYS[1], cid) == 1 or redis.call('HEXISTS', KEYS[7], cid) == 1
+      if not force and opname == 'upsert' and not took_over and not waiting
+        and redis.call('HGET', KEYS[10], cid) == hash then
+        unchanged = unchanged + 1
+      else
+        put(cid, opname, email, from or '', json)
+      end
+    end
   end
 end
 local total = redis.call('INCRBY', KEYS[5], pushed)
-return {pushed, shared, redis.call('HLEN', KEYS[1]), total}
+return {pushed, shared, unchanged, stale, redis.call('HLEN', KEYS[1]), total}

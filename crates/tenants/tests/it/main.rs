@@ -27,6 +27,8 @@ fn tenant(id: &str) -> Tenant {
         users: None,
         requests_per_second: crmsync_tenants::DEFAULT_RPS,
         concurrency: None,
+        webhook_secret: None,
+        webhook_secret_next: None,
         created_at_ms: 0,
         updated_at_ms: 0,
     }
