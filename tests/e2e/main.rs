@@ -6,3 +6,4 @@ mod backfill;
 mod budget;
 mod cli;
 mod queue_processes;
+mod webhook;

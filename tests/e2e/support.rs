@@ -101,3 +101,25 @@ pub fn crmsync_worker(redis: &RedisServer, key: &str, name: &str, extra: &[&str]
     cmd.arg("worker").args(extra);
     ChildProcess::spawn(name, cmd)
 }
+
+/// A `crmsync webhook` process on a free port; returns it with its base URL once it answers.
+pub async fn webhook_server(redis: &RedisServer, key: &str, extra: &[&str]) -> (ChildProcess, String) {
+    let port = crmsync_testkit::free_port();
+    let mut cmd = crmsync(redis, key);
+    cmd.arg("webhook")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra);
+    let proc = ChildProcess::spawn("webhook", cmd);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    crmsync_testkit::eventually(Duration::from_secs(15), "the webhook server to answer", || async {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    (proc, base)
+}

@@ -7,6 +7,7 @@ mod logging;
 mod runs;
 mod status;
 mod tenant;
+mod webhook;
 mod worker;
 mod zoho;
 
@@ -39,6 +40,8 @@ struct Cli {
 enum Command {
     /// Run a worker process (until SIGTERM/SIGINT, then drain).
     Worker(worker::WorkerArgs),
+    /// Run the Nylas webhook receiver (the change feed's entry point).
+    Webhook(webhook::WebhookArgs),
     /// Start a backfill of tenants' whole address books.
     Backfill(backfill::BackfillArgs),
     /// List backfill runs with their counts.
@@ -88,6 +91,7 @@ async fn main() -> std::process::ExitCode {
     };
     let res = match cli.command {
         Command::Worker(args) => worker::run(&env, args).await,
+        Command::Webhook(args) => webhook::run(&env, args).await,
         other => {
             logging::init(logging::Format::Text, "warn");
             match other {
@@ -103,7 +107,7 @@ async fn main() -> std::process::ExitCode {
                     println!("{}", crmsync_tenants::SecretKey::generate());
                     Ok(())
                 }
-                Command::Worker(_) => Ok(()),
+                Command::Worker(_) | Command::Webhook(_) => Ok(()),
             }
         }
     };

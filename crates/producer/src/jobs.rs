@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crmsync_queue::{QueueConfig, RetryPolicy};
+use crmsync_queue::{EnqueueOptions, JobQueue, QueueConfig, QueueError, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
 /// The queue of backfill page jobs.
@@ -64,4 +64,27 @@ pub fn writes_queue(namespace: &str) -> QueueConfig {
             base: Duration::from_secs(2),
             cap: Duration::from_secs(300),
         })
+}
+
+/// Schedules a flush of a tenant's write buffer, once per `key` (idempotent enqueue), now or
+/// after `delay`.
+pub async fn schedule_flush(
+    writes: &JobQueue<FlushWrites>,
+    tenant: &str,
+    key: &str,
+    delay: Option<Duration>,
+) -> Result<(), QueueError> {
+    let mut opts = EnqueueOptions::default().idempotency_key(format!("flush:{tenant}:{key}"));
+    if let Some(d) = delay {
+        opts = opts.delay(d);
+    }
+    writes
+        .enqueue_with(
+            &FlushWrites {
+                tenant: tenant.to_owned(),
+            },
+            opts,
+        )
+        .await?;
+    Ok(())
 }

@@ -12,7 +12,7 @@ mod runs;
 mod tenant_state;
 
 pub use buffer::{BufferError, Change, Entry, FlushCount, Op, Pushed, Source, WriteBuffer, record_hash};
-pub use jobs::{BACKFILL_QUEUE, BackfillPage, FlushWrites, WRITES_QUEUE, backfill_queue, writes_queue};
+pub use jobs::{BACKFILL_QUEUE, BackfillPage, FlushWrites, WRITES_QUEUE, backfill_queue, schedule_flush, writes_queue};
 pub use keys::TenantKeys;
 pub use runs::{PageCounts, Run, RunError, RunStatus, RunStore, StartOutcome};
 pub use tenant_state::{Rejection, TenantState};

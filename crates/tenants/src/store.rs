@@ -206,9 +206,16 @@ impl TenantStore {
         if set.is_none() {
             return Err(StoreError::Exists(t.id));
         }
-        let _: () = redis::cmd("SADD")
+        let _: () = redis::pipe()
+            .cmd("SADD")
             .arg(self.index_key())
             .arg(&t.id)
+            .ignore()
+            .cmd("HSET")
+            .arg(self.grants_key())
+            .arg(&t.nylas.grant_id)
+            .arg(&t.id)
+            .ignore()
             .query_async(&mut conn)
             .await?;
         Ok(())

@@ -16,7 +16,7 @@ use crmsync_nylas::Grant;
 use crmsync_producer::{
     Change, Entry, FlushCount, FlushWrites, Op, Rejection, RunStatus, Source, TenantKeys, WriteBuffer,
 };
-use crmsync_queue::{EnqueueOptions, JobError, JobInfo, now_ms};
+use crmsync_queue::{JobError, JobInfo, now_ms};
 use crmsync_tenants::Tenant;
 use crmsync_zoho::{DeleteResult, RecordResult, ZohoOrg};
 use tracing::{debug, info};
@@ -34,30 +34,9 @@ pub const FEED_WINDOW: Duration = Duration::from_secs(2);
 
 /// Enqueues a flush of the tenant's buffer (once per `key`), now or after `delay`.
 pub async fn enqueue(ctx: &Context, tenant: &str, key: &str, delay: Option<Duration>) -> Result<(), JobError> {
-    enqueue_on(&ctx.writes, tenant, key, delay).await
-}
-
-/// Enqueues a flush on a writes queue handle (used by the webhook server too).
-pub async fn enqueue_on(
-    writes: &crmsync_queue::JobQueue<FlushWrites>,
-    tenant: &str,
-    key: &str,
-    delay: Option<Duration>,
-) -> Result<(), JobError> {
-    let mut opts = EnqueueOptions::default().idempotency_key(format!("flush:{tenant}:{key}"));
-    if let Some(d) = delay {
-        opts = opts.delay(d);
-    }
-    writes
-        .enqueue_with(
-            &FlushWrites {
-                tenant: tenant.to_owned(),
-            },
-            opts,
-        )
+    crmsync_producer::schedule_flush(&ctx.writes, tenant, key, delay)
         .await
-        .map_err(errors::redis)?;
-    Ok(())
+        .map_err(errors::redis)
 }
 
 /// The smallest batch worth writing now: a full one while a backfill is still reading pages

@@ -71,6 +71,18 @@ async fn tenants_round_trip_with_secrets_sealed_at_rest() {
     s.update(changed).await.expect("update");
     assert_eq!(s.get("acme").await.expect("get").budget_share, 0.9);
     assert_eq!(s.ids().await.expect("ids"), vec!["acme".to_string()]);
+    assert_eq!(
+        s.tenant_of_grant("grant-1").await.expect("grant").as_deref(),
+        Some("acme")
+    );
+    let mut moved = s.get("acme").await.expect("get");
+    moved.nylas.grant_id = "grant-2".into();
+    s.update(moved).await.expect("update");
+    assert_eq!(s.tenant_of_grant("grant-1").await.expect("grant"), None);
+    assert_eq!(
+        s.tenant_of_grant("grant-2").await.expect("grant").as_deref(),
+        Some("acme")
+    );
 
     // The wrong key says so clearly; no key at all too.
     let wrong = store(
@@ -89,6 +101,7 @@ async fn tenants_round_trip_with_secrets_sealed_at_rest() {
     assert!(none.view("acme").await.expect("view").to_string().contains("(sealed)"));
 
     assert!(s.remove("acme").await.expect("remove"));
+    assert_eq!(s.tenant_of_grant("grant-2").await.expect("grant"), None);
     assert!(matches!(s.get("acme").await, Err(StoreError::NotFound(_))));
 }
 

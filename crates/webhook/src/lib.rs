@@ -1,0 +1,318 @@
+//! `crmsync webhook`: the Nylas webhook receiver.
+//!
+//! `GET /webhooks/nylas?challenge=X` answers `X` (Nylas's endpoint verification). `POST
+//! /webhooks/nylas` takes a notification: bounded body (413 beyond the limit), optional gzip
+//! (`compressed_delivery`), the grant's tenant (an unknown grant is acknowledged and counted, so
+//! Nylas does not retry it for days), the signature (`x-nylas-signature`, HMAC-SHA256 of the
+//! raw bytes under the tenant's secret or, during a rotation, the next one: 401 otherwise), the
+//! event type (`contact.updated`, `contact.deleted`; 400 otherwise), deduplication on the
+//! notification id (kept 96 hours, past Nylas's 72-hour retry horizon), then the change is
+//! pushed into the tenant's write buffer and a flush is scheduled. It never calls a CRM: it
+//! answers in milliseconds. Nothing is recorded for a refused request, and no body is logged.
+//!
+//! `GET /healthz` (liveness) and `GET /readyz` (Redis reachable) serve orchestrators.
+//! Counters per outcome are kept in Redis (`<namespace>:webhook:stats`) for `crmsync status`.
+
+pub mod signature;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use crmsync_domain::{FieldLimits, MapOutcome, map_contact};
+use crmsync_producer::{Change, FlushWrites, Source, TenantKeys, WriteBuffer};
+use crmsync_queue::{JobQueue, RedisConn, now_ms};
+use crmsync_tenants::TenantStore;
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+/// How long a notification id is remembered (Nylas retries for up to 72 hours).
+const DEDUPE_TTL_SECS: u64 = 96 * 3600;
+
+/// Settings of the receiver.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    pub namespace: String,
+    /// Largest body accepted, bytes (compressed bodies may inflate to 8 times that).
+    pub max_body_bytes: usize,
+    /// How long change-feed records may wait for a fuller batch before a flush.
+    pub flush_window: Duration,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        Self {
+            namespace: "crmsync".into(),
+            max_body_bytes: 1024 * 1024,
+            flush_window: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Shared by every request.
+pub struct Receiver {
+    opts: WebhookOptions,
+    conn: RedisConn,
+    tenants: TenantStore,
+    writes: JobQueue<FlushWrites>,
+}
+
+impl Receiver {
+    pub fn new(opts: WebhookOptions, conn: RedisConn, tenants: TenantStore) -> Arc<Self> {
+        let writes = JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&opts.namespace));
+        Arc::new(Self {
+            opts,
+            conn,
+            tenants,
+            writes,
+        })
+    }
+
+    async fn count(&self, what: &str) {
+        let mut conn = self.conn.clone();
+        let res: redis::RedisResult<()> = redis::cmd("HINCRBY")
+            .arg(format!("{}:webhook:stats", self.opts.namespace))
+            .arg(what)
+            .arg(1)
+            .query_async(&mut conn)
+            .await;
+        if let Err(error) = res {
+            warn!(%error, "Could not count a webhook outcome");
+        }
+    }
+}
+
+/// The receiver's routes.
+pub fn router(receiver: Arc<Receiver>) -> Router {
+    Router::new()
+        .route("/webhooks/nylas", get(challenge).post(notification))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(receiver)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    receiver: Arc<Receiver>,
+    listen: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    info!(addr = %listener.local_addr()?, "Webhook receiver listening");
+    axum::serve(listener, router(receiver))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct ChallengeQuery {
+    challenge: Option<String>,
+}
+
+async fn challenge(Query(q): Query<ChallengeQuery>) -> Response {
+    match q.challenge {
+        Some(c) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], c).into_response(),
+        None => reject(StatusCode::BAD_REQUEST, "missing `challenge` query parameter"),
+    }
+}
+
+async fn ready(State(r): State<Arc<Receiver>>) -> Response {
+    let mut conn = r.conn.clone();
+    match redis::cmd("PING").query_async::<String>(&mut conn).await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis unreachable: {e}")).into_response(),
+    }
+}
+
+fn reject(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+#[derive(Deserialize)]
+struct Notification {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    /// Unix seconds.
+    time: Option<u64>,
+    data: NotificationData,
+}
+
+#[derive(Deserialize)]
+struct NotificationData {
+    object: serde_json::Value,
+}
+
+async fn notification(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    match handle(&r, &headers, body).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            warn!(error = %e, "Webhook could not be recorded; Nylas will retry");
+            reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unable to record the notification",
+            )
+        }
+    }
+}
+
+async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result<Response> {
+    r.count("received").await;
+    let limit = r.opts.max_body_bytes;
+    let Ok(raw) = axum::body::to_bytes(body, limit).await else {
+        r.count("oversize").await;
+        return Ok(reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body larger than the configured limit",
+        ));
+    };
+    let gzipped = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let json_bytes: Bytes = if gzipped {
+        let mut out = Vec::new();
+        let inflate_limit = (limit as u64).saturating_mul(8);
+        match flate2::read::GzDecoder::new(&raw[..])
+            .take(inflate_limit + 1)
+            .read_to_end(&mut out)
+        {
+            Ok(n) if n as u64 > inflate_limit => {
+                r.count("oversize").await;
+                return Ok(reject(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "decompressed body larger than the limit",
+                ));
+            }
+            Ok(_) => Bytes::from(out),
+            Err(_) => {
+                r.count("malformed").await;
+                return Ok(reject(StatusCode::BAD_REQUEST, "body is not valid gzip"));
+            }
+        }
+    } else {
+        raw.clone()
+    };
+    let note: Notification = match serde_json::from_slice(&json_bytes) {
+        Ok(n) => n,
+        Err(e) => {
+            r.count("malformed").await;
+            return Ok(reject(StatusCode::BAD_REQUEST, &format!("malformed notification: {e}")));
+        }
+    };
+    let Some(grant) = note.data.object.get("grant_id").and_then(|g| g.as_str()) else {
+        r.count("malformed").await;
+        return Ok(reject(
+            StatusCode::BAD_REQUEST,
+            "notification without data.object.grant_id",
+        ));
+    };
+    let Some(tenant_id) = r.tenants.tenant_of_grant(grant).await? else {
+        // Acknowledged: Nylas would otherwise retry it for days. Counted for operators.
+        r.count("unknown_grant").await;
+        warn!(grant, notification = %note.id, "Webhook for a grant no tenant has; acknowledged and dropped");
+        return Ok((
+            StatusCode::OK,
+            axum::Json(json!({ "status": "ignored", "reason": "unknown grant" })),
+        )
+            .into_response());
+    };
+    let Some(signature) = headers.get("x-nylas-signature").and_then(|v| v.to_str().ok()) else {
+        r.count("unsigned").await;
+        return Ok(reject(StatusCode::UNAUTHORIZED, "missing x-nylas-signature"));
+    };
+    let tenant = r.tenants.get(&tenant_id).await?;
+    let secrets = [tenant.webhook_secret.as_ref(), tenant.webhook_secret_next.as_ref()];
+    if !secrets
+        .iter()
+        .flatten()
+        .any(|s| signature::verify(s.expose(), &raw, signature))
+    {
+        r.count("bad_signature").await;
+        warn!(tenant = %tenant_id, notification = %note.id, "Webhook with a wrong signature refused");
+        return Ok(reject(StatusCode::UNAUTHORIZED, "signature does not match"));
+    }
+    let contact_id = note
+        .data
+        .object
+        .get("id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let at_ms = note.time.map(|t| t * 1000).unwrap_or_else(now_ms);
+    let change = match note.kind.as_str() {
+        "contact.updated" => match crmsync_nylas::parse_contact(&note.data.object) {
+            Ok(c) => match map_contact(&c, &FieldLimits::ZOHO) {
+                MapOutcome::Mapped { record, .. } => Change::Upsert {
+                    contact_id: c.id,
+                    at_ms,
+                    record,
+                },
+                MapOutcome::Skipped(_) => Change::Unmap {
+                    contact_id: c.id,
+                    at_ms,
+                },
+            },
+            Err(e) => {
+                r.count("malformed").await;
+                return Ok(reject(StatusCode::BAD_REQUEST, &format!("malformed contact: {e}")));
+            }
+        },
+        "contact.deleted" if !contact_id.is_empty() => Change::Delete { contact_id, at_ms },
+        "contact.deleted" => {
+            r.count("malformed").await;
+            return Ok(reject(
+                StatusCode::BAD_REQUEST,
+                "contact.deleted without data.object.id",
+            ));
+        }
+        other => {
+            r.count("unknown_type").await;
+            return Ok(reject(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown event type `{other}`"),
+            ));
+        }
+    };
+
+    let keys = TenantKeys::new(&r.opts.namespace, &tenant_id);
+    let seen_key = format!("{}:seen:{}", keys.tag(), note.id);
+    let mut conn = r.conn.clone();
+    let seen: bool = redis::cmd("EXISTS").arg(&seen_key).query_async(&mut conn).await?;
+    if seen {
+        r.count("duplicate").await;
+        return Ok((StatusCode::OK, axum::Json(json!({ "status": "duplicate" }))).into_response());
+    }
+    let buffer = WriteBuffer::new(r.conn.clone(), &r.opts.namespace, &tenant_id);
+    let pushed = buffer.push(&Source::Feed, false, &[change]).await?;
+    // Remembered only once recorded: a delivery that failed half-way is retried by Nylas.
+    let _: () = redis::cmd("SET")
+        .arg(&seen_key)
+        .arg(1)
+        .arg("EX")
+        .arg(DEDUPE_TTL_SECS)
+        .query_async(&mut conn)
+        .await?;
+    // A flush after the window, and one at once for every 100 changes.
+    let window_ms = r.opts.flush_window.as_millis().max(1) as u64;
+    let slot = now_ms() / window_ms;
+    schedule_flush(r, &tenant_id, &format!("feed:{slot}"), Some(r.opts.flush_window)).await?;
+    if pushed.pushed > 0 && pushed.total % 100 < pushed.pushed {
+        schedule_flush(r, &tenant_id, &format!("n{}", pushed.total / 100), None).await?;
+    }
+    r.count("accepted").await;
+    Ok((StatusCode::OK, axum::Json(json!({ "status": "accepted" }))).into_response())
+}
+
+async fn schedule_flush(r: &Receiver, tenant: &str, key: &str, delay: Option<Duration>) -> anyhow::Result<()> {
+    Ok(crmsync_producer::schedule_flush(&r.writes, tenant, key, delay).await?)
+}

@@ -1,0 +1,179 @@
+//! The webhook receiver: Nylas's challenge, signatures, bad input, deduplication.
+
+use std::io::Write;
+
+use crmsync_testkit::RedisServer;
+use serde_json::{Value, json};
+
+use crate::support::{crmsync_output, webhook_server};
+
+const SECRET: &str = "whsec-current-0123456789";
+const NEXT: &str = "whsec-next-9876543210";
+
+fn contact_event(id: &str, grant: &str, contact: &str, email: &str, time: u64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "specversion": "1.0", "type": "contact.updated", "source": "/google/contacts/incremental",
+        "id": id, "time": time, "webhook_delivery_attempt": 1,
+        "data": {"application_id": "app", "object": {
+            "id": contact, "grant_id": grant, "object": "contact",
+            "given_name": "Ada", "surname": "Lovelace", "emails": [{"email": email, "type": "work"}]
+        }}
+    }))
+    .expect("json")
+}
+
+/// What the receiver recorded for tenant `acme`: buffered changes, known contacts, seen ids.
+fn recorded(redis: &RedisServer) -> (u64, u64, usize) {
+    let mut c = redis.conn();
+    let buffered: u64 = redis::cmd("HLEN")
+        .arg("{crmsync:t:acme}:buffer")
+        .query(&mut c)
+        .expect("hlen");
+    let contacts: u64 = redis::cmd("HLEN")
+        .arg("{crmsync:t:acme}:contacts")
+        .query(&mut c)
+        .expect("hlen");
+    let seen: Vec<String> = redis::cmd("KEYS")
+        .arg("{crmsync:t:acme}:seen:*")
+        .query(&mut c)
+        .expect("keys");
+    (buffered, contacts, seen.len())
+}
+
+/// Nylas's challenge is echoed raw; a signed notification is recorded once; a wrong or
+/// missing signature, malformed JSON, an unknown event type and an oversize body are refused
+/// with the right status and record nothing; an unknown grant is acknowledged and counted; the
+/// server keeps serving throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_refuses_bad_input_and_records_good_notifications_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    let (code, out, err) = crmsync_output(
+        &redis,
+        &key,
+        &[
+            "tenant",
+            "add",
+            "acme",
+            "--nylas-grant-id",
+            "grant-acme",
+            "--nylas-api-key",
+            "nyk",
+            "--zoho-region",
+            "us",
+            "--zoho-client-id",
+            "cid",
+            "--zoho-client-secret",
+            "cs",
+            "--webhook-secret",
+            SECRET,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_server, base) = webhook_server(&redis, &key, &["--max-body-bytes", "4096"]).await;
+    let url = format!("{base}/webhooks/nylas");
+    let http = reqwest::Client::new();
+    let post = |body: Vec<u8>, sig: Option<String>, gzip: bool| {
+        let mut req = http.post(&url).header("content-type", "application/json").body(body);
+        if let Some(s) = sig {
+            req = req.header("x-nylas-signature", s);
+        }
+        if gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        req.send()
+    };
+    let sign = |secret: &str, body: &[u8]| crmsync_webhook::signature::sign(secret, body);
+
+    let r = http
+        .get(format!("{url}?challenge=abc-XYZ_123"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("text"), "abc-XYZ_123");
+
+    let good = contact_event("n1", "grant-acme", "c1", "ada@example.com", 1_700_000_000);
+    let r = post(good.clone(), Some(sign(SECRET, &good)), false)
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(recorded(&redis), (1, 1, 1));
+
+    let cases: Vec<(Vec<u8>, Option<String>, u16)> = vec![
+        // Wrong secret, a signature of another body, none at all.
+        (
+            contact_event("n2", "grant-acme", "c2", "b@example.com", 1),
+            Some(sign("wrong", b"x")),
+            401,
+        ),
+        (
+            contact_event("n3", "grant-acme", "c3", "c@example.com", 1),
+            Some(sign(SECRET, &good)),
+            401,
+        ),
+        (contact_event("n4", "grant-acme", "c4", "d@example.com", 1), None, 401),
+        // Malformed JSON, an unknown type, an oversize body.
+        (b"{\"id\": \"n5\", \"type\": ".to_vec(), None, 400),
+        {
+            let b = serde_json::to_vec(&json!({"id":"n6","type":"grant.expired","time":1,"data":{"object":{"grant_id":"grant-acme","id":"x"}}})).expect("json");
+            let s = sign(SECRET, &b);
+            (b, Some(s), 400)
+        },
+        {
+            let mut b = contact_event("n7", "grant-acme", "c7", "e@example.com", 1);
+            b.extend(std::iter::repeat_n(b' ', 5000));
+            let s = sign(SECRET, &b);
+            (b, Some(s), 413)
+        },
+    ];
+    for (body, sig, want) in cases {
+        let r = post(body, sig, false).await.expect("post");
+        assert_eq!(r.status().as_u16(), want);
+    }
+    assert_eq!(recorded(&redis), (1, 1, 1), "nothing recorded for refused requests");
+
+    // An unknown grant is acknowledged (so Nylas does not retry it for days) and counted.
+    let stray = contact_event("n8", "grant-nobody", "c8", "f@example.com", 1);
+    let r = post(stray.clone(), Some(sign(SECRET, &stray)), false)
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["reason"], "unknown grant");
+    let stats: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg("crmsync:webhook:stats")
+        .query(&mut redis.conn())
+        .expect("stats");
+    assert_eq!(stats.get("unknown_grant"), Some(&1));
+    assert_eq!(stats.get("bad_signature"), Some(&2));
+    assert_eq!(stats.get("unsigned"), Some(&1));
+
+    // A duplicate delivery is acknowledged and not recorded again.
+    let r = post(good.clone(), Some(sign(SECRET, &good)), false)
+        .await
+        .expect("post");
+    assert_eq!(r.json::<Value>().await.expect("json")["status"], "duplicate");
+    assert_eq!(recorded(&redis), (1, 1, 1));
+
+    // Rotation: the next secret is accepted alongside the current one; compressed delivery
+    // is signed over the gzip bytes.
+    let (code, _, err) = crmsync_output(&redis, &key, &["tenant", "set", "acme", "--webhook-secret-next", NEXT]);
+    assert_eq!(code, 0, "{err}");
+    let next = contact_event("n9", "grant-acme", "c9", "g@example.com", 2);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&next).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    let r = post(gz.clone(), Some(sign(NEXT, &gz)), true).await.expect("post");
+    assert_eq!(r.status(), 200);
+    let r = post(b"not gzip".to_vec(), Some(sign(NEXT, b"not gzip")), true)
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    assert_eq!(recorded(&redis), (2, 2, 2));
+    assert_eq!(
+        http.get(format!("{base}/readyz")).send().await.expect("ready").status(),
+        200
+    );
+}
