@@ -163,3 +163,46 @@ async fn second_backfill_of_a_running_tenant_is_refused() {
     assert_eq!(code, 1);
     assert!(err.contains("no tenant `nobody`"), "{err}");
 }
+
+async fn backfill_and_wait(redis: &RedisServer, key: &str, tenant: &str, extra: &[&str]) -> crmsync_producer::Run {
+    let mut args = vec!["backfill", tenant];
+    args.extend(extra);
+    let (code, out, err) = crmsync_output(redis, key, &args);
+    assert_eq!(code, 0, "{out}{err}");
+    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let runs = RunStore::new(conn, "crmsync");
+    eventually(Duration::from_secs(60), "the run to end", || async {
+        let r = runs.list(tenant, 1).await.ok()?.first()?.clone();
+        (!r.status.is_active()).then_some(r)
+    })
+    .await
+}
+
+/// A second backfill of an unchanged address book costs no Zoho credit: every record is what
+/// was last written. `--force` writes them all again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebackfill_of_an_unchanged_address_book_costs_zero_credits() {
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    let t = tenant("again", "us", 1_200);
+    let sim = start_sim(vec![t.clone()]).await;
+    add_sim_tenant(&redis, &key, &sim, &t);
+    let _w = crmsync_worker(&redis, &key, "worker", &["--concurrency", "4"]);
+
+    let first = backfill_and_wait(&redis, &key, "again", &[]).await;
+    assert_eq!(first.status, RunStatus::Completed);
+    let spent = sim.inspect_org(&t.zoho.org_id).expect("org")["credits_used_total"].as_u64().expect("credits");
+    assert!(spent > 0);
+
+    let second = backfill_and_wait(&redis, &key, "again", &[]).await;
+    assert_eq!(second.status, RunStatus::Completed);
+    let org = sim.inspect_org(&t.zoho.org_id).expect("org");
+    assert_eq!(org["credits_used_total"].as_u64(), Some(spent), "an unchanged book costs nothing");
+    assert_eq!((second.inserted, second.updated, second.credits), (0, 0, 0));
+    assert_eq!(second.unchanged, first.inserted, "every record (one per email) was unchanged");
+
+    let forced = backfill_and_wait(&redis, &key, "again", &["--force"]).await;
+    assert_eq!(forced.status, RunStatus::Completed);
+    assert!(forced.updated > 0 && forced.credits > 0, "--force writes again: {forced:?}");
+    assert_eq!(crm_records(&sim, &t.zoho.org_id).len() as u64, first.inserted, "and still no duplicate");
+}
