@@ -108,7 +108,9 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
         .map_err(errors::redis)?;
     // Shared emails are settled by the buffer: the contact with the smallest id owns an
     // email, whatever order pages run in. The run counts merged contacts when it completes.
-    let read_at = now_ms();
+    // Nylas stamps changes in whole seconds: a read is stamped at its second too, so a change
+    // and a read within the same second are ordered by arrival.
+    let read_at = now_ms() / 1000 * 1000;
     let changes: Vec<Change> = mapped
         .into_iter()
         .map(|(contact_id, record)| Change::Upsert {

@@ -63,7 +63,7 @@ async fn refresh(ctx: &Context, tenant: &Tenant, buffer: &WriteBuffer) -> Result
     };
     let mut changes = Vec::with_capacity(ids.len());
     for id in ids {
-        let at_ms = now_ms();
+        let at_ms = now_ms() / 1000 * 1000;
         let change = match ctx.nylas.get_contact(&grant, &id).await.map_err(errors::nylas)? {
             Some(c) => match map_contact(&c, &FieldLimits::ZOHO) {
                 MapOutcome::Mapped { record, .. } => Change::Upsert {
@@ -271,13 +271,20 @@ async fn move_all(
     entries: &[Entry],
     p: Priority,
 ) -> Result<Written, JobError> {
+    // The buffer hands out batches of one kind: every entry here is a move.
+    let moves: Vec<(&str, &crmsync_domain::ZohoContact)> = entries
+        .iter()
+        .filter_map(|e| match &e.op {
+            Op::Move { from, record } => Some((from.as_str(), record)),
+            _ => None,
+        })
+        .collect();
     let cids: Vec<&str> = entries.iter().map(|e| e.contact_id.as_str()).collect();
     let known = state.zoho_ids(&cids).await.map_err(errors::redis)?;
     let (mut calls_made, mut credits) = (0u64, 0u64);
     let mut by_id: Vec<(usize, String)> = Vec::new();
     let mut create: Vec<usize> = Vec::new();
-    for (i, (e, id)) in entries.iter().zip(known).enumerate() {
-        let Op::Move { from, .. } = &e.op else { continue };
+    for (i, ((from, _), id)) in moves.iter().zip(known).enumerate() {
         match id {
             Some(id) => by_id.push((i, id)),
             None => {
@@ -290,14 +297,10 @@ async fn move_all(
             }
         }
     }
-    let mut outcomes: Vec<Option<Outcome>> = entries.iter().map(|_| None).collect();
-    let record = |i: usize| match &entries[i].op {
-        Op::Move { record, .. } | Op::Upsert(record) => record.clone(),
-        Op::Delete { .. } => unreachable_record(),
-    };
+    let mut outcomes: Vec<Option<Outcome>> = moves.iter().map(|_| None).collect();
     if !by_id.is_empty() {
         let pairs: Vec<(String, crmsync_domain::ZohoContact)> =
-            by_id.iter().map(|(i, id)| (id.clone(), record(*i))).collect();
+            by_id.iter().map(|(i, id)| (id.clone(), moves[*i].1.clone())).collect();
         let reply = calls::update(ctx, tenant, org, &pairs, p).await?;
         calls_made += 1;
         credits += crmsync_zoho::upsert_cost(pairs.len());
@@ -306,7 +309,7 @@ async fn move_all(
         }
     }
     if !create.is_empty() {
-        let records: Vec<_> = create.iter().map(|i| record(*i)).collect();
+        let records: Vec<_> = create.iter().map(|i| moves[*i].1.clone()).collect();
         let reply = calls::upsert(ctx, tenant, org, &records, p).await?;
         calls_made += 1;
         credits += crmsync_zoho::upsert_cost(records.len());
@@ -314,32 +317,17 @@ async fn move_all(
             outcomes[*i] = Some(record_outcome(r));
         }
     }
-    Ok((
-        outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or(Outcome::Rejected {
-                    code: "INTERNAL".into(),
-                    field: None,
-                    message: "no result".into(),
-                })
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or(Outcome::Rejected {
+                code: "NO_RESULT".into(),
+                field: None,
+                message: "Zoho returned no result for this record".into(),
             })
-            .collect(),
-        calls_made,
-        credits,
-    ))
-}
-
-/// An empty record; only reached if a batch mixed kinds, which the buffer never does.
-fn unreachable_record() -> crmsync_domain::ZohoContact {
-    crmsync_domain::ZohoContact {
-        first_name: None,
-        last_name: String::new(),
-        email: String::new(),
-        phone: None,
-        account_name: None,
-        title: None,
-    }
+        })
+        .collect();
+    Ok((outcomes, calls_made, credits))
 }
 
 /// Deletes the records of emails nobody has any more: by the id kept from the write, else
