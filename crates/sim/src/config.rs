@@ -32,6 +32,10 @@ pub struct SimConfig {
     /// The base URL clients reach the simulator at, when it differs from the bound address
     /// (e.g. behind a container network). Used for `api_domain` in Zoho token responses.
     pub public_url: Option<String>,
+    /// Where mutations of the address books are delivered as signed Nylas webhooks; `None`
+    /// (the default): mutations change the books silently.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<WebhookConfig>,
 }
 
 impl Default for SimConfig {
@@ -42,6 +46,7 @@ impl Default for SimConfig {
             faults: FaultConfig::default(),
             tenants: vec![TenantConfig::named("acme")],
             public_url: None,
+            webhooks: None,
         }
     }
 }
@@ -71,6 +76,62 @@ impl Default for FaultConfig {
             nylas_5xx_rate: 0.0,
             latency_ms: [0, 0],
             timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The webhook destination every grant's notifications go to (Nylas's `webhook_url`,
+/// `webhook_secret` and `compressed_delivery`, plus the sender's retry settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http(s)://host:port/path` the notifications are POSTed to.
+    pub url: String,
+    /// The destination's `webhook_secret`: the HMAC-SHA256 key of `x-nylas-signature`.
+    pub secret: String,
+    /// gzip the body (`Content-Encoding: gzip`); the signature then covers the gzip bytes.
+    #[serde(default)]
+    pub compressed: bool,
+    #[serde(default = "default_application_id")]
+    pub application_id: String,
+    /// Further attempts after a failed one (non-200 or no answer in `timeout_ms`).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Wait before the first retry, doubled before each later one (real milliseconds).
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
+    /// How long an attempt may take before it counts as failed (Nylas waits 10 s).
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_application_id() -> String {
+    "app-sim".to_string()
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+fn default_retry_backoff_ms() -> u64 {
+    200
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    10_000
+}
+
+impl WebhookConfig {
+    /// A destination with the default settings.
+    pub fn new(url: impl Into<String>, secret: impl Into<String>) -> WebhookConfig {
+        WebhookConfig {
+            url: url.into(),
+            secret: secret.into(),
+            compressed: false,
+            application_id: default_application_id(),
+            retries: default_retries(),
+            retry_backoff_ms: default_retry_backoff_ms(),
+            timeout_ms: default_webhook_timeout_ms(),
         }
     }
 }
@@ -223,6 +284,20 @@ impl SimConfig {
             f.latency_ms[0] <= f.latency_ms[1],
             "faults.latency_ms must be [min, max] with min <= max"
         );
+        if let Some(w) = &self.webhooks {
+            ensure!(
+                w.url.starts_with("http://") || w.url.starts_with("https://"),
+                "webhooks.url must be an http:// or https:// URL, got `{}`",
+                w.url
+            );
+            ensure!(!w.secret.is_empty(), "webhooks.secret must not be empty");
+            ensure!(w.timeout_ms > 0, "webhooks.timeout_ms must be at least 1");
+            ensure!(
+                w.retries <= 20,
+                "webhooks.retries must be at most 20, got {}",
+                w.retries
+            );
+        }
         let mut grants = HashSet::new();
         let mut orgs: HashMap<&str, &ZohoConfig> = HashMap::new();
         let mut refresh_tokens: HashMap<&str, &str> = HashMap::new();
@@ -318,9 +393,35 @@ mod tests {
             r#"{"tenants":[{"nylas_region":"mars"}]}"#,
             r#"{"tenants":[{"zoho":{"dc":"xx"}}]}"#,
             r#"{"unknown":1}"#,
+            r#"{"webhooks":{"url":"ftp://x","secret":"s"}}"#,
+            r#"{"webhooks":{"url":"http://x","secret":""}}"#,
+            r#"{"webhooks":{"url":"http://x"}}"#,
+            r#"{"webhooks":{"url":"http://x","secret":"s","extra":1}}"#,
         ] {
             assert!(SimConfig::from_json(bad).is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn webhooks_default_off_and_fill_in_defaults() {
+        assert_eq!(SimConfig::default().webhooks, None);
+        let cfg =
+            SimConfig::from_json(r#"{"webhooks":{"url":"http://127.0.0.1:9/hook","secret":"whsec"}}"#).expect("valid");
+        assert_eq!(
+            cfg.webhooks,
+            Some(WebhookConfig::new("http://127.0.0.1:9/hook", "whsec"))
+        );
+        let w = WebhookConfig::new("u", "s");
+        assert_eq!(
+            (
+                w.compressed,
+                w.application_id.as_str(),
+                w.retries,
+                w.retry_backoff_ms,
+                w.timeout_ms
+            ),
+            (false, "app-sim", 3, 200, 10_000)
+        );
     }
 
     #[test]

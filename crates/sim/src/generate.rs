@@ -193,12 +193,73 @@ pub fn generate(grant_id: &str, n: usize, seed: u64) -> Vec<Value> {
                 break id;
             }
         };
-        let (contact, base) = contact(&mut rng, grant_id, id, i, &plan);
+        let (contact, base) = contact(&mut rng, grant_id, id, i, &plan, None);
         contacts.push(contact);
         base_emails.push(base);
     }
     link_duplicates(&mut rng, &mut contacts, &base_emails, &plan);
     contacts.into_iter().map(Value::Object).collect()
+}
+
+/// A contact created at run time (by a mutation plan): as messy as the generated ones
+/// (missing or padded names, odd phones, non-ASCII text, `null`/`""`/absent optionals), but
+/// always with a plausible email, unique in the book because it embeds `serial` (a per-book
+/// counter) after an `_`; its case may be mixed.
+pub fn created_contact(rng: &mut StdRng, grant_id: &str, id: String, serial: u64) -> Value {
+    let plan = Plan {
+        email: vec![EmailQuirk::Normal],
+        messy_email: vec![false],
+        missing_name: vec![rng.random_bool(MISSING_NAME).then(|| rng.random_range(0..4))],
+        padded_name: vec![rng.random_bool(PADDED_NAME)],
+    };
+    let (mut c, _) = contact(rng, grant_id, id, 0, &plan, Some(serial));
+    if rng.random_bool(MESSY_EMAIL)
+        && let Some(Value::Object(first)) = c.get_mut("emails").and_then(|e| e.get_mut(0))
+        && let Some(Value::String(email)) = first.get_mut("email")
+    {
+        *email = capitalize_parts(email);
+    }
+    Value::Object(c)
+}
+
+/// A fresh email for a contact created or changed at run time: unique in the book (see
+/// [`created_contact`]) and plausible.
+pub fn fresh_email(rng: &mut StdRng, serial: u64) -> String {
+    let (_, given) = *GIVEN.choose(rng).unwrap_or(&("John", "john"));
+    let (_, surname) = *SURNAMES.choose(rng).unwrap_or(&("Miller", "miller"));
+    created_email(given, surname, serial, pick(rng, DOMAINS))
+}
+
+fn created_email(given_handle: &str, surname_handle: &str, serial: u64, domain: &str) -> String {
+    format!("{given_handle}_{surname_handle}.{serial}@{domain}")
+}
+
+/// Fresh values for the fields an update changes: names (and `display_name` to match),
+/// `company_name`, `job_title`, `phone_numbers`. Each is a messy value as generated, or
+/// (for the optional ones) missing.
+pub fn fresh_fields(rng: &mut StdRng) -> Map<String, Value> {
+    let mut m = Map::new();
+    let (given, _) = *GIVEN.choose(rng).unwrap_or(&("John", "john"));
+    let (surname, _) = *SURNAMES.choose(rng).unwrap_or(&("Miller", "miller"));
+    let padded = rng.random_bool(0.1);
+    let pad = |s: &str| if padded { format!(" {s} ") } else { s.to_string() };
+    m.insert("given_name".into(), json!(pad(given)));
+    m.insert("surname".into(), json!(pad(surname)));
+    m.insert("display_name".into(), json!(format!("{given} {surname}")));
+    let company = maybe(rng, 0.8, |r| pick(r, COMPANIES).to_string());
+    m.insert("company_name".into(), company.map_or(Value::Null, Value::String));
+    let title = maybe(rng, 0.8, |r| pick(r, TITLES).to_string());
+    m.insert("job_title".into(), title.map_or(Value::Null, Value::String));
+    let phones: Vec<Value> = (0..rng.random_range(0..3))
+        .map(|_| json!({"number": phone(rng), "type": pick(rng, &["work", "home", "mobile", "other"])}))
+        .collect();
+    m.insert("phone_numbers".into(), Value::Array(phones));
+    m
+}
+
+/// A fresh contact id: 25 lowercase alphanumerics, as generated ones.
+pub fn fresh_id(rng: &mut StdRng) -> String {
+    random_id(rng)
 }
 
 fn random_id(rng: &mut StdRng) -> String {
@@ -421,12 +482,17 @@ fn long_text(base: &str, min_len: usize) -> String {
 }
 
 /// Builds contact `i`; returns it and its own valid, normalized first email (if any).
+///
+/// `created` is the serial of a contact created at run time (see [`created_contact`]): its
+/// emails then embed the serial after an `_`, which generated emails never contain, so they
+/// are unique in the book.
 fn contact(
     rng: &mut StdRng,
     grant_id: &str,
     id: String,
     i: usize,
     plan: &Plan,
+    created: Option<u64>,
 ) -> (Map<String, Value>, Option<String>) {
     let mut c = Map::new();
     c.insert("id".into(), json!(id));
@@ -575,6 +641,10 @@ fn contact(
         2 => format!("{}{surname_handle}{i}@{domain}", &given_handle[..1]),
         _ => format!("{surname_handle}.{given_handle}.{i}@{domain}"),
     };
+    let own = match created {
+        Some(serial) => created_email(given_handle, surname_handle, serial, domain),
+        None => own,
+    };
     let typ = email_type(rng);
     let shown = if plan.messy_email[i] {
         messy(rng, &own)
@@ -615,9 +685,11 @@ fn contact(
         _ => {
             let mut list = vec![json!({"email": shown, "type": typ})];
             if rng.random_bool(0.2) {
-                list.push(
-                    json!({"email": format!("{given_handle}{i}.alt@{}", pick(rng, DOMAINS)), "type": email_type(rng)}),
-                );
+                let alt = match created {
+                    Some(serial) => format!("{given_handle}_{serial}.alt@{}", pick(rng, DOMAINS)),
+                    None => format!("{given_handle}{i}.alt@{}", pick(rng, DOMAINS)),
+                };
+                list.push(json!({"email": alt, "type": email_type(rng)}));
             }
             Value::Array(list)
         }

@@ -4,8 +4,8 @@
 //! - `GET /_sim/config` → the effective configuration (defaults filled in)
 //! - `GET /_sim/orgs/{org_id}` → records (sorted by Email), credits, call counters;
 //!   `?records=false` leaves the records out
-//! - `GET /_sim/nylas/{grant_id}` → the grant's counters
-//! - `GET /_sim/nylas/{grant_id}/contacts` → the whole address book
+//! - `GET /_sim/nylas/{grant_id}` → the grant's counters (calls, live contacts, mutations by kind)
+//! - `GET /_sim/nylas/{grant_id}/contacts` → the whole address book as it is now
 
 use std::sync::Arc;
 
@@ -73,7 +73,7 @@ async fn contacts(State(sim): State<Arc<Sim>>, path: Result<Path<String>, PathRe
         return not_found(&format!("grant `{grant_id}`"));
     };
     let book = match g.book.read() {
-        Ok(b) => b.contacts().to_vec(),
+        Ok(b) => b.contacts().cloned().collect(),
         Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "address book unavailable").into_response(),
     };
     Json(Value::Array(book)).into_response()

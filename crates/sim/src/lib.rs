@@ -7,6 +7,8 @@
 //! - Zoho accounts server per DC: `/zoho/{dc}/accounts` (then `/oauth/v2/token`)
 //! - Zoho API domain per DC: `/zoho/{dc}/api` (then `/crm/{v6|v8}/Contacts...`)
 //! - inspection: `/_sim/...` (see [`inspect`])
+//! - mutation driver: `POST /_sim/nylas/{grant_id}/mutations` (see [`mutations`]), which
+//!   changes an address book and delivers signed webhooks (see [`webhooks`])
 //!
 //! Start it in-process with [`RunningSim::start`], or run the `crmsync-sim serve` binary.
 //!
@@ -19,7 +21,9 @@ pub mod config;
 pub mod faults;
 pub mod generate;
 pub mod inspect;
+pub mod mutations;
 pub mod nylas;
+pub mod webhooks;
 pub mod zoho;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,12 +39,15 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{FaultConfig, SimConfig, TenantConfig, ZohoConfig};
+pub use config::{FaultConfig, SimConfig, TenantConfig, WebhookConfig, ZohoConfig};
 pub use generate::address_book;
+pub use mutations::{AppliedMutation, LatencySummary, Mix, MutationKind, MutationPlan, MutationReport};
+pub use webhooks::deliver::DeliveryRecord;
 
 use clock::{SimClock, derive_seed, splitmix64};
 use faults::Latency;
 use nylas::NylasState;
+use webhooks::WebhookState;
 use zoho::ZohoState;
 
 /// Locks a mutex, recovering the data if a previous holder panicked (the simulator keeps
@@ -59,6 +66,7 @@ pub struct Sim {
     pub latency: Latency,
     pub nylas: NylasState,
     pub zoho: ZohoState,
+    pub webhooks: WebhookState,
     request_seq: AtomicU64,
     request_salt: u64,
 }
@@ -71,6 +79,7 @@ impl Sim {
             latency: Latency::new(cfg.seed, cfg.faults.latency_ms),
             nylas: NylasState::new(&cfg),
             zoho: ZohoState::new(&cfg),
+            webhooks: WebhookState::new(cfg.seed),
             request_seq: AtomicU64::new(0),
             request_salt: derive_seed(cfg.seed, "request-id"),
             base_url,
@@ -114,6 +123,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .merge(nylas::routes())
         .merge(zoho::routes())
         .merge(inspect::routes())
+        .merge(mutations::routes())
         .fallback(fallback)
         .with_state(sim)
 }
@@ -215,6 +225,13 @@ impl RunningSim {
     /// The inspection document of an org (as `GET /_sim/orgs/{org_id}`).
     pub fn inspect_org(&self, org_id: &str) -> Option<Value> {
         self.sim.inspect_org(org_id, true)
+    }
+
+    /// Applies a mutation plan to the book of `grant_id` and delivers its notifications to
+    /// the configured webhook destination; returns when every delivery has finished,
+    /// retries included (as `POST /_sim/nylas/{grant_id}/mutations`).
+    pub async fn mutate(&self, grant_id: &str, plan: MutationPlan) -> anyhow::Result<MutationReport> {
+        self.sim.mutate(grant_id, plan).await
     }
 
     /// Stops accepting, lets requests in progress finish (for up to 5 s), then stops.

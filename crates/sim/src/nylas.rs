@@ -7,10 +7,13 @@
 //!
 //! Cursors are opaque: URL-safe base64 of `v1:<grant tag>:<offset>:<check>`, where the grant
 //! tag and the check are keyed hashes of the simulator seed, the grant and the offset. A
-//! cursor of another grant, a forged or a mangled one is `400 invalid page_token`. A page is
-//! `contacts[offset .. offset + limit]` of the book, so the same cursor (with the same limit)
-//! always returns the same contacts. The last page carries no cursor: depending on a seeded
-//! hash of the grant and the page's offset, the `next_cursor` key is absent or `null`.
+//! cursor of another grant, a forged or a mangled one is `400 invalid page_token`. The offset
+//! is a slot of the [`AddressBook`]: a page is the next `limit` live contacts from that slot,
+//! so while the book does not change the same cursor (with the same limit) always returns the
+//! same contacts. When it changes during a read (see `mutations`), deleted contacts drop out
+//! of later pages, created ones appear at the end, and the rest are served exactly once. The
+//! last page carries no cursor: depending on a seeded hash of the grant and the page's offset,
+//! the `next_cursor` key is absent or `null`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,37 +41,124 @@ pub const MAX_LIMIT: usize = 200;
 
 /// A grant's contacts, in page order, with an index by id.
 ///
-/// Mutations (for the webhook sender to come) go through this type so the index stays right.
+/// The book is a list of slots: the generated contacts in generation order, then contacts
+/// created at run time, appended. A deleted contact leaves an empty slot (never reused or
+/// compacted), so a slot number stays a stable position: cursors point at slots, and a book
+/// changed during a read neither repeats nor skips the contacts that stay.
 #[derive(Debug, Default)]
 pub struct AddressBook {
-    contacts: Vec<Value>,
+    slots: Vec<Option<Value>>,
     by_id: HashMap<String, usize>,
+    live: usize,
+    /// Serials of emails made at run time (unique per book).
+    serial: u64,
 }
 
 impl AddressBook {
     pub fn new(contacts: Vec<Value>) -> AddressBook {
-        let by_id = contacts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.get("id").and_then(Value::as_str).map(|id| (id.to_string(), i)))
-            .collect();
-        AddressBook { contacts, by_id }
+        let mut book = AddressBook::default();
+        for c in contacts {
+            book.insert(c);
+        }
+        book
     }
 
+    /// Contacts in the book now (deleted ones excluded).
     pub fn len(&self) -> usize {
-        self.contacts.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.contacts.is_empty()
+        self.live == 0
+    }
+
+    /// Slots ever used: live contacts plus deleted ones.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     pub fn get(&self, id: &str) -> Option<&Value> {
-        self.by_id.get(id).and_then(|&i| self.contacts.get(i))
+        self.by_id
+            .get(id)
+            .and_then(|&i| self.slots.get(i))
+            .and_then(Option::as_ref)
     }
 
-    pub fn contacts(&self) -> &[Value] {
-        &self.contacts
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// The live contacts in page order.
+    pub fn contacts(&self) -> impl Iterator<Item = &Value> {
+        self.slots.iter().flatten()
+    }
+
+    /// The id of the contact in slot `slot`, if it is live.
+    pub fn id_at(&self, slot: usize) -> Option<&str> {
+        self.slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .and_then(|c| c.get("id"))
+            .and_then(Value::as_str)
+    }
+
+    /// Up to `limit` live contacts from slot `start` on, and the slot to continue from when
+    /// live contacts remain after them.
+    pub fn page(&self, start: usize, limit: usize) -> (Vec<Value>, Option<usize>) {
+        let mut data = Vec::with_capacity(limit.min(self.live));
+        let mut pos = start.min(self.slots.len());
+        while pos < self.slots.len() && data.len() < limit {
+            if let Some(c) = &self.slots[pos] {
+                data.push(c.clone());
+            }
+            pos += 1;
+        }
+        let more = self
+            .slots
+            .get(pos..)
+            .is_some_and(|rest| rest.iter().any(Option::is_some));
+        (data, more.then_some(pos))
+    }
+
+    /// Appends a contact; replaces it in place if its id is already in the book. A contact
+    /// without a string `id` is ignored.
+    pub fn insert(&mut self, contact: Value) {
+        let Some(id) = contact.get("id").and_then(Value::as_str).map(String::from) else {
+            return;
+        };
+        if let Some(&slot) = self.by_id.get(&id) {
+            self.slots[slot] = Some(contact);
+            return;
+        }
+        self.by_id.insert(id, self.slots.len());
+        self.slots.push(Some(contact));
+        self.live += 1;
+    }
+
+    /// Replaces the contact with `contact`'s id; false if there is none.
+    pub fn replace(&mut self, contact: Value) -> bool {
+        let id = contact.get("id").and_then(Value::as_str).unwrap_or_default();
+        if !self.by_id.contains_key(id) {
+            return false;
+        }
+        self.insert(contact);
+        true
+    }
+
+    /// A new serial for an email made at run time.
+    pub fn next_serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
+    /// Deletes a contact, leaving its slot empty.
+    pub fn remove(&mut self, id: &str) -> Option<Value> {
+        let slot = self.by_id.remove(id)?;
+        let removed = self.slots.get_mut(slot).and_then(Option::take);
+        if removed.is_some() {
+            self.live -= 1;
+        }
+        removed
     }
 }
 
@@ -79,6 +169,8 @@ pub struct GrantStats {
     pub get: u64,
     pub faults_injected: u64,
     pub by_status: BTreeMap<u16, u64>,
+    /// Mutations applied to the book, by kind (`create`, `update`, `email_change`, `delete`).
+    pub mutations: BTreeMap<String, u64>,
 }
 
 /// One Nylas grant.
@@ -140,6 +232,7 @@ impl Grant {
             "region": self.cfg.nylas_region,
             "contacts": self.book.read().map(|b| b.len()).unwrap_or(0),
             "calls": {"list": s.list, "get": s.get, "faults_injected": s.faults_injected, "by_status": by_status},
+            "mutations": s.mutations,
         })
     }
 }
@@ -328,14 +421,13 @@ fn list_page(sim: &Sim, grant: &Grant, query: Option<&HashMap<String, String>>) 
             "address book unavailable",
         );
     };
-    let all = book.contacts();
-    let start = offset.min(all.len());
-    let end = offset.saturating_add(limit).min(all.len());
+    let (data, next) = book.page(offset, limit);
+    drop(book);
     let mut body = Map::new();
     body.insert("request_id".into(), json!(sim.request_id()));
-    body.insert("data".into(), Value::Array(all[start..end].to_vec()));
-    if end < all.len() {
-        body.insert("next_cursor".into(), json!(grant.cursor(end)));
+    body.insert("data".into(), Value::Array(data));
+    if let Some(next) = next {
+        body.insert("next_cursor".into(), json!(grant.cursor(next)));
     } else if grant.null_cursor_at_end(offset) {
         body.insert("next_cursor".into(), Value::Null);
     }

@@ -1,5 +1,5 @@
-//! The Zoho CRM API domain: `Contacts/upsert`, `Contacts` (delete) and `Contacts/search`
-//! under `/crm/v6/` and `/crm/v8/`.
+//! The Zoho CRM API domain: `Contacts/upsert`, `Contacts` (update by id with `PUT`, delete
+//! with `DELETE`) and `Contacts/search` under `/crm/v6/` and `/crm/v8/`.
 //!
 //! Every request goes through the same steps, in this order:
 //! 1. draw the request's latency (applied to every answer);
@@ -290,25 +290,30 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// `POST {api}/crm/{v6|v8}/Contacts/upsert`
-pub async fn upsert(State(sim): State<Arc<Sim>>, path: ApiPath, headers: HeaderMap, body: Bytes) -> Response {
-    let call = match begin(sim, path, &headers).await {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
+/// The parts of an upsert or update body the simulator uses.
+struct WriteBody {
+    data: Vec<Value>,
+    doc: Value,
+    /// `trigger: []` runs no workflows; without it (or with any trigger) they all run.
+    runs_workflows: bool,
+}
+
+/// Parses the `{"data":[...],"trigger":[]}` body of an upsert or update; a top-level error
+/// (not JSON, no or empty `data`, more than 100 records) is answered, uncharged.
+async fn write_body(call: &Call, body: &[u8]) -> Result<WriteBody, Response> {
     let invalid_body = |details: Value, message: &str| error_body("INVALID_DATA", details, message);
-    let Ok(doc) = serde_json::from_slice::<Value>(&body) else {
-        return call
+    let Ok(doc) = serde_json::from_slice::<Value>(body) else {
+        return Err(call
             .reject(
                 StatusCode::BAD_REQUEST,
                 invalid_body(json!({}), "the request body is not valid JSON"),
             )
-            .await;
+            .await);
     };
     let data = match doc.get("data") {
         Some(Value::Array(a)) if !a.is_empty() => a.clone(),
         _ => {
-            return call
+            return Err(call
                 .reject(
                     StatusCode::BAD_REQUEST,
                     invalid_body(
@@ -316,12 +321,34 @@ pub async fn upsert(State(sim): State<Arc<Sim>>, path: ApiPath, headers: HeaderM
                         "invalid data",
                     ),
                 )
-                .await;
+                .await);
         }
     };
     if data.len() > MAX_RECORDS {
-        return call.reject(StatusCode::BAD_REQUEST, limit_exceeded()).await;
+        return Err(call.reject(StatusCode::BAD_REQUEST, limit_exceeded()).await);
     }
+    let runs_workflows = !matches!(doc.get("trigger"), Some(Value::Array(a)) if a.is_empty());
+    Ok(WriteBody {
+        data,
+        doc,
+        runs_workflows,
+    })
+}
+
+/// `POST {api}/crm/{v6|v8}/Contacts/upsert`
+pub async fn upsert(State(sim): State<Arc<Sim>>, path: ApiPath, headers: HeaderMap, body: Bytes) -> Response {
+    let call = match begin(sim, path, &headers).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let WriteBody {
+        data,
+        doc,
+        runs_workflows,
+    } = match write_body(&call, &body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let duplicate_check_fields: Vec<String> = match doc.get("duplicate_check_fields") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
@@ -331,7 +358,8 @@ pub async fn upsert(State(sim): State<Arc<Sim>>, path: ApiPath, headers: HeaderM
             return call
                 .reject(
                     StatusCode::BAD_REQUEST,
-                    invalid_body(
+                    error_body(
+                        "INVALID_DATA",
                         json!({"api_name": "duplicate_check_fields", "expected_data_type": "jsonarray"}),
                         "invalid data",
                     ),
@@ -339,13 +367,37 @@ pub async fn upsert(State(sim): State<Arc<Sim>>, path: ApiPath, headers: HeaderM
                 .await;
         }
     };
-    // `trigger: []` runs no workflows; without it (or with any trigger) they all run.
-    let runs_workflows = !matches!(doc.get("trigger"), Some(Value::Array(a)) if a.is_empty());
     let n = data.len();
     call.limited(upsert_cost(n), n > COMPLEX_RECORDS, |st, now| {
         let items = st.records.upsert(&data, &duplicate_check_fields, now);
         st.stats.upsert += 1;
         st.stats.records_upserted += n as u64;
+        if runs_workflows {
+            st.stats.workflows_triggered += 1;
+        }
+        (batch_status(&items), Some(batch_body(items)))
+    })
+    .await
+}
+
+/// `PUT {api}/crm/{v6|v8}/Contacts` — update records by id. Same limits, costs and statuses
+/// as upsert.
+pub async fn update(State(sim): State<Arc<Sim>>, path: ApiPath, headers: HeaderMap, body: Bytes) -> Response {
+    let call = match begin(sim, path, &headers).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let WriteBody {
+        data, runs_workflows, ..
+    } = match write_body(&call, &body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let n = data.len();
+    call.limited(upsert_cost(n), n > COMPLEX_RECORDS, |st, now| {
+        let items = st.records.update(&data, now);
+        st.stats.update += 1;
+        st.stats.records_updated += n as u64;
         if runs_workflows {
             st.stats.workflows_triggered += 1;
         }

@@ -1,5 +1,5 @@
 //! The fake Zoho CRM: per-DC accounts servers (OAuth tokens) and API domains (Contacts
-//! upsert, delete, search), with per-org records, credits, concurrency limits and faults.
+//! upsert, update by id, delete, search), with per-org records, credits, concurrency limits and faults.
 //!
 //! Org state lives behind one mutex per org, never held across an `.await`; the token store
 //! has its own mutex, so orgs never contend with each other.
@@ -92,6 +92,7 @@ pub struct OrgState {
 pub struct OrgStats {
     /// Served (charged) calls per operation.
     pub upsert: u64,
+    pub update: u64,
     pub delete: u64,
     pub search: u64,
     /// Access tokens issued for this org.
@@ -107,10 +108,13 @@ pub struct OrgStats {
     /// Peak number of this org's API requests in flight at once (rejected ones included:
     /// it measures what the client sent).
     pub max_in_flight: usize,
-    /// Upserts sent without `trigger` (or with a non-empty one): each would run workflows.
+    /// Upserts and updates sent without `trigger` (or with a non-empty one): each would run
+    /// workflows.
     pub workflows_triggered: u64,
     /// Records sent in served upserts.
     pub records_upserted: u64,
+    /// Records sent in served updates by id.
+    pub records_updated: u64,
 }
 
 impl OrgState {
@@ -138,6 +142,7 @@ impl OrgState {
             "daily_credits": cfg.daily_credits,
             "calls": {
                 "upsert": s.upsert,
+                "update": s.update,
                 "delete": s.delete,
                 "search": s.search,
                 "token": s.token,
@@ -150,6 +155,7 @@ impl OrgState {
             "in_flight": self.in_flight,
             "workflows_triggered": s.workflows_triggered,
             "records_upserted": s.records_upserted,
+            "records_updated": s.records_updated,
         });
         if let (Some(records), Value::Object(m)) = (records, &mut doc) {
             m.insert("records".into(), Value::Array(records));
@@ -174,5 +180,8 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/zoho/{dc}/accounts/oauth/v2/token", post(accounts::token))
         .route("/zoho/{dc}/api/crm/{version}/{module}/upsert", post(api::upsert))
         .route("/zoho/{dc}/api/crm/{version}/{module}/search", get(api::search))
-        .route("/zoho/{dc}/api/crm/{version}/{module}", delete(api::delete))
+        .route(
+            "/zoho/{dc}/api/crm/{version}/{module}",
+            delete(api::delete).put(api::update),
+        )
 }

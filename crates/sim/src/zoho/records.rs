@@ -9,8 +9,13 @@
 //! Matching: upsert looks records up by the fields of `duplicate_check_fields`, in order,
 //! case-insensitively; without `duplicate_check_fields` it matches on `Email`, as Zoho does
 //! for Contacts, whose system-defined unique field is `Email`.
+//!
+//! Update by id (`PUT Contacts`) changes the given fields of the record with that id: absent
+//! fields keep their value, `null` clears; `Last_Name` may be absent but not blank. It does
+//! **not** enforce Email uniqueness: an update may give a record the Email of another, and
+//! then both hold it (upsert and search then match the older record, the smallest id).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
@@ -67,7 +72,9 @@ pub type ItemResult = Result<Value, Value>;
 #[derive(Debug)]
 pub struct RecordStore {
     records: HashMap<String, Record>,
-    by_email: HashMap<String, String>,
+    /// Lowercased Email → ids of the records holding it (several only after updates by id,
+    /// which do not enforce uniqueness); the smallest id (the oldest record) is the match.
+    by_email: HashMap<String, BTreeSet<String>>,
     id_prefix: u64,
     next_id: u64,
     user: Value,
@@ -94,6 +101,28 @@ impl RecordStore {
         self.records.is_empty()
     }
 
+    fn index_email(&mut self, key: Option<String>, id: &str) {
+        if let Some(k) = key {
+            self.by_email.entry(k).or_default().insert(id.to_string());
+        }
+    }
+
+    fn unindex_email(&mut self, key: Option<String>, id: &str) {
+        if let Some(k) = key
+            && let Some(ids) = self.by_email.get_mut(&k)
+        {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_email.remove(&k);
+            }
+        }
+    }
+
+    /// The id of the record matched by a (lowercased) Email key.
+    fn by_email_key(&self, key: &str) -> Option<&String> {
+        self.by_email.get(key).and_then(|ids| ids.first())
+    }
+
     fn new_id(&mut self) -> String {
         let id = format!("{}{:012}", self.id_prefix, self.next_id);
         self.next_id += 1;
@@ -115,7 +144,7 @@ impl RecordStore {
         let wanted = fields.get(field)?;
         if field == "Email" {
             let key = email_key(Some(wanted))?;
-            return self.by_email.get(&key).cloned();
+            return self.by_email_key(&key).cloned();
         }
         let wanted = match wanted {
             Value::String(s) if s.is_empty() => return None,
@@ -158,14 +187,8 @@ impl RecordStore {
                 let new_key = rec.email_key();
                 let created = rec.created.clone();
                 if old_key != new_key {
-                    if let Some(k) = old_key
-                        && self.by_email.get(&k) == Some(&id)
-                    {
-                        self.by_email.remove(&k);
-                    }
-                    if let Some(k) = new_key {
-                        self.by_email.insert(k, id.clone());
-                    }
+                    self.unindex_email(old_key, &id);
+                    self.index_email(new_key, &id);
                 }
                 (id, created, "update", Value::String(field))
             }
@@ -182,9 +205,7 @@ impl RecordStore {
             created: now.to_string(),
             modified: now.to_string(),
         };
-        if let Some(k) = rec.email_key() {
-            self.by_email.insert(k, id.clone());
-        }
+        self.index_email(rec.email_key(), &id);
         self.records.insert(id.clone(), rec);
         self.success(&id, now, now, "insert", Value::Null)
     }
@@ -206,17 +227,53 @@ impl RecordStore {
         })
     }
 
+    /// Updates records by id, in order; item `i` answers record `i`. A missing or unknown
+    /// `id` is `INVALID_DATA` on `id`; then the fields are checked as for upsert, except that
+    /// `Last_Name` may be absent.
+    pub fn update(&mut self, data: &[Value], now: &str) -> Vec<ItemResult> {
+        data.iter()
+            .enumerate()
+            .map(|(i, rec)| {
+                let id = match rec.get("id") {
+                    Some(Value::String(s)) => s.trim().to_string(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ if !rec.is_object() => return Err(not_an_object(i)),
+                    _ => String::new(),
+                };
+                if !self.records.contains_key(&id) {
+                    return Err(invalid_id(i));
+                }
+                let fields = validate_fields(i, rec, false)?;
+                self.update_one(i, &id, fields, now)
+            })
+            .collect()
+    }
+
+    fn update_one(&mut self, i: usize, id: &str, fields: Map<String, Value>, now: &str) -> ItemResult {
+        let Some(rec) = self.records.get_mut(id) else {
+            return Err(invalid_id(i));
+        };
+        let old_key = rec.email_key();
+        for (k, v) in fields {
+            rec.fields.insert(k, v);
+        }
+        rec.modified = now.to_string();
+        let new_key = rec.email_key();
+        let created = rec.created.clone();
+        if old_key != new_key {
+            self.unindex_email(old_key, id);
+            self.index_email(new_key, id);
+        }
+        Ok(self.success(id, &created, now, "update", Value::Null))
+    }
+
     /// Deletes the given ids; an unknown id (or one already deleted earlier in the list) is
     /// `INVALID_DATA`.
     pub fn delete(&mut self, ids: &[&str]) -> Vec<ItemResult> {
         ids.iter()
             .map(|&id| match self.records.remove(id) {
                 Some(rec) => {
-                    if let Some(k) = rec.email_key()
-                        && self.by_email.get(&k).map(String::as_str) == Some(id)
-                    {
-                        self.by_email.remove(&k);
-                    }
+                    self.unindex_email(rec.email_key(), id);
                     Ok(json!({"code": "SUCCESS", "details": {"id": id}, "message": "record deleted", "status": "success"}))
                 }
                 None => Err(json!({
@@ -231,7 +288,7 @@ impl RecordStore {
 
     /// The record whose Email equals `email`, ignoring case.
     pub fn find_by_email(&self, email: &str) -> Option<&Record> {
-        let id = self.by_email.get(&email.to_lowercase())?;
+        let id = self.by_email_key(&email.to_lowercase())?;
         self.records.get(id)
     }
 
@@ -280,21 +337,40 @@ fn invalid(i: usize, field: &str, details: Value) -> Value {
     error_body("INVALID_DATA", Value::Object(d), "invalid data")
 }
 
+fn invalid_id(i: usize) -> Value {
+    error_body(
+        "INVALID_DATA",
+        json!({"api_name": "id", "json_path": format!("$.data[{i}].id")}),
+        "the id given seems to be invalid",
+    )
+}
+
+fn not_an_object(i: usize) -> Value {
+    error_body(
+        "INVALID_DATA",
+        json!({"expected_data_type": "jsonobject", "json_path": format!("$.data[{i}]")}),
+        "invalid data",
+    )
+}
+
 /// Checks record `i` of an upsert; returns its fields (without any `id`) or the error item.
 pub fn validate(i: usize, rec: &Value) -> Result<Map<String, Value>, Value> {
+    validate_fields(i, rec, true)
+}
+
+/// Checks record `i` of an upsert (`Last_Name` required) or an update (`Last_Name` may be
+/// absent, but not `null` or blank: it cannot be cleared).
+pub fn validate_fields(i: usize, rec: &Value, require_last_name: bool) -> Result<Map<String, Value>, Value> {
     let Value::Object(fields) = rec else {
-        return Err(error_body(
-            "INVALID_DATA",
-            json!({"expected_data_type": "jsonobject", "json_path": format!("$.data[{i}]")}),
-            "invalid data",
-        ));
+        return Err(not_an_object(i));
     };
-    let last_name_present = match fields.get("Last_Name") {
-        None | Some(Value::Null) => false,
+    let last_name_ok = match fields.get("Last_Name") {
+        None => !require_last_name,
+        Some(Value::Null) => false,
         Some(Value::String(s)) => !s.trim().is_empty(),
         Some(_) => true,
     };
-    if !last_name_present {
+    if !last_name_ok {
         return Err(error_body(
             "MANDATORY_NOT_FOUND",
             json!({"api_name": "Last_Name", "json_path": format!("$.data[{i}].Last_Name")}),
@@ -427,6 +503,45 @@ mod tests {
                 .map(|e| e["details"]["expected_data_type"].clone()),
             Some(json!("email"))
         );
+    }
+
+    #[test]
+    fn update_by_id_changes_given_fields_and_allows_shared_emails() {
+        let mut store = RecordStore::new("org");
+        let items = store.upsert(
+            &[
+                json!({"Last_Name": "a", "Email": "a@x.io", "Title": "T"}),
+                json!({"Last_Name": "b", "Email": "b@x.io"}),
+            ],
+            &[],
+            "t1",
+        );
+        let id = |k: usize| {
+            items[k].as_ref().expect("inserted")["details"]["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        };
+        let (a, b) = (id(0), id(1));
+        let res = store.update(
+            &[
+                json!({"id": b, "Email": "A@x.io", "Title": null}),
+                json!({"id": a, "Last_Name": ""}),
+                json!({"id": "nope"}),
+                json!(7),
+            ],
+            "t2",
+        );
+        let codes: Vec<&str> = res.iter().map(code_of).collect();
+        assert_eq!(
+            codes,
+            ["SUCCESS", "MANDATORY_NOT_FOUND", "INVALID_DATA", "INVALID_DATA"]
+        );
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.find_by_email("a@x.io").map(|r| r.id.clone()), Some(a.clone()));
+        assert!(store.find_by_email("b@x.io").is_none());
+        store.delete(&[&a]);
+        assert_eq!(store.find_by_email("a@x.io").map(|r| r.id.clone()), Some(b));
     }
 
     #[test]

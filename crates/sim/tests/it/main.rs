@@ -5,9 +5,13 @@ mod binary;
 mod credits;
 mod faults;
 mod generate;
+mod mutations;
 mod nylas;
+mod receiver;
+mod webhooks;
 mod zoho_accounts;
 mod zoho_api;
+mod zoho_update;
 
 use std::time::Duration;
 
