@@ -191,18 +191,34 @@ async fn rebackfill_of_an_unchanged_address_book_costs_zero_credits() {
 
     let first = backfill_and_wait(&redis, &key, "again", &[]).await;
     assert_eq!(first.status, RunStatus::Completed);
-    let spent = sim.inspect_org(&t.zoho.org_id).expect("org")["credits_used_total"].as_u64().expect("credits");
+    let spent = sim.inspect_org(&t.zoho.org_id).expect("org")["credits_used_total"]
+        .as_u64()
+        .expect("credits");
     assert!(spent > 0);
 
     let second = backfill_and_wait(&redis, &key, "again", &[]).await;
     assert_eq!(second.status, RunStatus::Completed);
     let org = sim.inspect_org(&t.zoho.org_id).expect("org");
-    assert_eq!(org["credits_used_total"].as_u64(), Some(spent), "an unchanged book costs nothing");
+    assert_eq!(
+        org["credits_used_total"].as_u64(),
+        Some(spent),
+        "an unchanged book costs nothing"
+    );
     assert_eq!((second.inserted, second.updated, second.credits), (0, 0, 0));
-    assert_eq!(second.unchanged, first.inserted, "every record (one per email) was unchanged");
+    assert_eq!(
+        second.unchanged, first.inserted,
+        "every record (one per email) was unchanged"
+    );
 
     let forced = backfill_and_wait(&redis, &key, "again", &["--force"]).await;
     assert_eq!(forced.status, RunStatus::Completed);
-    assert!(forced.updated > 0 && forced.credits > 0, "--force writes again: {forced:?}");
-    assert_eq!(crm_records(&sim, &t.zoho.org_id).len() as u64, first.inserted, "and still no duplicate");
+    assert!(
+        forced.updated > 0 && forced.credits > 0,
+        "--force writes again: {forced:?}"
+    );
+    assert_eq!(
+        crm_records(&sim, &t.zoho.org_id).len() as u64,
+        first.inserted,
+        "and still no duplicate"
+    );
 }

@@ -4,6 +4,7 @@ mod support;
 
 mod backfill;
 mod budget;
+mod changes;
 mod cli;
 mod queue_processes;
 mod webhook;

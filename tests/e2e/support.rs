@@ -48,7 +48,7 @@ pub fn crmsync(redis: &RedisServer, key: &str) -> Command {
     let mut cmd = Command::new(bin_path("crmsync"));
     cmd.env("CRMSYNC_REDIS_URL", redis.url())
         .env("CRMSYNC_SECRET_KEY", key)
-        .env("CRMSYNC_LOG", "info,crmsync_queue=info")
+        .env("CRMSYNC_LOG", "info")
         .env_remove("CRMSYNC_NAMESPACE");
     cmd
 }
@@ -104,7 +104,11 @@ pub fn crmsync_worker(redis: &RedisServer, key: &str, name: &str, extra: &[&str]
 
 /// A `crmsync webhook` process on a free port; returns it with its base URL once it answers.
 pub async fn webhook_server(redis: &RedisServer, key: &str, extra: &[&str]) -> (ChildProcess, String) {
-    let port = crmsync_testkit::free_port();
+    webhook_server_on(redis, key, crmsync_testkit::free_port(), extra).await
+}
+
+/// A `crmsync webhook` process on `port`.
+pub async fn webhook_server_on(redis: &RedisServer, key: &str, port: u16, extra: &[&str]) -> (ChildProcess, String) {
     let mut cmd = crmsync(redis, key);
     cmd.arg("webhook")
         .arg("--listen")

@@ -334,21 +334,44 @@ impl WriteBuffer {
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
-    /// Remembers what was written for contacts (`Some(hash)`), or forgets it (`None`: the
-    /// record is gone), so an unchanged contact costs nothing next time.
-    pub async fn set_written(&self, written: &[(&str, Option<&str>)]) -> Result<(), BufferError> {
+    /// Remembers what was written for contacts (`Some((hash, email))`), or forgets it
+    /// (`None`: the record is gone), so an unchanged contact costs nothing next time and a
+    /// record is known by the email it holds.
+    pub async fn set_written(&self, written: &[(&str, Option<(&str, &str)>)]) -> Result<(), BufferError> {
         if written.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for (cid, hash) in written {
-            match hash {
-                Some(h) => pipe.cmd("HSET").arg(self.keys.written()).arg(*cid).arg(*h).ignore(),
+        for (cid, w) in written {
+            match w {
+                Some((hash, email)) => pipe
+                    .cmd("HSET")
+                    .arg(self.keys.written())
+                    .arg(*cid)
+                    .arg(format!("{hash} {email}"))
+                    .ignore(),
                 None => pipe.cmd("HDEL").arg(self.keys.written()).arg(*cid).ignore(),
             };
         }
         let mut conn = self.conn.clone();
         Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// The email of the record last written for each contact (None where nothing is known).
+    pub async fn written_emails(&self, cids: &[&str]) -> Result<Vec<Option<String>>, BufferError> {
+        if cids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut conn = self.conn.clone();
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.written())
+            .arg(cids)
+            .query_async(&mut conn)
+            .await?;
+        Ok(values
+            .into_iter()
+            .map(|v| v.and_then(|v| v.split_once(' ').map(|(_, e)| e.to_owned())))
+            .collect())
     }
 
     /// Up to `n` contacts that must be re-read from Nylas (they took over a shared email).

@@ -293,7 +293,12 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
         return Ok((StatusCode::OK, axum::Json(json!({ "status": "duplicate" }))).into_response());
     }
     let buffer = WriteBuffer::new(r.conn.clone(), &r.opts.namespace, &tenant_id);
-    let pushed = buffer.push(&Source::Feed, false, &[change]).await?;
+    let pushed = buffer.push(&Source::Feed, false, std::slice::from_ref(&change)).await?;
+    tracing::debug!(tenant = %tenant_id, notification = %note.id, kind = %note.kind, at_ms, ?pushed, change = ?match &change {
+        Change::Upsert { contact_id, record, .. } => format!("upsert {contact_id} {}", record.email),
+        Change::Delete { contact_id, .. } => format!("delete {contact_id}"),
+        Change::Unmap { contact_id, .. } => format!("unmap {contact_id}"),
+    }, "Recorded a change");
     // Remembered only once recorded: a delivery that failed half-way is retried by Nylas.
     let _: () = redis::cmd("SET")
         .arg(&seen_key)

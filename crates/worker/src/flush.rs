@@ -50,7 +50,8 @@ async fn min_batch(ctx: &Context, tenant: &str, feed_waiting: u64) -> Result<usi
     Ok(if reading { BATCH } else { 1 })
 }
 
-/// Re-reads contacts that took over a shared email and pushes their current state.
+/// Re-reads contacts whose latest state is in doubt (they took over a shared email, or two
+/// of their events fell in one second) and pushes their current state.
 async fn refresh(ctx: &Context, tenant: &Tenant, buffer: &WriteBuffer) -> Result<(), JobError> {
     let ids = buffer.take_refresh(REFRESH_BATCH).await.map_err(errors::redis)?;
     if ids.is_empty() {
@@ -78,8 +79,10 @@ async fn refresh(ctx: &Context, tenant: &Tenant, buffer: &WriteBuffer) -> Result
         changes.push(change);
     }
     debug!(tenant = %tenant.id, n = changes.len(), "Re-read contacts that took over shared emails");
+    // Forced: a fresh read is written even if it hashes as written before (the record may
+    // hold another contact's fields), and is at least as new as any event recorded so far.
     buffer
-        .push(&Source::Feed, false, &changes)
+        .push(&Source::Feed, true, &changes)
         .await
         .map_err(errors::redis)?;
     Ok(())
@@ -91,7 +94,10 @@ enum Outcome {
         zoho_id: String,
         inserted: bool,
     },
-    Deleted,
+    /// Deleted; `known` when it was the contact's own known record (forget it then).
+    Deleted {
+        known: bool,
+    },
     Rejected {
         code: String,
         field: Option<String>,
@@ -112,6 +118,7 @@ pub async fn run_flush(ctx: &Context, job: FlushWrites, info: &JobInfo) -> Resul
         other => JobError::permanent(other),
     })?;
     if !entries.is_empty() {
+        debug!(tenant = %job.tenant, flush = %flush_id, attempt = info.attempt, keys = ?entries.iter().map(|e| e.contact_id.as_str()).collect::<Vec<_>>(), "Took a batch");
         write_batch(ctx, &tenant, &buffer, &flush_id, &entries).await?;
     } else {
         debug!(tenant = %job.tenant, min, "Nothing to flush yet");
@@ -146,33 +153,44 @@ async fn write_batch(
         Priority::Backfill
     };
     let state = ctx.tenant_state(&tenant.id);
+    let kind = match &entries[0].op {
+        Op::Upsert(_) => "upsert",
+        Op::Move { .. } => "move",
+        Op::Delete { .. } => "delete",
+    };
     let (outcomes, calls, credits) = match &entries[0].op {
         Op::Upsert(_) => upsert_all(ctx, tenant, &org, entries, priority).await?,
-        Op::Move { .. } => move_all(ctx, tenant, &org, &state, entries, priority).await?,
-        Op::Delete { .. } => delete_all(ctx, tenant, &org, &state, entries, priority).await?,
+        Op::Move { .. } => move_all(ctx, tenant, &org, entries, priority).await?,
+        Op::Delete { .. } => delete_all(ctx, tenant, &org, entries, priority).await?,
     };
 
     let mut counts: BTreeMap<(Source, String), u64> = BTreeMap::new();
     let mut per_source: BTreeMap<Source, u64> = BTreeMap::new();
     let mut ids = Vec::new();
     let mut forget = Vec::new();
-    let mut written: Vec<(&str, Option<&str>)> = Vec::new();
+    let mut written: Vec<(&str, Option<(&str, &str)>)> = Vec::new();
     let mut rejected = Vec::new();
     for (entry, outcome) in entries.iter().zip(&outcomes) {
         *per_source.entry(entry.source.clone()).or_default() += 1;
         let field = match outcome {
             Outcome::Written { zoho_id, inserted } => {
                 ids.push((entry.contact_id.as_str(), zoho_id.as_str()));
-                written.push((entry.contact_id.as_str(), Some(entry.hash.as_str())));
+                let email = match &entry.op {
+                    Op::Upsert(r) | Op::Move { record: r, .. } => r.email.as_str(),
+                    Op::Delete { email } => email.as_str(),
+                };
+                written.push((entry.contact_id.as_str(), Some((entry.hash.as_str(), email))));
                 if *inserted {
                     "inserted".to_owned()
                 } else {
                     "updated".to_owned()
                 }
             }
-            Outcome::Deleted => {
-                forget.push(entry.contact_id.as_str());
-                written.push((entry.contact_id.as_str(), None));
+            Outcome::Deleted { known } => {
+                if *known {
+                    forget.push(entry.contact_id.as_str());
+                    written.push((entry.contact_id.as_str(), None));
+                }
                 "deleted".to_owned()
             }
             Outcome::Rejected { code, field, message } => {
@@ -213,6 +231,20 @@ async fn write_batch(
         .done(flush_id, &active_key, &counts)
         .await
         .map_err(errors::redis)?;
+    debug!(tenant = %tenant.id, flush = %flush_id, kind, changes = entries.len(), calls, credits, "Flushed a batch");
+    debug!(
+        tenant = %tenant.id,
+        flush = %flush_id,
+        batch = ?entries
+            .iter()
+            .map(|e| match &e.op {
+                Op::Upsert(r) => format!("{} upsert {}", e.contact_id, r.email),
+                Op::Move { from, record } => format!("{} move {from} -> {}", e.contact_id, record.email),
+                Op::Delete { email } => format!("{} delete {email}", e.contact_id),
+            })
+            .collect::<Vec<_>>(),
+        "Batch contents"
+    );
     for run in completed {
         info!(tenant = %tenant.id, %run, "Backfill run completed");
     }
@@ -238,6 +270,24 @@ fn record_outcome(r: &RecordResult) -> Outcome {
 }
 
 type Written = (Vec<Outcome>, u64, u64);
+
+/// The record id of each contact, when the record it last wrote holds `emails[i]`: the only
+/// record a move or a deletion may touch by id (otherwise it is found by email).
+async fn known_ids(
+    ctx: &Context,
+    tenant: &str,
+    cids: &[&str],
+    emails: &[&str],
+) -> Result<Vec<Option<String>>, JobError> {
+    let ids = ctx.tenant_state(tenant).zoho_ids(cids).await.map_err(errors::redis)?;
+    let written = ctx.buffer(tenant).written_emails(cids).await.map_err(errors::redis)?;
+    Ok(ids
+        .into_iter()
+        .zip(written)
+        .zip(emails)
+        .map(|((id, w), want)| id.filter(|_| w.as_deref() == Some(*want)))
+        .collect())
+}
 
 async fn upsert_all(
     ctx: &Context,
@@ -267,7 +317,6 @@ async fn move_all(
     ctx: &Context,
     tenant: &Tenant,
     org: &ZohoOrg,
-    state: &crmsync_producer::TenantState,
     entries: &[Entry],
     p: Priority,
 ) -> Result<Written, JobError> {
@@ -280,7 +329,8 @@ async fn move_all(
         })
         .collect();
     let cids: Vec<&str> = entries.iter().map(|e| e.contact_id.as_str()).collect();
-    let known = state.zoho_ids(&cids).await.map_err(errors::redis)?;
+    let froms: Vec<&str> = moves.iter().map(|(f, _)| *f).collect();
+    let known = known_ids(ctx, &tenant.id, &cids, &froms).await?;
     let (mut calls_made, mut credits) = (0u64, 0u64);
     let mut by_id: Vec<(usize, String)> = Vec::new();
     let mut create: Vec<usize> = Vec::new();
@@ -336,57 +386,61 @@ async fn delete_all(
     ctx: &Context,
     tenant: &Tenant,
     org: &ZohoOrg,
-    state: &crmsync_producer::TenantState,
     entries: &[Entry],
     p: Priority,
 ) -> Result<Written, JobError> {
     let cids: Vec<&str> = entries.iter().map(|e| e.contact_id.as_str()).collect();
-    let known = state.zoho_ids(&cids).await.map_err(errors::redis)?;
+    let emails: Vec<&str> = entries
+        .iter()
+        .map(|e| match &e.op {
+            Op::Delete { email } => email.as_str(),
+            Op::Upsert(r) | Op::Move { record: r, .. } => r.email.as_str(),
+        })
+        .collect();
+    let known = known_ids(ctx, &tenant.id, &cids, &emails).await?;
     let (mut calls_made, mut credits) = (0u64, 0u64);
-    let mut ids: Vec<(usize, String)> = Vec::new();
-    for (i, (e, id)) in entries.iter().zip(known).enumerate() {
+    // (entry, record id, whether it is the contact's own known record)
+    let mut ids: Vec<(usize, String, bool)> = Vec::new();
+    for (i, id) in known.into_iter().enumerate() {
         match id {
-            Some(id) => ids.push((i, id)),
+            Some(id) => ids.push((i, id, true)),
             None => {
-                let Op::Delete { email } = &e.op else { continue };
                 calls_made += 1;
                 credits += 1;
-                for id in calls::search(ctx, tenant, org, email, p).await? {
-                    ids.push((i, id));
+                for id in calls::search(ctx, tenant, org, emails[i], p).await? {
+                    ids.push((i, id, false));
                 }
             }
         }
     }
     let mut outcomes: HashMap<usize, Outcome> = HashMap::new();
     if !ids.is_empty() {
-        let list: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+        let list: Vec<String> = ids.iter().map(|(_, id, _)| id.clone()).collect();
         for chunk in list.chunks(BATCH) {
             let reply = calls::delete(ctx, tenant, org, chunk, p).await?;
             calls_made += 1;
             credits += 1;
             for r in &reply.results {
-                let (id, outcome) = match r {
-                    DeleteResult::Deleted { id } => (id, Outcome::Deleted),
-                    // Already gone (deleted in the CRM by hand, or by an earlier attempt).
-                    DeleteResult::Rejected { id, code, .. } if code == "INVALID_DATA" => (id, Outcome::Deleted),
-                    DeleteResult::Rejected { id, code, message } => (
-                        id,
-                        Outcome::Rejected {
-                            code: code.clone(),
-                            field: None,
-                            message: message.clone(),
-                        },
-                    ),
+                let Some((i, _, known)) = ids.iter().find(|(_, x, _)| x == r.id()) else {
+                    continue;
                 };
-                if let Some((i, _)) = ids.iter().find(|(_, x)| x == id) {
-                    outcomes.insert(*i, outcome);
-                }
+                let outcome = match r {
+                    DeleteResult::Deleted { .. } => Outcome::Deleted { known: *known },
+                    // Already gone (deleted in the CRM by hand, or by an earlier attempt).
+                    DeleteResult::Rejected { code, .. } if code == "INVALID_DATA" => Outcome::Deleted { known: *known },
+                    DeleteResult::Rejected { code, message, .. } => Outcome::Rejected {
+                        code: code.clone(),
+                        field: None,
+                        message: message.clone(),
+                    },
+                };
+                outcomes.insert(*i, outcome);
             }
         }
     }
     Ok((
         (0..entries.len())
-            .map(|i| outcomes.remove(&i).unwrap_or(Outcome::Deleted))
+            .map(|i| outcomes.remove(&i).unwrap_or(Outcome::Deleted { known: false }))
             .collect(),
         calls_made,
         credits,

@@ -55,6 +55,15 @@ pub enum DeleteResult {
     Rejected { id: String, code: String, message: String },
 }
 
+impl DeleteResult {
+    /// The record id the result is about.
+    pub fn id(&self) -> &str {
+        match self {
+            DeleteResult::Deleted { id } | DeleteResult::Rejected { id, .. } => id,
+        }
+    }
+}
+
 /// An upsert or delete reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply<T> {

@@ -10,7 +10,7 @@
 -- KEYS[1] buffer (key -> value), KEYS[2] sources (key -> `run:<id>`|`feed`), KEYS[3] order,
 -- KEYS[4] email owners, KEYS[5] pushed counter, KEYS[6] buffer email index (email -> key),
 -- KEYS[7] in flight (key -> flush), KEYS[8] contacts (cid -> `at email`), KEYS[9] tombstones
--- (cid -> deleted at), KEYS[10] written hashes (cid -> hash), KEYS[11] refresh set
+-- (cid -> deleted at), KEYS[10] written (cid -> `hash email`), KEYS[11] refresh set
 -- ARGV[1] now ms, ARGV[2] source, ARGV[3] score base, ARGV[4] run key prefix, ARGV[5] feed
 -- counter key, ARGV[6] members key prefix, ARGV[7] force (0/1), ARGV[8] tombstone horizon ms,
 -- ARGV[9..] per change: op (upsert|delete|unmap), cid, at ms, email, hash, JSON
@@ -31,7 +31,8 @@ local function field(v, n)
   end
   return nil
 end
--- Drops the waiting entry under `key` (a newer change replaces it, or it became moot).
+-- Drops the waiting entry under `key` (a newer change replaces it, or it became moot). Only
+-- waiting entries are in the buffer: one being written stays with its flush.
 local function drop(key)
   local old = redis.call('HGET', KEYS[1], key)
   if not old then return end
@@ -69,6 +70,8 @@ local function leave(cid, email)
   if #others > 0 then
     table.sort(others)
     redis.call('HSET', KEYS[4], email, others[1])
+    -- the record holds the leaver's fields, not the new owner's: it must be rewritten
+    redis.call('HDEL', KEYS[10], others[1])
     redis.call('SADD', KEYS[11], others[1])
     return 'promoted'
   end
@@ -86,45 +89,72 @@ for i = 9, #ARGV, 6 do
     prev_at, prev_email = tonumber(string.sub(prev, 1, sp - 1)), string.sub(prev, sp + 1)
     if prev_email == '-' then prev_email = nil end
   end
+  -- A forced push is a fresh read: at least as new as anything recorded for the contact.
+  if force and prev_at and at < prev_at then at = prev_at end
   local tomb = redis.call('ZSCORE', KEYS[9], cid)
   if (prev_at and at < prev_at) or (op == 'upsert' and tomb and at <= tonumber(tomb)) then
     stale = stale + 1
   elseif op == 'delete' or op == 'unmap' then
     if op == 'delete' then redis.call('ZADD', KEYS[9], at, cid) end
     redis.call('HSET', KEYS[8], cid, at .. ' -')
-    if redis.call('HEXISTS', KEYS[7], cid) == 0 then drop(cid) end
-    if prev_email and leave(cid, prev_email) == 'vacated' then delete_record(prev_email, cid) end
+    -- A waiting change is cancelled; if it was a move that never ran, the contact's record
+    -- still sits under its former email, and that is the record to delete.
+    local carried = nil
+    local w = redis.call('HGET', KEYS[1], cid)
+    if w and field(w, 3) ~= '' then carried = field(w, 3) end
+    drop(cid)
+    if prev_email then
+      local left = leave(cid, prev_email)
+      if left == 'vacated' then
+        delete_record(carried or prev_email, cid)
+      elseif carried then
+        delete_record(carried, cid)
+      end
+    end
   else
     if tomb then redis.call('ZREM', KEYS[9], cid) end
+    -- Events are stamped in whole seconds: two in one second may have arrived in either
+    -- order, so the contact is re-read to learn which state is the latest.
+    if not force and prev_at == at then redis.call('SADD', KEYS[11], cid) end
+    -- A waiting move has not run yet: the record still sits under its former email.
+    local carried = nil
+    local w = redis.call('HGET', KEYS[1], cid)
+    if w and field(w, 3) ~= '' then carried = field(w, 3) end
     local from = nil
     if prev_email and prev_email ~= email and leave(cid, prev_email) == 'vacated' then from = prev_email end
+    if carried then from = carried end
+    if from == email then from = nil end
     redis.call('HSET', KEYS[8], cid, at .. ' ' .. email)
     local owner = redis.call('HGET', KEYS[4], email)
     local took_over = false
     if owner and owner < cid then
       redis.call('SADD', ARGV[6] .. email, owner, cid)
-      if redis.call('HEXISTS', KEYS[7], cid) == 0 then drop(cid) end
+      drop(cid)
       if from then delete_record(from, cid) end
       shared = shared + 1
     else
       if not owner then
         redis.call('HSET', KEYS[4], email, cid)
         -- a waiting deletion of this email's record is moot: the email has a contact again
-        if redis.call('HEXISTS', KEYS[7], 'x:' .. email) == 0 then drop('x:' .. email) end
+        drop('x:' .. email)
       elseif owner ~= cid then
         redis.call('SADD', ARGV[6] .. email, owner, cid)
         redis.call('HSET', KEYS[4], email, cid)
+        redis.call('HDEL', KEYS[10], owner)   -- its record is about to hold our fields
         took_over = true
         local k = redis.call('HGET', KEYS[6], email)
-        if k and k ~= cid and redis.call('HEXISTS', KEYS[7], k) == 0 then drop(k) end
+        if k and k ~= cid then drop(k) end
       end
       local opname = 'upsert'
       if from then
-        if owner then delete_record(from, cid) else opname = 'move' end
+        -- Another contact's record already holds the new email: ours under `from` must go.
+        -- Otherwise ours moves there.
+        if owner and owner ~= cid then delete_record(from, cid) else opname = 'move' end
       end
       local waiting = redis.call('HEXISTS', KEYS[1], cid) == 1 or redis.call('HEXISTS', KEYS[7], cid) == 1
-      if not force and opname == 'upsert' and not took_over and not waiting
-        and redis.call('HGET', KEYS[10], cid) == hash then
+      local written = redis.call('HGET', KEYS[10], cid)
+      if not force and opname == 'upsert' and not took_over and not waiting and written
+        and string.sub(written, 1, #hash + 1) == hash .. ' ' then
         unchanged = unchanged + 1
       else
         put(cid, opname, email, from or '', json)
