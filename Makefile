@@ -41,6 +41,7 @@ bench: tools
 	./target/release/crmsync-bench queue
 	./target/release/crmsync-bench backfill
 	./target/release/crmsync-bench limits
+	./target/release/crmsync-bench webhook
 
 # The main job end to end on the simulator: its own redis-server, 3 tenants, 2 workers.
 demo: tools

@@ -149,4 +149,16 @@ async fn a_thousand_mixed_events_leave_the_crm_equal_to_the_address_book() {
         .expect("stats");
     assert!(stats.get("bad_signature").copied().unwrap_or(0) + stats.get("unsigned").copied().unwrap_or(0) > 0);
     assert!(stats.get("duplicate").copied().unwrap_or(0) > 0);
+    // The tenant's feed counters account for every accepted change and what it cost.
+    let (code, out, err) = crmsync_output(&redis, &key, &["feed", "feed", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let feed: Value = serde_json::from_str(&out).expect("feed json");
+    let counters = &feed[0]["counters"];
+    let n = |k: &str| counters[k].as_u64().unwrap_or(0);
+    assert_eq!(n("changes"), stats["accepted"], "{counters}");
+    assert!(
+        n("stale") > 0 && n("inserted") > 0 && n("deleted") > 0 && n("credits") > 0,
+        "{counters}"
+    );
+    assert_eq!(feed[0]["waiting"], 0);
 }

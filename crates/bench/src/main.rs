@@ -4,6 +4,7 @@
 mod backfill;
 mod limits;
 mod queue;
+mod webhook;
 
 use clap::{Parser, Subcommand};
 
@@ -22,12 +23,16 @@ enum Command {
     Backfill(backfill::BackfillBench),
     /// A backfill of a tenant limited to R requests/s and C concurrent calls.
     Limits(limits::LimitsBench),
+    /// The change feed: webhook ingest rate and latency; credits and webhook-to-CRM time of a
+    /// burst of 1,000 changes against one upsert per event.
+    Webhook(webhook::WebhookBench),
     /// A no-op worker process (spawned by the queue benchmark).
     Worker(queue::WorkerArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CRMSYNC_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -37,5 +42,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker(w) => queue::worker(w).await,
         Command::Backfill(b) => backfill::run(b).await,
         Command::Limits(b) => limits::run(b).await,
+        Command::Webhook(b) => webhook::run(b).await,
     }
 }

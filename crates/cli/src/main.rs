@@ -3,6 +3,7 @@
 
 mod backfill;
 mod budget;
+mod feed;
 mod logging;
 mod runs;
 mod status;
@@ -46,6 +47,8 @@ enum Command {
     Backfill(backfill::BackfillArgs),
     /// List backfill runs with their counts.
     Runs(runs::RunsArgs),
+    /// The change feed per tenant: changes received, skipped as unchanged or stale, written.
+    Feed(feed::FeedArgs),
     /// Show queue depths, throughput and workers, read straight from Redis.
     Status(status::StatusArgs),
     /// Pause a tenant: no Zoho call is made for it until it is resumed.
@@ -97,6 +100,7 @@ async fn main() -> std::process::ExitCode {
             match other {
                 Command::Backfill(args) => backfill::run(&env, args).await,
                 Command::Runs(args) => runs::run(&env, args).await,
+                Command::Feed(args) => feed::run(&env, args).await,
                 Command::Status(args) => status::run(&env, args).await,
                 Command::Tenant(cmd) => tenant::run(&env, cmd).await,
                 Command::Pause(args) => budget::pause(&env, args).await,

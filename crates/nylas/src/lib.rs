@@ -71,6 +71,8 @@ pub struct NylasClient {
 impl NylasClient {
     /// A client whose requests time out after `timeout`.
     pub fn new(timeout: Duration) -> Result<Self, NylasError> {
+        // reqwest is built without a default TLS provider: ring, installed once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))

@@ -19,6 +19,7 @@
 //!   recorded (`buffer_done.lua`, once); a flush that crashes resumes its own batch, and a
 //!   batch whose flush is gone for good (lease expired) returns to the buffer.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use crmsync_domain::ZohoContact;
@@ -212,6 +213,7 @@ impl WriteBuffer {
             .key(k.tombstones())
             .key(k.written())
             .key(k.refresh())
+            .key(k.feed_stats())
             .arg(crmsync_queue::now_ms())
             .arg(source.encode())
             .arg(if *source == Source::Feed {
@@ -321,6 +323,7 @@ impl WriteBuffer {
             .key(k.buffer_in_flight())
             .key(k.flushes())
             .key(k.emails_in_flight())
+            .key(k.feed_stats())
             .arg(flush_id)
             .arg(crmsync_queue::now_ms())
             .arg(k.run_prefix())
@@ -380,6 +383,15 @@ impl WriteBuffer {
         Ok(redis::cmd("SPOP")
             .arg(self.keys.refresh())
             .arg(n)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// The change feed's counters (see [`TenantKeys::feed_stats`]).
+    pub async fn feed_stats(&self) -> Result<BTreeMap<String, u64>, BufferError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("HGETALL")
+            .arg(self.keys.feed_stats())
             .query_async(&mut conn)
             .await?)
     }

@@ -105,6 +105,13 @@ impl TenantKeys {
         format!("{}:buffer:feed", self.tag)
     }
 
+    /// Hash: the change feed's counters: `changes` (received), `refreshed` (re-read from
+    /// Nylas), `pushed` (buffer entries made), `unchanged`, `stale`, `shared` (from pushes), `inserted`, `updated`, `deleted`, `failed:<code>`, `zoho_calls`, `credits`
+    /// (from flushes).
+    pub fn feed_stats(&self) -> String {
+        format!("{}:feed:stats", self.tag)
+    }
+
     /// Prefix of flush batches (`<prefix><flush id>`).
     pub fn flush_prefix(&self) -> String {
         format!("{}:flush:", self.tag)

@@ -91,6 +91,13 @@ async fn changes_collapse_to_the_latest_and_older_ones_are_stale() {
         .await
         .expect("push");
     assert_eq!((p.pushed, p.unchanged), (0, 1), "what was written costs nothing again");
+    let stats = b.feed_stats().await.expect("stats");
+    let c = |k: &str| stats.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        (c("changes"), c("pushed"), c("stale"), c("unchanged")),
+        (4, 2, 1, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,9 @@
 //!
 //! Targets: half the time one of the (up to 8) contacts the plan touched or created most
 //! recently, otherwise any contact of the book, so one contact often changes several times in
-//! a plan, and a created contact is often updated or deleted by the same plan.
+//! a plan, and a created contact is often updated or deleted by the same plan. With
+//! `distinct`, every mutation targets a contact the plan has not touched yet (a burst of
+//! changes to distinct contacts); when none is left it creates one.
 //!
 //! Each mutation gets its own second on a logical clock (`time`): the first mutation of a call
 //! gets the current simulated Unix time or the second after the last one handed out, each next
@@ -71,6 +73,8 @@ pub struct MutationPlan {
     /// Seeds which mutations, their targets and values, and the delivery schedule.
     pub seed: u64,
     pub mix: Mix,
+    /// Each mutation targets a contact the plan has not touched yet.
+    pub distinct: bool,
     /// Share of notifications delivered twice (an identical second POST, attempt 1).
     pub duplicate_rate: f64,
     /// Share of notifications held back behind later ones.
@@ -94,6 +98,7 @@ impl Default for MutationPlan {
             count: 100,
             seed: 1,
             mix: Mix::default(),
+            distinct: false,
             duplicate_rate: 0.1,
             reorder_rate: 0.2,
             forged_rate: 0.05,
@@ -315,10 +320,25 @@ struct Mutator<'a> {
     book: &'a mut AddressBook,
     /// Most recently touched contacts, oldest first.
     hot: Vec<String>,
+    /// With `distinct`: every contact the plan touched.
+    touched: Option<std::collections::HashSet<String>>,
 }
 
 impl Mutator<'_> {
     fn target(&mut self) -> Option<String> {
+        if let Some(touched) = &self.touched {
+            for _ in 0..64 {
+                match random_live(&mut self.rng, self.book) {
+                    Some(id) if !touched.contains(&id) => return Some(id),
+                    Some(_) => continue,
+                    None => return None,
+                }
+            }
+            return (0..self.book.slots())
+                .filter_map(|s| self.book.id_at(s))
+                .find(|id| !touched.contains(*id))
+                .map(String::from);
+        }
         if !self.hot.is_empty() && self.rng.random_bool(HOT_SHARE) {
             let i = self.rng.random_range(0..self.hot.len());
             return Some(self.hot[i].clone());
@@ -327,6 +347,9 @@ impl Mutator<'_> {
     }
 
     fn touch(&mut self, id: &str) {
+        if let Some(touched) = &mut self.touched {
+            touched.insert(id.to_string());
+        }
         self.hot.retain(|h| h != id);
         self.hot.push(id.to_string());
         if self.hot.len() > HOT_SET {
@@ -457,6 +480,7 @@ impl Sim {
                 grant_id,
                 book: &mut book,
                 hot: Vec::new(),
+                touched: plan.distinct.then(Default::default),
             };
             for k in 0..plan.count {
                 let kind = draw_kind(&mut m.rng, &plan.mix);

@@ -92,6 +92,8 @@ impl ZohoClient {
 
     /// A reqwest client with the timeouts crmsync uses for Zoho.
     pub fn http_client(timeout: Duration) -> Result<reqwest::Client, ZohoError> {
+        // reqwest is built without a default TLS provider: ring, installed once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))

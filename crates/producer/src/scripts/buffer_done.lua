@@ -1,6 +1,7 @@
 -- Record a written batch, once: its per-run counts, the calls and credits it cost, and the
 -- end of each run it drained. A flush that runs again after recording finds nothing to do.
--- KEYS[1] this flush's batch, KEYS[2] in flight, KEYS[3] flushes zset, KEYS[4] emails in flight
+-- KEYS[1] this flush's batch, KEYS[2] in flight, KEYS[3] flushes zset, KEYS[4] emails in flight,
+-- KEYS[5] change-feed counters
 -- ARGV[1] flush id, ARGV[2] now ms, ARGV[3] run key prefix (`<tag>:run:`), ARGV[4] feed counter,
 -- ARGV[5] active-run key, ARGV[6] number of count triples, then (source, field, n) triples
 -- Returns the ids of runs this flush completed.
@@ -31,7 +32,11 @@ end
 local n = tonumber(ARGV[6])
 for i = 7, 6 + n * 3, 3 do
   local src, field, by = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if src ~= 'feed' then redis.call('HINCRBY', ARGV[3] .. string.sub(src, 5), field, by) end
+  if src ~= 'feed' then
+    redis.call('HINCRBY', ARGV[3] .. string.sub(src, 5), field, by)
+  else
+    redis.call('HINCRBY', KEYS[5], field, by)
+  end
 end
 local completed = {}
 for run, _ in pairs(runs) do

@@ -10,7 +10,8 @@
 -- KEYS[1] buffer (key -> value), KEYS[2] sources (key -> `run:<id>`|`feed`), KEYS[3] order,
 -- KEYS[4] email owners, KEYS[5] pushed counter, KEYS[6] buffer email index (email -> key),
 -- KEYS[7] in flight (key -> flush), KEYS[8] contacts (cid -> `at email`), KEYS[9] tombstones
--- (cid -> deleted at), KEYS[10] written (cid -> `hash email`), KEYS[11] refresh set
+-- (cid -> deleted at), KEYS[10] written (cid -> `hash email`), KEYS[11] refresh set,
+-- KEYS[12] change-feed counters
 -- ARGV[1] now ms, ARGV[2] source, ARGV[3] score base, ARGV[4] run key prefix, ARGV[5] feed
 -- counter key, ARGV[6] members key prefix, ARGV[7] force (0/1), ARGV[8] tombstone horizon ms,
 -- ARGV[9..] per change: op (upsert|delete|unmap), cid, at ms, email, hash, JSON
@@ -163,4 +164,12 @@ for i = 9, #ARGV, 6 do
   end
 end
 local total = redis.call('INCRBY', KEYS[5], pushed)
+if src == 'feed' then
+  local kind = 'changes'
+  if force then kind = 'refreshed' end
+  local counts = {{kind, (#ARGV - 8) / 6}, {'pushed', pushed}, {'unchanged', unchanged}, {'stale', stale}, {'shared', shared}}
+  for _, c in ipairs(counts) do
+    if c[2] > 0 then redis.call('HINCRBY', KEYS[12], c[1], c[2]) end
+  end
+end
 return {pushed, shared, unchanged, stale, redis.call('HLEN', KEYS[1]), total}

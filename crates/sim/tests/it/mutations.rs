@@ -177,6 +177,36 @@ async fn plans_hit_the_same_contacts_repeatedly_and_created_contacts_have_unique
 }
 
 #[tokio::test]
+async fn a_distinct_plan_touches_each_contact_once_and_creates_when_none_is_left() {
+    let sim = start(config(vec![tenant("acme", 50)])).await;
+    let plan = MutationPlan {
+        count: 40,
+        seed: 23,
+        distinct: true,
+        mix: Mix {
+            create: 0.0,
+            update: 1.0,
+            email_change: 0.0,
+            delete: 0.0,
+        },
+        log: true,
+        ..MutationPlan::default()
+    };
+    let report = sim.mutate("grant-acme", plan.clone()).await.expect("mutate");
+    let ids: HashSet<&str> = report.applied.iter().map(|m| m.contact_id.as_str()).collect();
+    assert_eq!(ids.len(), 40, "40 updates to 40 distinct contacts");
+    assert_eq!(report.by_kind["update"], 40);
+    // 20 more than the book holds: the last 10 have nothing untouched left and create.
+    let report = sim
+        .mutate("grant-acme", MutationPlan { count: 60, ..plan })
+        .await
+        .expect("mutate");
+    let ids: HashSet<&str> = report.applied.iter().map(|m| m.contact_id.as_str()).collect();
+    assert_eq!(ids.len(), 60);
+    assert_eq!((report.by_kind["update"], report.by_kind["create"]), (50, 10));
+}
+
+#[tokio::test]
 async fn pages_stay_consistent_when_the_book_changes_during_a_read() {
     let sim = start(config(vec![tenant("acme", 100)])).await;
     let first = list_contacts(&sim, "us", "grant-acme", Some("nyk-acme"), &[("limit", "30")]).await;

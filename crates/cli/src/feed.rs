@@ -1,0 +1,93 @@
+//! `crmsync feed [<tenant>]`: the change feed's counters per tenant, and what waits.
+
+use std::collections::BTreeMap;
+
+use crmsync_producer::WriteBuffer;
+use crmsync_tenants::TenantStore;
+use serde::Serialize;
+
+use crate::Env;
+
+#[derive(clap::Args)]
+pub struct FeedArgs {
+    /// Only this tenant.
+    tenant: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct FeedView {
+    tenant: String,
+    /// Entries waiting to be written (change feed and backfill together).
+    waiting: u64,
+    /// Contacts waiting to be re-read from Nylas.
+    to_refresh: u64,
+    /// Counters since the tenant's first change (see ARCHITECTURE.md, `feed:stats`).
+    counters: BTreeMap<String, u64>,
+}
+
+pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
+    let conn = env.conn()?;
+    let tenants = match args.tenant {
+        Some(t) => vec![t],
+        None => TenantStore::new(conn.clone(), &env.namespace, None).ids().await?,
+    };
+    let mut all = Vec::new();
+    for tenant in tenants {
+        let buffer = WriteBuffer::new(conn.clone(), &env.namespace, &tenant);
+        let (waiting, _, to_refresh) = buffer.waiting().await?;
+        let counters = buffer.feed_stats().await?;
+        all.push(FeedView {
+            tenant,
+            waiting,
+            to_refresh,
+            counters,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>6} {:>8}",
+        "TENANT",
+        "WAITING",
+        "CHANGES",
+        "UNCHANGED",
+        "STALE",
+        "SHARED",
+        "INSERTED",
+        "UPDATED",
+        "DELETED",
+        "FAILED",
+        "CALLS",
+        "CREDITS"
+    );
+    for v in all {
+        let c = |k: &str| v.counters.get(k).copied().unwrap_or(0);
+        let failed: u64 = v
+            .counters
+            .iter()
+            .filter(|(k, _)| k.starts_with("failed:"))
+            .map(|(_, n)| n)
+            .sum();
+        println!(
+            "{:<20} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>6} {:>8}",
+            v.tenant,
+            v.waiting,
+            c("changes"),
+            c("unchanged"),
+            c("stale"),
+            c("shared"),
+            c("inserted"),
+            c("updated"),
+            c("deleted"),
+            failed,
+            c("zoho_calls"),
+            c("credits")
+        );
+    }
+    Ok(())
+}
