@@ -153,12 +153,13 @@ async fn a_thousand_mixed_events_leave_the_crm_equal_to_the_address_book() {
     let (code, out, err) = crmsync_output(&redis, &key, &["feed", "feed", "--json"]);
     assert_eq!(code, 0, "{err}");
     let feed: Value = serde_json::from_str(&out).expect("feed json");
-    let counters = &feed[0]["counters"];
+    assert_eq!(feed["receivers"]["accepted"], stats["accepted"]);
+    let counters = &feed["tenants"][0]["counters"];
     let n = |k: &str| counters[k].as_u64().unwrap_or(0);
     assert_eq!(n("changes"), stats["accepted"], "{counters}");
     assert!(
         n("stale") > 0 && n("inserted") > 0 && n("deleted") > 0 && n("credits") > 0,
         "{counters}"
     );
-    assert_eq!(feed[0]["waiting"], 0);
+    assert_eq!(feed["tenants"][0]["waiting"], 0);
 }

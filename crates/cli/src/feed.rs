@@ -1,4 +1,5 @@
-//! `crmsync feed [<tenant>]`: the change feed's counters per tenant, and what waits.
+//! `crmsync feed [<tenant>]`: the webhook receivers' counters, the change feed's counters per
+//! tenant, and what waits.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,10 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
         Some(t) => vec![t],
         None => TenantStore::new(conn.clone(), &env.namespace, None).ids().await?,
     };
+    let receivers: BTreeMap<String, u64> = redis::cmd("HGETALL")
+        .arg(format!("{}:webhook:stats", env.namespace))
+        .query_async(&mut conn.clone())
+        .await?;
     let mut all = Vec::new();
     for tenant in tenants {
         let buffer = WriteBuffer::new(conn.clone(), &env.namespace, &tenant);
@@ -47,9 +52,22 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
         });
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        let out = serde_json::json!({ "receivers": receivers, "tenants": all });
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    println!(
+        "Webhook receivers: {}\n",
+        if receivers.is_empty() {
+            "no notification yet".to_owned()
+        } else {
+            receivers
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
     println!(
         "{:<20} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>6} {:>8}",
         "TENANT",

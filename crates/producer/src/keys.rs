@@ -39,17 +39,18 @@ impl TenantKeys {
         format!("{}:run:{run_id}:buffered", self.tag)
     }
 
-    /// Hash: the write buffer, email -> entry JSON.
+    /// Hash: the write buffer, key -> `op \t email \t move-from \t JSON`; the key is a
+    /// contact id, or `x:<email>` for the deletion of an email's record.
     pub fn buffer(&self) -> String {
         format!("{}:buffer", self.tag)
     }
 
-    /// Hash: email -> source of its buffered entry (`run:<id>` or `feed`).
+    /// Hash: key -> source of its buffered entry (`run:<id>` or `feed`).
     pub fn buffer_sources(&self) -> String {
         format!("{}:buffer:src", self.tag)
     }
 
-    /// Zset: buffered emails in flush order (change-feed entries first).
+    /// Zset: buffered keys in flush order (change-feed entries first).
     pub fn buffer_order(&self) -> String {
         format!("{}:buffer:order", self.tag)
     }
@@ -79,12 +80,14 @@ impl TenantKeys {
         format!("{}:deleted", self.tag)
     }
 
-    /// Hash: contact id -> hash of the record last written for it (skip unchanged writes).
+    /// Hash: contact id -> `<hash> <email>` of the record last written for it (skips
+    /// unchanged writes; a move or deletion uses the record id only if the email matches).
     pub fn written(&self) -> String {
         format!("{}:written", self.tag)
     }
 
-    /// Set: contact ids to re-read from Nylas (they now own an email another contact left).
+    /// Set: contact ids to re-read from Nylas (they now own an email another contact left,
+    /// or two of their events fell in one second).
     pub fn refresh(&self) -> String {
         format!("{}:refresh", self.tag)
     }
@@ -106,8 +109,9 @@ impl TenantKeys {
     }
 
     /// Hash: the change feed's counters: `changes` (received), `refreshed` (re-read from
-    /// Nylas), `pushed` (buffer entries made), `unchanged`, `stale`, `shared` (from pushes), `inserted`, `updated`, `deleted`, `failed:<code>`, `zoho_calls`, `credits`
-    /// (from flushes).
+    /// Nylas), `pushed` (buffer entries made), `unchanged`, `stale`, `shared` (from pushes);
+    /// `inserted`, `updated`, `deleted`, `failed:<code>`, `zoho_calls`, `credits` (from
+    /// flushes).
     pub fn feed_stats(&self) -> String {
         format!("{}:feed:stats", self.tag)
     }

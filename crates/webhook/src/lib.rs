@@ -11,7 +11,7 @@
 //! answers in milliseconds. Nothing is recorded for a refused request, and no body is logged.
 //!
 //! `GET /healthz` (liveness) and `GET /readyz` (Redis reachable) serve orchestrators.
-//! Counters per outcome are kept in Redis (`<namespace>:webhook:stats`) for `crmsync status`.
+//! Counters per outcome are kept in Redis (`<namespace>:webhook:stats`) for `crmsync feed`.
 
 pub mod signature;
 
