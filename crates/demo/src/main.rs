@@ -3,15 +3,21 @@
 //! Starts its own `redis-server` and the simulator (3 tenants across the US and EU data
 //! centers, 2,000–5,000 messy contacts each), registers the tenants with `crmsync tenant add`,
 //! starts 2 `crmsync worker` processes, runs `crmsync backfill ... --follow` (live progress,
-//! then each run's summary), checks the simulated CRMs, and stops everything it started.
+//! then each run's summary), checks the simulated CRMs, then keeps one CRM current from the
+//! change feed: the simulator changes acme's address book 500 times and delivers signed
+//! webhooks (duplicated, out of order, some forged) to `crmsync webhook`; the demo waits until
+//! the CRM equals the address book again and shows `crmsync feed`. It stops everything it
+//! started.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use crmsync_sim::{RunningSim, SimConfig, TenantConfig};
-use crmsync_testkit::{ChildProcess, RedisServer, bin_path};
+use crmsync_sim::{MutationPlan, RunningSim, SimConfig, TenantConfig, WebhookConfig};
+use crmsync_testkit::{ChildProcess, RedisServer, bin_path, free_port};
+
+const WEBHOOK_SECRET: &str = "whsec-demo";
 
 fn tenant(name: &str, dc: &str, contacts: usize) -> TenantConfig {
     let mut t = TenantConfig::named(name);
@@ -29,6 +35,7 @@ fn crmsync(redis: &RedisServer, key: &str) -> Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let started = Instant::now();
     let redis = RedisServer::start();
     println!(
@@ -41,10 +48,15 @@ async fn main() -> anyhow::Result<()> {
         tenant("globex", "eu", 3_000),
         tenant("initech", "us", 2_500),
     ];
+    let hook_port = free_port();
     let sim = RunningSim::start(
         SimConfig {
             seed: 2026,
             tenants: tenants.clone(),
+            webhooks: Some(WebhookConfig::new(
+                format!("http://127.0.0.1:{hook_port}/webhooks/nylas"),
+                WEBHOOK_SECRET,
+            )),
             ..SimConfig::default()
         },
         "127.0.0.1:0".parse()?,
@@ -72,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
             .env("CRMSYNC_NYLAS_API_KEY", &t.nylas_api_key)
             .env("CRMSYNC_ZOHO_CLIENT_SECRET", &t.zoho.client_secret)
             .env("CRMSYNC_ZOHO_REFRESH_TOKEN", &t.zoho.refresh_token)
+            .env("CRMSYNC_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .output()
             .context("running crmsync tenant add")?;
         anyhow::ensure!(
@@ -95,7 +108,13 @@ async fn main() -> anyhow::Result<()> {
             ChildProcess::spawn(&format!("worker-{i}"), cmd)
         })
         .collect();
-    println!("• 2 `crmsync worker` processes started\n");
+    let mut hook = {
+        let mut cmd = crmsync(&redis, &key);
+        cmd.args(["webhook", "--listen", &format!("127.0.0.1:{hook_port}")])
+            .env("CRMSYNC_LOG", "warn");
+        ChildProcess::spawn("webhook", cmd)
+    };
+    println!("• 2 `crmsync worker` processes and `crmsync webhook` on port {hook_port} started\n");
 
     let names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
     let status = crmsync(&redis, &key)
@@ -133,6 +152,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    let feed_ok = if status.success() {
+        change_feed(&redis, &key, &sim, &tenants[0]).await?
+    } else {
+        false
+    };
+
+    hook.terminate(Duration::from_secs(10));
     for w in &mut workers {
         w.terminate(Duration::from_secs(30));
     }
@@ -143,5 +169,95 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     anyhow::ensure!(status.success(), "the backfill did not complete");
+    anyhow::ensure!(
+        feed_ok,
+        "the change feed did not bring the CRM back to the address book"
+    );
     Ok(())
+}
+
+/// The change feed act: 500 mutations of `t`'s address book, delivered as webhooks; waits until
+/// the CRM equals the address book (one record per email, the mapped fields) and shows the
+/// tenant's feed counters. Returns whether the CRM caught up.
+async fn change_feed(redis: &RedisServer, key: &str, sim: &RunningSim, t: &TenantConfig) -> anyhow::Result<bool> {
+    // Events are stamped in whole seconds: keep them apart from the backfill's reads.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let credits_before = sim.inspect_org(&t.zoho.org_id).unwrap_or_default()["credits_used_total"]
+        .as_u64()
+        .unwrap_or(0);
+    let report = sim
+        .mutate(
+            &t.grant_id,
+            MutationPlan {
+                count: 500,
+                seed: 5,
+                ..MutationPlan::default()
+            },
+        )
+        .await?;
+    println!(
+        "\nChange feed: {} changes to {}'s address book ({} created, {} updated, {} email changes, {} deleted), sent as {} signed webhooks ({} duplicates, {} out of order, {} forged)",
+        report.mutations,
+        t.name,
+        report.by_kind.get("create").copied().unwrap_or(0),
+        report.by_kind.get("update").copied().unwrap_or(0),
+        report.by_kind.get("email_change").copied().unwrap_or(0),
+        report.by_kind.get("delete").copied().unwrap_or(0),
+        report.deliveries,
+        report.duplicates,
+        report.reordered,
+        report.forged,
+    );
+    let sent = Instant::now();
+    let book_url = format!("{}/_sim/nylas/{}/contacts", sim.base_url(), t.grant_id);
+    let caught_up = loop {
+        let book: Vec<serde_json::Value> = reqwest_get_json(&book_url).await?;
+        let (expected, _) = crmsync_e2e::expected_crm(&book);
+        let org = sim.inspect_org(&t.zoho.org_id).unwrap_or_default();
+        let records = org["records"].as_array().cloned().unwrap_or_default();
+        let actual: std::collections::BTreeMap<String, serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                let fields = ["First_Name", "Last_Name", "Email", "Phone", "Account_Name", "Title"]
+                    .iter()
+                    .map(|f| (f.to_string(), r.get(*f).cloned().unwrap_or(serde_json::Value::Null)))
+                    .collect::<serde_json::Map<_, _>>();
+                (
+                    r["Email"].as_str().unwrap_or("").to_owned(),
+                    serde_json::Value::Object(fields),
+                )
+            })
+            .collect();
+        if actual.len() == records.len() && actual == expected {
+            break true;
+        }
+        if sent.elapsed() > Duration::from_secs(60) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let credits = sim.inspect_org(&t.zoho.org_id).unwrap_or_default()["credits_used_total"]
+        .as_u64()
+        .unwrap_or(0)
+        - credits_before;
+    if caught_up {
+        println!(
+            "• {}'s CRM equals its address book again, {:.1} s after the last webhook; {credits} Zoho credits for {} changes\n",
+            t.name,
+            sent.elapsed().as_secs_f64(),
+            report.mutations
+        );
+    } else {
+        println!(
+            "• {}'s CRM did not catch up with its address book within 60 s\n",
+            t.name
+        );
+    }
+    let out = crmsync(redis, key).args(["feed", &t.name]).output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(caught_up)
+}
+
+async fn reqwest_get_json(url: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    Ok(reqwest::get(url).await?.error_for_status()?.json().await?)
 }
