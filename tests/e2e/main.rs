@@ -6,5 +6,6 @@ mod backfill;
 mod budget;
 mod changes;
 mod cli;
+mod metrics;
 mod queue_processes;
 mod webhook;

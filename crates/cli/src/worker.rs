@@ -25,6 +25,9 @@ pub struct WorkerArgs {
     /// Seconds before a job of a silent worker is redelivered [default: 30].
     #[arg(long, env = "CRMSYNC_VISIBILITY_TIMEOUT_SECS")]
     visibility_timeout_secs: Option<u64>,
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 0.0.0.0:9090).
+    #[arg(long, env = "CRMSYNC_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Contacts per Nylas page [default: 200].
     #[arg(long, env = "CRMSYNC_PAGE_SIZE")]
     page_size: Option<u32>,
@@ -32,7 +35,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "CRMSYNC_TIME_SCALE", hide = true)]
     time_scale: Option<f64>,
     /// A TOML file with any of: redis_url, namespace, concurrency, log_format, drain_secs,
-    /// visibility_timeout_secs, page_size, http_timeout_secs.
+    /// visibility_timeout_secs, page_size, http_timeout_secs, metrics_listen.
     #[arg(long, env = "CRMSYNC_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -48,6 +51,7 @@ struct FileConfig {
     visibility_timeout_secs: Option<u64>,
     page_size: Option<u32>,
     http_timeout_secs: Option<u64>,
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(env: &Env, args: WorkerArgs) -> anyhow::Result<()> {
@@ -88,6 +92,7 @@ pub async fn run(env: &Env, args: WorkerArgs) -> anyhow::Result<()> {
                 .unwrap_or(30)
                 .max(1),
         ),
+        metrics_listen: args.metrics_listen.or(file.metrics_listen),
     };
     crmsync_worker::run(opts).await
 }

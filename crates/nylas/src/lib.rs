@@ -115,6 +115,7 @@ impl NylasClient {
     }
 
     async fn get(&self, grant: &Grant<'_>, url: &str, query: &[(&str, &str)]) -> Result<Vec<u8>, NylasError> {
+        let op = if url.ends_with("/contacts") { "list" } else { "get" };
         let mut tries = 0;
         loop {
             let res = self
@@ -125,8 +126,12 @@ impl NylasClient {
                 .header("Accept", "application/json")
                 .send()
                 .await
-                .map_err(|e| NylasError::Transport(transport_message(&e)))?;
+                .map_err(|e| {
+                    crmsync_metrics::nylas_call(op, None);
+                    NylasError::Transport(transport_message(&e))
+                })?;
             let status = res.status();
+            crmsync_metrics::nylas_call(op, Some(status.as_u16()));
             let retry_after = res
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)

@@ -151,9 +151,12 @@ where
         let tx = self.tx.clone();
         let queue = self.queue.clone();
         Box::pin(async move {
+            let started = std::time::Instant::now();
             let res = fut.await.map_err(Into::into);
+            let ran = started.elapsed();
             if let Some(info) = info {
                 let outcome = decide(&info, res.as_ref().err(), crate::now_ms());
+                crmsync_metrics::job_ran(&queue, ran);
                 match &outcome {
                     Settlement::Ack => {}
                     Settlement::Requeue {

@@ -76,7 +76,10 @@ impl Receiver {
         })
     }
 
-    async fn count(&self, what: &str) {
+    async fn count(&self, what: &'static str) {
+        if what != "received" {
+            crmsync_metrics::webhook_request(what);
+        }
         let mut conn = self.conn.clone();
         let res: redis::RedisResult<()> = redis::cmd("HINCRBY")
             .arg(format!("{}:webhook:stats", self.opts.namespace))
@@ -96,6 +99,7 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
         .route("/webhooks/nylas", get(challenge).post(notification))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(receiver)
 }
 
@@ -152,17 +156,31 @@ struct NotificationData {
     object: serde_json::Value,
 }
 
+/// Prometheus metrics of this process (see `crmsync-metrics`).
+async fn metrics() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crmsync_metrics::CONTENT_TYPE)],
+        crmsync_metrics::render(),
+    )
+        .into_response()
+}
+
 async fn notification(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&r, &headers, body).await {
+    let started = std::time::Instant::now();
+    let resp = match handle(&r, &headers, body).await {
         Ok(resp) => resp,
         Err(e) => {
+            crmsync_metrics::webhook_request("error");
             warn!(error = %e, "Webhook could not be recorded; Nylas will retry");
             reject(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily unable to record the notification",
             )
         }
-    }
+    };
+    crmsync_metrics::webhook_answered(started.elapsed());
+    resp
 }
 
 async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result<Response> {

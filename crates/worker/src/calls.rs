@@ -19,7 +19,16 @@ const INLINE_429_RETRIES: u32 = 3;
 /// When the retry budget is spent, a failing call is retried this much later.
 const RETRY_BUDGET_SPENT_DELAY: Duration = Duration::from_secs(30);
 
+/// An acquisition that took longer than this waited for the fleet rate or a concurrency slot.
+const WAITED: Duration = Duration::from_millis(50);
+
 fn wait_to_job_error(w: Wait) -> JobError {
+    crmsync_metrics::limiter_wait(match &w {
+        Wait::Budget { .. } | Wait::TooLarge { .. } => "budget",
+        Wait::Paused { .. } => "pause",
+        Wait::Cooldown { .. } => "cooldown",
+        Wait::Busy => "concurrency",
+    });
     match w {
         Wait::TooLarge { .. } => JobError::permanent(w.reason()),
         other => JobError::Defer {
@@ -46,6 +55,7 @@ where
 {
     let s = LimitSettings::of(tenant);
     for _ in 0..INLINE_429_RETRIES {
+        let asked = std::time::Instant::now();
         let permit = match ctx
             .limiter
             .acquire(&tenant.id, &s, cost, complex, priority)
@@ -55,8 +65,13 @@ where
             Ok(p) => p,
             Err(w) => return Err(wait_to_job_error(w)),
         };
+        if asked.elapsed() > WAITED {
+            crmsync_metrics::limiter_wait("rate");
+        }
+        crmsync_metrics::zoho_credits("reserved", permit.cost());
         match call().await {
             Ok((value, credits_remaining)) => {
+                crmsync_metrics::zoho_credits("spent", permit.cost());
                 ctx.limiter
                     .finish(permit, &s, CallOutcome::Answered { credits_remaining })
                     .await

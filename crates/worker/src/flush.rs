@@ -211,6 +211,15 @@ async fn write_batch(
                 format!("failed:{code}")
             }
         };
+        crmsync_metrics::records_written(
+            match outcome {
+                Outcome::Written { inserted: true, .. } => "inserted",
+                Outcome::Written { inserted: false, .. } => "updated",
+                Outcome::Deleted { .. } => "deleted",
+                Outcome::Rejected { .. } => "rejected",
+            },
+            1,
+        );
         *counts.entry((entry.source.clone(), field)).or_default() += 1;
     }
     // The calls and their credits count for the source with most entries in the batch.

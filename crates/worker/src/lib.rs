@@ -7,6 +7,7 @@ mod calls;
 mod context;
 mod errors;
 pub mod flush;
+mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub struct WorkerOptions {
     pub drain: Duration,
     /// A job held by a worker that stops heartbeating is redelivered after this long.
     pub visibility_timeout: Duration,
+    /// Where to serve `/metrics` (Prometheus) and `/healthz`; None: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Installs the TLS crypto provider (rustls with ring) once per process.
@@ -62,6 +65,9 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     let writes_cfg = crmsync_producer::writes_queue(&opts.context.namespace)
         .concurrency(opts.concurrency)
         .visibility_timeout(opts.visibility_timeout);
+    if let Some(addr) = opts.metrics_listen {
+        metrics::serve(addr, ctx.conn.clone(), vec![backfill_cfg.clone(), writes_cfg.clone()]).await?;
+    }
     let (h2, c2) = (handles.clone(), ctx.clone());
     let monitor = Monitor::new()
         .register(move |_| {

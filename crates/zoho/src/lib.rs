@@ -233,6 +233,15 @@ impl ZohoClient {
         query: &[(&str, &str)],
         body: Option<&serde_json::Value>,
     ) -> Result<(u16, Option<u64>, Vec<u8>), ZohoError> {
+        let op = if path.ends_with("/upsert") {
+            "upsert"
+        } else if path.contains("/search") {
+            "search"
+        } else if method == reqwest::Method::DELETE {
+            "delete"
+        } else {
+            "update"
+        };
         let mut refreshed = false;
         loop {
             let token = self.broker.token(org).await?;
@@ -245,15 +254,19 @@ impl ZohoClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let res = req.send().await.map_err(|e| ZohoError::Unavailable {
-                status: None,
-                message: if e.is_timeout() {
-                    format!("timed out: {e}")
-                } else {
-                    e.to_string()
-                },
+            let res = req.send().await.map_err(|e| {
+                crmsync_metrics::zoho_call(op, None);
+                ZohoError::Unavailable {
+                    status: None,
+                    message: if e.is_timeout() {
+                        format!("timed out: {e}")
+                    } else {
+                        e.to_string()
+                    },
+                }
             })?;
             let status = res.status().as_u16();
+            crmsync_metrics::zoho_call(op, Some(status));
             let credits = res
                 .headers()
                 .get("X-API-CREDITS-REMAINING")

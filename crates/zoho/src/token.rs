@@ -314,7 +314,9 @@ impl TokenBroker {
             ("client_secret", org.client_secret.as_str()),
             ("refresh_token", org.refresh_token.as_str()),
         ];
-        let resp = post_token(&self.http, &org.accounts_url, &form).await?;
+        let resp = post_token(&self.http, &org.accounts_url, &form).await;
+        crmsync_metrics::token_refresh(matches!(&resp, Ok(r) if r.access_token.is_some()));
+        let resp = resp?;
         let (Some(value), Some(expires_in)) = (resp.access_token, resp.expires_in) else {
             return Err(ZohoError::Decode(
                 "token response without access_token or expires_in".into(),
@@ -373,16 +375,15 @@ async fn post_token(
     form: &[(&str, &str)],
 ) -> Result<TokenResponse, ZohoError> {
     let url = format!("{}/oauth/v2/token", accounts_url.trim_end_matches('/'));
-    let res = http
-        .post(&url)
-        .form(form)
-        .send()
-        .await
-        .map_err(|e| ZohoError::Unavailable {
+    let res = http.post(&url).form(form).send().await.map_err(|e| {
+        crmsync_metrics::zoho_call("token", None);
+        ZohoError::Unavailable {
             status: None,
             message: format!("token endpoint: {e}"),
-        })?;
+        }
+    })?;
     let status = res.status().as_u16();
+    crmsync_metrics::zoho_call("token", Some(status));
     let bytes = res.bytes().await.map_err(|e| ZohoError::Unavailable {
         status: Some(status),
         message: e.to_string(),

@@ -117,6 +117,7 @@ async fn record(inner: &Inner, batch: &[SettleMsg]) -> redis::RedisResult<()> {
                 inv.arg(*id);
             }
             let acked: i64 = inv.invoke_async(&mut conn).await?;
+            crmsync_metrics::jobs_settled(&inner.cfg.name, "done", acked.max(0) as u64);
             if acked < ids.len() as i64 {
                 debug!(
                     lost = ids.len() as i64 - acked,
@@ -179,5 +180,9 @@ pub(crate) async fn settle_one(inner: &Inner, entry_id: &str, outcome: &Settleme
         .arg(&inner.cfg.name)
         .invoke_async(&mut conn)
         .await?;
+    // Counted once: a retried recording finds the entry no longer ours.
+    if settled == 1 {
+        crmsync_metrics::jobs_settled(&inner.cfg.name, counter, 1);
+    }
     Ok(settled == 1)
 }
