@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test bench demo check fmt lint tools clean
+.PHONY: all build test bench demo chaos check fmt lint tools browser clean
 
 all: build
 
@@ -21,12 +21,24 @@ tools:
 	  fi; \
 	fi
 
+# Headless Chromium renders the dashboard in its browser test (only `make test` needs it).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium package (the dashboard's browser test)..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || { echo "error: could not install chromium with apt-get"; exit 1; }; \
+	  else \
+	    echo "error: chromium is missing; install Debian's chromium package (apt-get install chromium) or put chromium on PATH"; exit 1; \
+	  fi; \
+	fi
+
 build: tools
 	$(CARGO) build --workspace --all-targets
 
 # Every test, against ephemeral redis-servers the tests start themselves. The binaries are
 # built first: the multi-process tests run `crmsync`, the probe worker and the simulator.
-test: tools
+test: tools browser
 	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
@@ -47,6 +59,13 @@ bench: tools
 demo: tools
 	$(CARGO) build --release -p crmsync-cli -p crmsync-demo
 	./target/release/crmsync-demo
+
+# The full chaos run: 4 workers, 10 tenants, 20,000 contacts, 10% simulator faults, a worker
+# SIGKILLed every 3 s, Redis killed and restarted once; prints the figures, fails on any
+# violation. (A smaller one runs inside `make test`.)
+chaos: tools
+	$(CARGO) build --release -p crmsync-cli -p crmsync-e2e --bins
+	./target/release/crmsync-chaos
 
 check: tools
 	$(CARGO) fmt --all -- --check

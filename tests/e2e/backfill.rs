@@ -68,7 +68,7 @@ async fn backfill_lands_every_contact_exactly_once_despite_a_killed_worker() {
     let (code, out, err) = crmsync_output(&redis, &key, &["backfill", "north", "south", "east"]);
     assert_eq!(code, 0, "{out}{err}");
 
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     let runs = RunStore::new(conn, "crmsync");
     eventually(Duration::from_secs(60), "some pages done", || async {
         let mut done = 0;
@@ -169,7 +169,7 @@ async fn backfill_and_wait(redis: &RedisServer, key: &str, tenant: &str, extra: 
     args.extend(extra);
     let (code, out, err) = crmsync_output(redis, key, &args);
     assert_eq!(code, 0, "{out}{err}");
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     let runs = RunStore::new(conn, "crmsync");
     eventually(Duration::from_secs(60), "the run to end", || async {
         let r = runs.list(tenant, 1).await.ok()?.first()?.clone();

@@ -9,7 +9,7 @@ use crmsync_sim::{FaultConfig, RunningSim, SimConfig, TenantConfig};
 use crmsync_testkit::{ChildProcess, RedisServer, eventually};
 use serde_json::Value;
 
-use crate::support::{crmsync, crmsync_output};
+use crate::support::{add_sim_tenant_with, crmsync, crmsync_output};
 
 /// Simulated seconds per real second: a Zoho day lasts 15 real seconds.
 const TIME_SCALE: f64 = 5_760.0;
@@ -23,40 +23,14 @@ fn add_tenant(
     rps: f64,
     concurrency: u32,
 ) {
-    let (code, out, err) = crmsync_output(
+    let (share, rps, concurrency) = (share.to_string(), rps.to_string(), concurrency.to_string());
+    add_sim_tenant_with(
         redis,
         key,
-        &[
-            "tenant",
-            "add",
-            &t.name,
-            "--nylas-grant-id",
-            &t.grant_id,
-            "--nylas-api-key",
-            &t.nylas_api_key,
-            "--nylas-api-uri",
-            &sim.nylas_api_uri(&t.nylas_region),
-            "--zoho-region",
-            &t.zoho.dc,
-            "--zoho-accounts-url",
-            &sim.zoho_accounts_url(&t.zoho.dc),
-            "--zoho-client-id",
-            &t.zoho.client_id,
-            "--zoho-client-secret",
-            &t.zoho.client_secret,
-            "--zoho-refresh-token",
-            &t.zoho.refresh_token,
-            "--daily-credits",
-            &t.zoho.daily_credits.to_string(),
-            "--budget-share",
-            &share.to_string(),
-            "--rps",
-            &rps.to_string(),
-            "--concurrency",
-            &concurrency.to_string(),
-        ],
+        sim,
+        t,
+        &["--budget-share", &share, "--rps", &rps, "--concurrency", &concurrency],
     );
-    assert_eq!(code, 0, "tenant add: {out}{err}");
 }
 
 fn workers(redis: &RedisServer, key: &str, n: usize, time_scale: f64) -> Vec<ChildProcess> {
@@ -79,7 +53,7 @@ fn workers(redis: &RedisServer, key: &str, n: usize, time_scale: f64) -> Vec<Chi
 }
 
 async fn wait_for_runs(redis: &RedisServer, tenants: &[TenantConfig], timeout: Duration) {
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     let runs = RunStore::new(conn, "crmsync");
     let finished = eventually(timeout, "every run to end", || async {
         let mut all = Vec::new();

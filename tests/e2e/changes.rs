@@ -1,7 +1,6 @@
 //! The change feed end to end: the simulator mutates address books and delivers signed
 //! webhooks (duplicated, reordered, forged) to `crmsync webhook`; workers coalesce and write.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crmsync_e2e::expected_crm;
@@ -23,24 +22,6 @@ async fn current_book(sim: &RunningSim, grant: &str) -> Vec<Value> {
         .expect("json")
 }
 
-fn crm_state(sim: &RunningSim, org: &str) -> BTreeMap<String, Value> {
-    let org = sim.inspect_org(org).expect("org");
-    let mut out = BTreeMap::new();
-    for r in org["records"].as_array().cloned().unwrap_or_default() {
-        let email = r["Email"].as_str().unwrap_or_default().to_owned();
-        let fields: serde_json::Map<String, Value> =
-            ["First_Name", "Last_Name", "Email", "Phone", "Account_Name", "Title"]
-                .iter()
-                .map(|f| (f.to_string(), r.get(*f).cloned().unwrap_or(Value::Null)))
-                .collect();
-        assert!(
-            out.insert(email.clone(), Value::Object(fields)).is_none(),
-            "duplicate CRM record for {email}"
-        );
-    }
-    out
-}
-
 /// Nothing waits to be written: the buffer is empty, no flush holds a batch, no writes job is
 /// pending, delayed or running.
 async fn settled(redis: &RedisServer, tenant: &str) -> bool {
@@ -58,7 +39,7 @@ async fn settled(redis: &RedisServer, tenant: &str) -> bool {
         .arg(format!("{tag}:refresh"))
         .query(&mut c)
         .unwrap_or(1);
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     let q: crmsync_queue::JobQueue<Value> =
         crmsync_queue::JobQueue::new(conn, crmsync_producer::writes_queue("crmsync"));
     let s = q.stats().await.expect("stats");
@@ -104,7 +85,7 @@ async fn a_thousand_mixed_events_leave_the_crm_equal_to_the_address_book() {
 
     let (code, out, err) = crmsync_output(&redis, &key, &["backfill", "feed", "--follow"]);
     assert_eq!(code, 0, "{out}{err}");
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     let runs = crmsync_producer::RunStore::new(conn, "crmsync");
     assert_eq!(
         runs.list("feed", 1).await.expect("runs")[0].status,
@@ -133,7 +114,7 @@ async fn a_thousand_mixed_events_leave_the_crm_equal_to_the_address_book() {
     .await;
     let book = current_book(&sim, &t.grant_id).await;
     let (expected, _) = expected_crm(&book);
-    let actual = crm_state(&sim, &t.zoho.org_id);
+    let actual = crmsync_e2e::crm_records(&sim, &t.zoho.org_id);
     let missing: Vec<&String> = expected.keys().filter(|e| !actual.contains_key(*e)).collect();
     let orphans: Vec<&String> = actual.keys().filter(|e| !expected.contains_key(*e)).collect();
     assert!(

@@ -115,7 +115,7 @@ async fn worker_takes_settings_from_a_config_file_and_logs_json() {
         .arg("--config")
         .arg(&path);
     let mut w = crmsync_testkit::ChildProcess::spawn("worker", cmd);
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     let q: crmsync_queue::JobQueue<serde_json::Value> =
         crmsync_queue::JobQueue::new(conn, crmsync_producer::backfill_queue("crmsync"));
     let worker = eventually(Duration::from_secs(15), "the worker to register", || async {

@@ -66,7 +66,7 @@ async fn worker_and_webhook_metrics_match_what_happened() {
 
     let (code, out, err) = crmsync_output(&redis, &key, &["backfill", "metered", "--follow"]);
     assert_eq!(code, 0, "{out}{err}");
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     let run = crmsync_producer::RunStore::new(conn, "crmsync")
         .list("metered", 1)
         .await

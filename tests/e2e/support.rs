@@ -21,7 +21,7 @@ pub fn probe_worker(redis: &RedisServer, concurrency: usize, vt_ms: u64, drain_m
 }
 
 pub fn probe_queue(redis: &RedisServer) -> JobQueue<ProbeJob> {
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("connection");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("connection");
     JobQueue::new(conn, QueueConfig::new(PROBE_QUEUE))
 }
 
@@ -43,10 +43,27 @@ pub fn done(redis: &RedisServer) -> Vec<Record> {
     records(redis, DONE)
 }
 
+/// A Redis the `crmsync` processes of a test use: one server or a cluster.
+pub trait TestRedis {
+    fn redis_url(&self) -> String;
+}
+
+impl TestRedis for RedisServer {
+    fn redis_url(&self) -> String {
+        self.url()
+    }
+}
+
+impl TestRedis for crmsync_testkit::RedisCluster {
+    fn redis_url(&self) -> String {
+        self.url()
+    }
+}
+
 /// A `crmsync` command against this Redis, with a secret key.
-pub fn crmsync(redis: &RedisServer, key: &str) -> Command {
+pub fn crmsync(redis: &impl TestRedis, key: &str) -> Command {
     let mut cmd = Command::new(bin_path("crmsync"));
-    cmd.env("CRMSYNC_REDIS_URL", redis.url())
+    cmd.env("CRMSYNC_REDIS_URL", redis.redis_url())
         .env("CRMSYNC_SECRET_KEY", key)
         .env("CRMSYNC_LOG", "info")
         .env_remove("CRMSYNC_NAMESPACE");
@@ -54,7 +71,7 @@ pub fn crmsync(redis: &RedisServer, key: &str) -> Command {
 }
 
 /// Runs a `crmsync` command to completion; returns (exit code, stdout, stderr).
-pub fn crmsync_output(redis: &RedisServer, key: &str, args: &[&str]) -> (i32, String, String) {
+pub fn crmsync_output(redis: &impl TestRedis, key: &str, args: &[&str]) -> (i32, String, String) {
     let out = crmsync(redis, key).args(args).output().expect("run crmsync");
     (
         out.status.code().unwrap_or(-1),
@@ -64,51 +81,39 @@ pub fn crmsync_output(redis: &RedisServer, key: &str, args: &[&str]) -> (i32, St
 }
 
 /// Registers a simulator tenant with `crmsync tenant add`.
-pub fn add_sim_tenant(redis: &RedisServer, key: &str, sim: &crmsync_sim::RunningSim, t: &crmsync_sim::TenantConfig) {
-    let (code, out, err) = crmsync_output(
-        redis,
-        key,
-        &[
-            "tenant",
-            "add",
-            &t.name,
-            "--nylas-grant-id",
-            &t.grant_id,
-            "--nylas-api-key",
-            &t.nylas_api_key,
-            "--nylas-api-uri",
-            &sim.nylas_api_uri(&t.nylas_region),
-            "--zoho-region",
-            &t.zoho.dc,
-            "--zoho-accounts-url",
-            &sim.zoho_accounts_url(&t.zoho.dc),
-            "--zoho-client-id",
-            &t.zoho.client_id,
-            "--zoho-client-secret",
-            &t.zoho.client_secret,
-            "--zoho-refresh-token",
-            &t.zoho.refresh_token,
-            "--daily-credits",
-            &t.zoho.daily_credits.to_string(),
-        ],
-    );
+pub fn add_sim_tenant(redis: &impl TestRedis, key: &str, sim: &crmsync_sim::RunningSim, t: &crmsync_sim::TenantConfig) {
+    add_sim_tenant_with(redis, key, sim, t, &[]);
+}
+
+/// [`add_sim_tenant`] with extra `tenant add` flags.
+pub fn add_sim_tenant_with(
+    redis: &impl TestRedis,
+    key: &str,
+    sim: &crmsync_sim::RunningSim,
+    t: &crmsync_sim::TenantConfig,
+    extra: &[&str],
+) {
+    let mut args = crmsync_e2e::sim_tenant_add_args(sim, t);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = crmsync_output(redis, key, &args);
     assert_eq!(code, 0, "tenant add failed: {out} {err}");
 }
 
 /// A `crmsync worker` process.
-pub fn crmsync_worker(redis: &RedisServer, key: &str, name: &str, extra: &[&str]) -> ChildProcess {
+pub fn crmsync_worker(redis: &impl TestRedis, key: &str, name: &str, extra: &[&str]) -> ChildProcess {
     let mut cmd = crmsync(redis, key);
     cmd.arg("worker").args(extra);
     ChildProcess::spawn(name, cmd)
 }
 
 /// A `crmsync webhook` process on a free port; returns it with its base URL once it answers.
-pub async fn webhook_server(redis: &RedisServer, key: &str, extra: &[&str]) -> (ChildProcess, String) {
+pub async fn webhook_server(redis: &impl TestRedis, key: &str, extra: &[&str]) -> (ChildProcess, String) {
     webhook_server_on(redis, key, crmsync_testkit::free_port(), extra).await
 }
 
 /// A `crmsync webhook` process on `port`.
-pub async fn webhook_server_on(redis: &RedisServer, key: &str, port: u16, extra: &[&str]) -> (ChildProcess, String) {
+pub async fn webhook_server_on(redis: &impl TestRedis, key: &str, port: u16, extra: &[&str]) -> (ChildProcess, String) {
     let mut cmd = crmsync(redis, key);
     cmd.arg("webhook")
         .arg("--listen")

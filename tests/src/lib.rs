@@ -4,6 +4,8 @@
 //! tests can kill it with SIGKILL, stop it with SIGTERM and restart it, and read what it did
 //! from Redis (`probe:starts` and `probe:done` hold `<job>:<attempt>:<pid>` records).
 
+pub mod chaos;
+
 use serde::{Deserialize, Serialize};
 
 /// Name of the queue the probe worker consumes.
@@ -96,4 +98,55 @@ pub fn expected_crm(
         }
     }
     (by_email.into_iter().map(|(e, (_, r))| (e, r)).collect(), skipped)
+}
+
+/// `crmsync tenant add` arguments registering a simulator tenant (its Nylas grant and Zoho org
+/// on the simulator's URLs), before any extra flags.
+pub fn sim_tenant_add_args(sim: &crmsync_sim::RunningSim, t: &crmsync_sim::TenantConfig) -> Vec<String> {
+    [
+        "tenant",
+        "add",
+        &t.name,
+        "--nylas-grant-id",
+        &t.grant_id,
+        "--nylas-api-key",
+        &t.nylas_api_key,
+        "--nylas-api-uri",
+        &sim.nylas_api_uri(&t.nylas_region),
+        "--zoho-region",
+        &t.zoho.dc,
+        "--zoho-accounts-url",
+        &sim.zoho_accounts_url(&t.zoho.dc),
+        "--zoho-client-id",
+        &t.zoho.client_id,
+        "--zoho-client-secret",
+        &t.zoho.client_secret,
+        "--zoho-refresh-token",
+        &t.zoho.refresh_token,
+        "--daily-credits",
+        &t.zoho.daily_credits.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A simulated org's records by email, with the fields crmsync writes (as [`expected_crm`]
+/// gives them); panics on two records with one email.
+pub fn crm_records(sim: &crmsync_sim::RunningSim, org: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let org = sim.inspect_org(org).unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for r in org["records"].as_array().cloned().unwrap_or_default() {
+        let email = r["Email"].as_str().unwrap_or_default().to_owned();
+        let fields: serde_json::Map<String, serde_json::Value> =
+            ["First_Name", "Last_Name", "Email", "Phone", "Account_Name", "Title"]
+                .iter()
+                .map(|f| (f.to_string(), r.get(*f).cloned().unwrap_or(serde_json::Value::Null)))
+                .collect();
+        assert!(
+            out.insert(email.clone(), serde_json::Value::Object(fields)).is_none(),
+            "duplicate CRM record for {email}"
+        );
+    }
+    out
 }

@@ -167,7 +167,7 @@ pub async fn run(b: BackfillBench) -> anyhow::Result<()> {
     )
     .await?;
     let key = SecretKey::generate();
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(10))?;
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(10))?;
     let store = TenantStore::new(conn.clone(), "crmsync", Some(SecretKey::from_base64(&key)?));
     for t in &tenants {
         register(&store, &sim, t, 100.0, 25, 1.0).await?;

@@ -48,7 +48,7 @@ pub async fn run(b: LimitsBench) -> anyhow::Result<()> {
     )
     .await?;
     let key = SecretKey::generate();
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(10))?;
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(10))?;
     let store = TenantStore::new(conn.clone(), "crmsync", Some(SecretKey::from_base64(&key)?));
     register(&store, &sim, &t, b.rps, b.concurrency, 1.0).await?;
     let mut workers = start_workers(&redis, &key, 2, 8, &[]);

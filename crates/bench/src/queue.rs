@@ -238,7 +238,7 @@ pub async fn run(b: QueueBench) -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|");
     for workers in [1usize, 4] {
         let redis = RedisServer::start();
-        let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(10))?;
+        let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(10))?;
         let q: JobQueue<u64> = JobQueue::new(conn.clone(), config(b.concurrency));
         q.ensure_group().await?;
         let fleet = Fleet::start(&redis, &q, workers, b.concurrency, None).await?;
@@ -258,7 +258,7 @@ pub async fn run(b: QueueBench) -> anyhow::Result<()> {
 
     // Latency at a steady paced rate.
     let redis = RedisServer::start();
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(10))?;
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(10))?;
     let q: JobQueue<u64> = JobQueue::new(conn.clone(), config(64));
     q.ensure_group().await?;
     let dir = TempDir::new("bench");
@@ -294,7 +294,7 @@ pub async fn run(b: QueueBench) -> anyhow::Result<()> {
 
     // Memory under a steady stream of work.
     let redis = RedisServer::start();
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(10))?;
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(10))?;
     let q: JobQueue<u64> = JobQueue::new(conn.clone(), config(b.concurrency));
     q.ensure_group().await?;
     let mut c = conn.clone();

@@ -185,7 +185,7 @@ async fn ingest(b: &WebhookBench) -> anyhow::Result<()> {
         "127.0.0.1:0".parse()?,
     )
     .await?;
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(10))?;
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(10))?;
     let store = TenantStore::new(conn.clone(), "crmsync", Some(SecretKey::from_base64(&key)?));
     register(&store, &sim, &t, 10.0, 5, 1.0).await?;
     set_webhook_secret(&store, &t.name).await?;
@@ -287,7 +287,7 @@ async fn burst(b: &WebhookBench) -> anyhow::Result<()> {
         "127.0.0.1:0".parse()?,
     )
     .await?;
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(10))?;
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(10))?;
     let store = TenantStore::new(conn.clone(), "crmsync", Some(SecretKey::from_base64(&key)?));
     register(&store, &sim, &t, b.zoho_rps, 5, 1.0).await?;
     register(&store, &sim, &per_event, b.zoho_rps, 5, 1.0).await?;

@@ -1,7 +1,7 @@
 //! `crmsync pause`, `crmsync resume`, `crmsync budget`.
 
 use crmsync_limits::{Budget, LimitSettings, Limiter};
-use crmsync_tenants::{Edition, StoreError, TenantStore};
+use crmsync_tenants::{StoreError, TenantStore};
 
 use crate::Env;
 
@@ -102,23 +102,6 @@ pub fn render(b: &Budget) -> String {
     )
 }
 
-/// The limit settings from a tenant's public view (no secret key needed).
-fn settings(view: &serde_json::Value) -> LimitSettings {
-    let edition = view["edition"].as_str().and_then(Edition::parse);
-    LimitSettings {
-        daily_credits: view["daily_credits"].as_u64().unwrap_or(0),
-        budget_share: view["budget_share"].as_f64().unwrap_or(0.8),
-        requests_per_second: view["requests_per_second"]
-            .as_f64()
-            .unwrap_or(crmsync_tenants::DEFAULT_RPS),
-        concurrency: view["concurrency"]
-            .as_u64()
-            .map(|c| c as u32)
-            .or(edition.map(|e| e.concurrency()))
-            .unwrap_or(crmsync_tenants::DEFAULT_CONCURRENCY),
-    }
-}
-
 pub async fn show(env: &Env, args: BudgetArgs) -> anyhow::Result<()> {
     let store = TenantStore::new(env.conn()?, &env.namespace, None);
     let l = limiter(env, args.time_scale)?;
@@ -129,7 +112,7 @@ pub async fn show(env: &Env, args: BudgetArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for id in ids {
         let view = store.view(&id).await?;
-        all.push(l.budget(&id, &settings(&view)).await?);
+        all.push(l.budget(&id, &LimitSettings::of_view(&view)).await?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&all)?);

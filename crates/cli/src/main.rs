@@ -3,8 +3,11 @@
 
 mod backfill;
 mod budget;
+mod dashboard;
+mod dead;
 mod feed;
 mod logging;
+mod rejected;
 mod runs;
 mod status;
 mod tenant;
@@ -47,10 +50,21 @@ enum Command {
     Backfill(backfill::BackfillArgs),
     /// List backfill runs with their counts.
     Runs(runs::RunsArgs),
+    /// Cancel a backfill run: its remaining pages are not read; what it read is still written.
+    Cancel(runs::CancelArgs),
+    /// Dead letters of both queues: list, show, retry after a fix, purge.
+    #[command(subcommand)]
+    Dead(dead::DeadCmd),
+    /// Records Zoho rejected, per tenant: list, and retry after a fix.
+    #[command(subcommand)]
+    Rejected(rejected::RejectedCmd),
     /// The change feed per tenant: changes received, skipped as unchanged or stale, written.
     Feed(feed::FeedArgs),
-    /// Show queue depths, throughput and workers, read straight from Redis.
+    /// The fleet at a glance: queues, tenants (paused and why, credits, run progress, last
+    /// error) and workers, read straight from Redis.
     Status(status::StatusArgs),
+    /// Serve the fleet dashboard (a web page with charts; needs --token).
+    Dashboard(dashboard::DashboardArgs),
     /// Pause a tenant: no Zoho call is made for it until it is resumed.
     Pause(budget::PauseArgs),
     /// Resume a paused tenant.
@@ -75,13 +89,10 @@ pub struct Env {
 
 impl Env {
     pub fn conn(&self) -> anyhow::Result<crmsync_queue::RedisConn> {
-        let client = redis::Client::open(self.redis_url.as_str()).with_context(|| {
-            format!(
-                "invalid Redis URL `{}` (--redis-url or CRMSYNC_REDIS_URL)",
-                self.redis_url
-            )
-        })?;
-        Ok(crmsync_queue::connect(&client, Duration::from_secs(5))?)
+        // The error names the problem, never the URL (it may hold a password).
+        let target = crmsync_queue::RedisTarget::parse(&self.redis_url)
+            .context("invalid Redis URL (--redis-url or CRMSYNC_REDIS_URL)")?;
+        Ok(crmsync_queue::connect(&target, Duration::from_secs(5))?)
     }
 }
 
@@ -95,11 +106,15 @@ async fn main() -> std::process::ExitCode {
     let res = match cli.command {
         Command::Worker(args) => worker::run(&env, args).await,
         Command::Webhook(args) => webhook::run(&env, args).await,
+        Command::Dashboard(args) => dashboard::run(&env, args).await,
         other => {
             logging::init(logging::Format::Text, "warn");
             match other {
                 Command::Backfill(args) => backfill::run(&env, args).await,
                 Command::Runs(args) => runs::run(&env, args).await,
+                Command::Cancel(args) => runs::cancel(&env, args).await,
+                Command::Dead(cmd) => dead::run(&env, cmd).await,
+                Command::Rejected(cmd) => rejected::run(&env, cmd).await,
                 Command::Feed(args) => feed::run(&env, args).await,
                 Command::Status(args) => status::run(&env, args).await,
                 Command::Tenant(cmd) => tenant::run(&env, cmd).await,
@@ -111,7 +126,7 @@ async fn main() -> std::process::ExitCode {
                     println!("{}", crmsync_tenants::SecretKey::generate());
                     Ok(())
                 }
-                Command::Worker(_) | Command::Webhook(_) => Ok(()),
+                Command::Worker(_) | Command::Webhook(_) | Command::Dashboard(_) => Ok(()),
             }
         }
     };

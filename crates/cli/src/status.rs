@@ -1,14 +1,15 @@
-//! `crmsync status`: queue depths, last-minute throughput and workers.
+//! `crmsync status`: the fleet at a glance — queues, tenants (paused and why, credits, run
+//! progress, last error) and workers — read straight from Redis.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use crmsync_queue::{JobQueue, QueueConfig, QueueStats};
+use crmsync_dashboard::{Fleet, text};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
     /// Queues to show.
-    #[arg(long = "queue", default_values_t = ["backfill".to_string(), "writes".to_string()])]
+    #[arg(long = "queue", default_values_t = crmsync_dashboard::QUEUES.map(String::from))]
     queues: Vec<String>,
     /// Print JSON for scripts.
     #[arg(long)]
@@ -16,95 +17,44 @@ pub struct StatusArgs {
     /// Refresh every N seconds until interrupted.
     #[arg(long, value_name = "SECS")]
     watch: Option<u64>,
+    /// Zoho seconds per real second (as the workers use; only for simulators).
+    #[arg(long, env = "CRMSYNC_TIME_SCALE", hide = true)]
+    time_scale: Option<f64>,
+}
+
+/// The fleet reader the status and the dashboard share.
+pub fn fleet(env: &crate::Env, queues: &[String], time_scale: Option<f64>) -> anyhow::Result<Fleet> {
+    let names: Vec<&str> = queues.iter().map(String::as_str).collect();
+    let fleet = Fleet::new(env.conn()?, &env.namespace).with_queues(&names);
+    Ok(match time_scale.filter(|s| s.is_finite() && *s > 0.0) {
+        Some(s) => fleet.with_window(crmsync_limits::DAY.div_f64(s)),
+        None => fleet,
+    })
+}
+
+/// The terminal's width: `COLUMNS` when the shell exports it, else 120.
+fn width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(120)
 }
 
 pub async fn run(env: &crate::Env, args: StatusArgs) -> anyhow::Result<()> {
-    let (redis_url, namespace) = (&env.redis_url, &env.namespace);
-    let conn = env.conn()?;
-    let queues: Vec<JobQueue<serde_json::Value>> = args
-        .queues
-        .iter()
-        .map(|q| JobQueue::new(conn.clone(), QueueConfig::new(q.as_str()).namespace(namespace.as_str())))
-        .collect();
+    let fleet = fleet(env, &args.queues, args.time_scale)?;
     loop {
-        let mut all = Vec::new();
-        for q in &queues {
-            all.push(
-                q.stats()
-                    .await
-                    .with_context(|| format!("reading queue `{}` from {redis_url}", q.config().name))?,
-            );
-        }
+        let status = fleet.status().await.context("reading the fleet from Redis")?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&all)?);
+            println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
             if args.watch.is_some() {
                 print!("\x1b[2J\x1b[H");
             }
-            print!("{}", render(&all));
+            print!("{}", text::render(&status, width()));
         }
         match args.watch {
             Some(secs) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
             None => return Ok(()),
         }
     }
-}
-
-fn ago(ms: u64) -> String {
-    let d = crmsync_queue::now_ms().saturating_sub(ms) / 1000;
-    match d {
-        0..=59 => format!("{d}s ago"),
-        60..=3599 => format!("{}m ago", d / 60),
-        _ => format!("{}h ago", d / 3600),
-    }
-}
-
-/// The terminal rendering of `crmsync status`.
-pub fn render(all: &[QueueStats]) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "{:<12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8}\n",
-        "QUEUE", "PENDING", "IN FLIGHT", "DELAYED", "DEAD", "DONE/MIN", "RETRIED", "RECLAIM"
-    ));
-    for s in all {
-        out.push_str(&format!(
-            "{:<12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8}\n",
-            s.queue,
-            s.pending,
-            s.in_flight,
-            s.delayed,
-            s.dead,
-            s.last_minute.done,
-            s.last_minute.retried,
-            s.last_minute.reclaimed
-        ));
-    }
-    let workers: Vec<_> = all
-        .iter()
-        .flat_map(|s| s.workers.iter().map(move |w| (&s.queue, w)))
-        .collect();
-    if !workers.is_empty() {
-        out.push_str(&format!(
-            "\n{:<12} {:<48} {:>9} {:>12} {:<8}\n",
-            "QUEUE", "WORKER", "IN FLIGHT", "HEARTBEAT", "STATE"
-        ));
-        for (q, w) in workers {
-            let state = if w.alive {
-                "alive"
-            } else if w.state == "stopped" {
-                "stopped"
-            } else {
-                "lost"
-            };
-            out.push_str(&format!(
-                "{:<12} {:<48} {:>9} {:>12} {:<8}\n",
-                q,
-                w.name,
-                w.in_flight,
-                ago(w.last_heartbeat_ms),
-                state
-            ));
-        }
-    }
-    out
 }

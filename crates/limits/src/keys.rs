@@ -49,6 +49,12 @@ impl LimitKeys {
         format!("{}:cooldown", self.tag)
     }
 
+    /// String (with TTL): 429s Zoho answered the tenant in one minute (`epoch_minute` = ms /
+    /// 60,000), for the dashboard's chart.
+    pub fn throttled(&self, epoch_minute: u64) -> String {
+        format!("{}:429s:{epoch_minute}", self.tag)
+    }
+
     /// Hash: an operator's pause (`reason`, `since`).
     pub fn pause(&self) -> String {
         format!("{}:pause", self.tag)

@@ -16,7 +16,8 @@
 //! After the call, [`Limiter::finish`] records the outcome: `X-API-CREDITS-REMAINING`
 //! reconciles the ledger (so other integrations' usage counts); a 429 sets a cooldown shared
 //! by every worker and halves the tenant's effective rate and concurrency, successes raise
-//! them again (AIMD); 5xx and timeouts draw on a retry budget.
+//! them again (AIMD); 5xx and timeouts draw on a retry budget. Each 429 is also counted per
+//! minute (`429s:<epoch minute>`, kept 25 hours) for the dashboard.
 //!
 //! Near the cap (less than 10% of the allowed credits left), backfill calls must leave that
 //! headroom to change-feed calls ([`Priority`]).
@@ -25,4 +26,4 @@ mod keys;
 mod limiter;
 
 pub use keys::LimitKeys;
-pub use limiter::{Budget, CallOutcome, DAY, LimitSettings, Limiter, Pause, Permit, Priority, Wait};
+pub use limiter::{Budget, CallOutcome, DAY, Ledger, LimitSettings, Limiter, Pause, Permit, Priority, Wait};

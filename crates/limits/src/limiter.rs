@@ -44,6 +44,11 @@ const BACKOFF_CAP_MS: u64 = 60_000;
 const RETRY_DEPOSIT: f64 = 0.2;
 const RETRY_REFILL_PER_SEC: f64 = 1.0;
 const RETRY_MAX: f64 = 50.0;
+/// How long a minute's 429 counter is kept: the dashboard charts the last hour; a day and an
+/// hour leave room for a longer chart.
+const THROTTLED_TTL_SECS: u64 = 25 * 3600;
+/// A minute, the resolution of the 429 counters.
+const MINUTE_MS: u64 = 60_000;
 
 /// What the limiter needs to know about a tenant.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,6 +66,23 @@ impl LimitSettings {
             budget_share: t.budget_share,
             requests_per_second: t.requests_per_second,
             concurrency: t.effective_concurrency(),
+        }
+    }
+
+    /// From a tenant's public view (`TenantStore::view`, no secret key needed).
+    pub fn of_view(view: &serde_json::Value) -> Self {
+        let edition = view["edition"].as_str().and_then(crmsync_tenants::Edition::parse);
+        Self {
+            daily_credits: view["daily_credits"].as_u64().unwrap_or(0),
+            budget_share: view["budget_share"].as_f64().unwrap_or(0.8),
+            requests_per_second: view["requests_per_second"]
+                .as_f64()
+                .unwrap_or(crmsync_tenants::DEFAULT_RPS),
+            concurrency: view["concurrency"]
+                .as_u64()
+                .map(|c| c as u32)
+                .or(edition.map(|e| e.concurrency()))
+                .unwrap_or(crmsync_tenants::DEFAULT_CONCURRENCY),
         }
     }
 
@@ -187,6 +209,24 @@ pub struct Budget {
     pub concurrency: u32,
 }
 
+/// A tenant's credit ledger as it stands, read without changing it (for charts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ledger {
+    /// Width of a bucket: the window / 1440 (a minute for a 24-hour window).
+    pub bucket_ms: u64,
+    pub window_ms: u64,
+    /// Credits booked per bucket still in the window: (bucket start ms, credits), oldest
+    /// first. Their sum is what [`Limiter::budget`] reports as used.
+    pub buckets: Vec<(u64, u64)>,
+}
+
+impl Ledger {
+    /// Credits used in the window.
+    pub fn used(&self) -> u64 {
+        self.buckets.iter().map(|(_, c)| c).sum()
+    }
+}
+
 /// Per-process smoothers by tenant, with the period they were built for.
 type LocalLimiters = Arc<Mutex<HashMap<String, (u64, Arc<DefaultDirectRateLimiter>)>>>;
 
@@ -239,7 +279,8 @@ impl Limiter {
         LimitKeys::new(&self.namespace, tenant)
     }
 
-    fn bucket_ms(&self) -> u64 {
+    /// Width of a credit bucket (window / 1440).
+    pub fn bucket_ms(&self) -> u64 {
         (self.window.as_millis() as u64 / BUCKETS).max(1)
     }
 
@@ -467,11 +508,13 @@ impl Limiter {
                 let _: Vec<i64> = OUTCOME
                     .key(k.aimd())
                     .key(k.cooldown())
+                    .key(k.throttled(now / MINUTE_MS))
                     .arg(now)
                     .arg(0)
                     .arg(0)
                     .arg(AIMD_STEP)
                     .arg(AIMD_MIN)
+                    .arg(THROTTLED_TTL_SECS)
                     .invoke_async(&mut conn)
                     .await?;
                 self.budget_deposit(&permit.tenant).await?;
@@ -500,11 +543,13 @@ impl Limiter {
                 let res: Vec<i64> = OUTCOME
                     .key(k.aimd())
                     .key(k.cooldown())
+                    .key(k.throttled(now / MINUTE_MS))
                     .arg(now)
                     .arg(1)
                     .arg(cooldown)
                     .arg(AIMD_STEP)
                     .arg(AIMD_MIN)
+                    .arg(THROTTLED_TTL_SECS)
                     .invoke_async(&mut conn)
                     .await?;
                 info!(
@@ -665,5 +710,45 @@ impl Limiter {
             requests_per_second: s.requests_per_second,
             concurrency: s.concurrency,
         })
+    }
+
+    /// The tenant's credit ledger: credits per bucket still in the rolling window. Read-only
+    /// (unlike `budget`, which also drops buckets that left the window): a bucket is live
+    /// while `bucket >= current - window / bucket_ms`, as in `reserve.lua`.
+    pub async fn ledger(&self, tenant: &str) -> Result<Ledger, redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(self.keys(tenant).ledger())
+            .query_async(&mut conn)
+            .await?;
+        let bms = self.bucket_ms();
+        let window_ms = self.window.as_millis() as u64;
+        let oldest_live = (now_ms() / bms).saturating_sub(window_ms / bms);
+        let mut buckets: Vec<(u64, u64)> = fields
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("b:")?.parse::<u64>().ok()?, v)))
+            .filter(|(b, v)| *b >= oldest_live && *v > 0)
+            .map(|(b, v)| (b * bms, v as u64))
+            .collect();
+        buckets.sort_unstable();
+        Ok(Ledger {
+            bucket_ms: bms,
+            window_ms,
+            buckets,
+        })
+    }
+
+    /// 429s Zoho answered the tenant per minute, for the minutes `from..=to` (epoch minutes,
+    /// ms / 60,000); kept 25 hours.
+    pub async fn throttled_per_minute(&self, tenant: &str, from: u64, to: u64) -> Result<Vec<u64>, redis::RedisError> {
+        if to < from {
+            return Ok(Vec::new());
+        }
+        let k = self.keys(tenant);
+        let keys: Vec<String> = (from..=to).map(|m| k.throttled(m)).collect();
+        let mut conn = self.conn.clone();
+        // One MGET: the keys share the tenant's hash tag, hence one Cluster slot.
+        let counts: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        Ok(counts.into_iter().map(|c| c.unwrap_or(0)).collect())
     }
 }

@@ -387,6 +387,23 @@ impl WriteBuffer {
             .await?)
     }
 
+    /// Asks for contacts to be re-read from Nylas and pushed forced at the start of the next
+    /// flush (an operator's retry of rejected records); returns how many were not asked yet.
+    /// Schedule a flush afterwards ([`crate::schedule_flush`]).
+    pub async fn request_refresh(&self, cids: &[&str]) -> Result<u64, BufferError> {
+        let mut conn = self.conn.clone();
+        let mut added = 0;
+        for chunk in cids.chunks(500) {
+            let n: u64 = redis::cmd("SADD")
+                .arg(self.keys.refresh())
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await?;
+            added += n;
+        }
+        Ok(added)
+    }
+
     /// The change feed's counters (see [`TenantKeys::feed_stats`]).
     pub async fn feed_stats(&self) -> Result<BTreeMap<String, u64>, BufferError> {
         let mut conn = self.conn.clone();

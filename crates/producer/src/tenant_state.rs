@@ -118,32 +118,70 @@ impl TenantState {
 
     /// The newest rejected records, newest first.
     pub async fn rejections(&self, count: usize) -> Result<Vec<Rejection>, redis::RedisError> {
+        Ok(self
+            .rejections_before(None, count)
+            .await?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// Up to `count` rejected records older than the entry `before` (the newest when `None`),
+    /// newest first, each with its entry id in the rejected stream (`<ms>-<seq>`: when it was
+    /// rejected). Pass the last id of a page to read the next one.
+    pub async fn rejections_before(
+        &self,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, Rejection)>, redis::RedisError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
+        let end = before.map(|id| format!("({id}")).unwrap_or_else(|| "+".into());
         let v: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
             .arg(self.keys.rejected())
-            .arg("+")
+            .arg(end)
             .arg("-")
             .arg("COUNT")
             .arg(count)
             .query_async(&mut conn)
             .await?;
         Ok(v.into_iter()
-            .map(|(_, f)| {
+            .map(|(id, f)| {
                 let get = |k: &str| {
                     f.iter()
                         .find(|(n, _)| n == k)
                         .map(|(_, v)| v.clone())
                         .unwrap_or_default()
                 };
-                Rejection {
+                let r = Rejection {
                     run_id: get("run"),
                     contact_id: get("contact"),
                     email: get("email"),
                     code: get("code"),
                     field: Some(get("field")).filter(|s| !s.is_empty()),
                     message: get("message"),
-                }
+                };
+                (id, r)
             })
             .collect())
+    }
+
+    /// Forgets rejected records by entry id (once they are retried); returns how many there
+    /// were.
+    pub async fn remove_rejections(&self, ids: &[String]) -> Result<u64, redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let mut removed = 0;
+        // Bounded commands, like every multi-id call of the fleet.
+        for chunk in ids.chunks(500) {
+            let n: u64 = redis::cmd("XDEL")
+                .arg(self.keys.rejected())
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await?;
+            removed += n;
+        }
+        Ok(removed)
     }
 }

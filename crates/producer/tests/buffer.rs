@@ -8,7 +8,7 @@ use crmsync_producer::{Change, Op, Source, WriteBuffer};
 use crmsync_testkit::RedisServer;
 
 fn buffer(redis: &RedisServer) -> WriteBuffer {
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     WriteBuffer::new(conn, "crmsync", "t1")
 }
 

@@ -37,30 +37,30 @@ pub(crate) async fn list(conn: &RedisConn, keys: &Keys, count: usize) -> Result<
         .arg(count)
         .query_async(&mut conn)
         .await?;
-    Ok(reply::entries(&v)
-        .into_iter()
-        .map(|e| {
-            let fields: Vec<(String, String)> = e
-                .fields
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        String::from_utf8_lossy(k).into_owned(),
-                        String::from_utf8_lossy(v).into_owned(),
-                    )
-                })
-                .collect();
-            let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            DeadLetter {
-                dead_id: e.id.clone(),
-                job_id: get("id"),
-                attempts: get("a").and_then(|a| a.parse().ok()),
-                reason: get("e").unwrap_or_default(),
-                payload: get("p"),
-                source_entry: get("src"),
-                dead_at_ms: get("dead_at").and_then(|a| a.parse().ok()),
-                fields,
-            }
+    Ok(reply::entries(&v).iter().map(from_entry).collect())
+}
+
+/// A dead letter from its entry in the dead-letter stream.
+pub(crate) fn from_entry(e: &reply::Entry) -> DeadLetter {
+    let fields: Vec<(String, String)> = e
+        .fields
+        .iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
         })
-        .collect())
+        .collect();
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    DeadLetter {
+        dead_id: e.id.clone(),
+        job_id: get("id"),
+        attempts: get("a").and_then(|a| a.parse().ok()),
+        reason: get("e").unwrap_or_default(),
+        payload: get("p"),
+        source_entry: get("src"),
+        dead_at_ms: get("dead_at").and_then(|a| a.parse().ok()),
+        fields,
+    }
 }

@@ -9,7 +9,8 @@
 //!
 //! The pieces:
 //! - [`JobQueue`]: the producer side (enqueue, idempotent enqueue, delayed enqueue) and
-//!   [`JobQueue::stats`], the one inspection call the CLI and the dashboard use.
+//!   [`JobQueue::stats`], the one inspection call the CLI and the dashboard use; dead letters
+//!   are read, redriven ([`JobQueue::redrive`]) and purged through it too.
 //! - [`RedisStreamBackend`]: the apalis [`Backend`](apalis_core::backend::Backend) a
 //!   `WorkerBuilder` consumes; it adds its own settle layer to every worker, so a job's
 //!   outcome is always recorded the same way.
@@ -29,6 +30,7 @@ mod identity;
 mod keys;
 mod layer;
 mod producer;
+mod redrive;
 mod reply;
 pub mod runtime;
 mod scripts;
@@ -36,7 +38,7 @@ mod stats;
 
 pub use backend::{BackendHandle, RedisStreamBackend};
 pub use config::{QueueConfig, Retention, RetryPolicy};
-pub use conn::{RedisConn, connect};
+pub use conn::{RedisConn, RedisTarget, connect};
 pub use dead::DeadLetter;
 pub use envelope::JobId;
 pub use error::{JobError, QueueError};
@@ -44,6 +46,7 @@ pub use identity::worker_identity;
 pub use keys::Keys;
 pub use layer::{JobInfo, SettleLayer, SettleService};
 pub use producer::{EnqueueOptions, Enqueued, JobQueue, PromoteReport};
+pub use redrive::{RedriveReport, Redriven, Refused};
 pub use stats::{Counters, QueueStats, WorkerStatus};
 
 /// Milliseconds since the Unix epoch, the time unit of every score and timestamp in Redis.

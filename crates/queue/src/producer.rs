@@ -1,11 +1,12 @@
 //! The producer side: [`JobQueue`] enqueues jobs (now, delayed, idempotent, in bulk) and
-//! reads the queue's state.
+//! reads the queue's state, dead letters included (reading, redriving, purging).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::config::{QueueConfig, RetryPolicy};
 use crate::conn::RedisConn;
@@ -13,6 +14,7 @@ use crate::dead::{self, DeadLetter};
 use crate::envelope::{Envelope, JobId};
 use crate::error::QueueError;
 use crate::keys::Keys;
+use crate::redrive::{self, RedriveReport};
 use crate::reply;
 use crate::scripts::SCRIPTS;
 use crate::stats::{self, QueueStats};
@@ -219,10 +221,35 @@ impl<Args: Serialize> JobQueue<Args> {
         dead::list(&self.conn, &self.keys, count).await
     }
 
+    /// Up to `count` dead letters older than the dead letter `before` (the newest when
+    /// `None`), newest first: pass the last id of a page to read the next one.
+    pub async fn dead_letters_before(&self, before: Option<&str>, count: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        redrive::page(&self.conn, &self.keys, before, count).await
+    }
+
+    /// One dead letter by its id in the dead-letter stream.
+    pub async fn dead_letter(&self, dead_id: &str) -> Result<Option<DeadLetter>, QueueError> {
+        redrive::get(&self.conn, &self.keys, dead_id).await
+    }
+
+    /// Deletes dead letters by id; returns how many there were.
+    pub async fn purge_dead(&self, dead_ids: &[String]) -> Result<u64, QueueError> {
+        redrive::purge(&self.conn, &self.keys, dead_ids).await
+    }
+
     /// Moves every due delayed job into the stream now, in bounded script calls (workers do
     /// this continuously).
     pub async fn promote_due(&self) -> Result<PromoteReport, QueueError> {
         Ok(crate::backend::promote_due(&self.conn, &self.keys, self.cfg.promote_batch).await?)
+    }
+}
+
+impl<Args: Serialize + DeserializeOwned> JobQueue<Args> {
+    /// Puts dead letters back into the queue as fresh jobs (attempts reset, same job id and
+    /// payload), each atomically with its removal from the dead-letter stream. Entries that
+    /// do not decode as `Args` are refused and stay.
+    pub async fn redrive(&self, dead_ids: &[String]) -> Result<RedriveReport, QueueError> {
+        redrive::redrive::<Args>(&self.conn, &self.keys, dead_ids).await
     }
 }
 

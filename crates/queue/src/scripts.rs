@@ -13,6 +13,7 @@ pub(crate) struct Scripts {
     pub reclaim: Script,
     pub trim: Script,
     pub prune: Script,
+    pub redrive: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -23,4 +24,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reclaim: Script::new(include_str!("scripts/reclaim.lua")),
     trim: Script::new(include_str!("scripts/trim.lua")),
     prune: Script::new(include_str!("scripts/prune.lua")),
+    redrive: Script::new(include_str!("scripts/redrive.lua")),
 });

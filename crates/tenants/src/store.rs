@@ -1,6 +1,6 @@
 //! The tenant store in Redis.
 
-use redis::aio::ConnectionManager;
+use crmsync_redis::RedisConn;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::{Secret, SecretError, SecretKey};
@@ -63,7 +63,7 @@ fn default_rps() -> f64 {
 /// Tenants in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct TenantStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     namespace: String,
     key: Option<SecretKey>,
 }
@@ -77,7 +77,7 @@ fn now_ms() -> u64 {
 
 impl TenantStore {
     /// A store; without a key, tenants can be listed but not read or written.
-    pub fn new(conn: ConnectionManager, namespace: impl Into<String>, key: Option<SecretKey>) -> Self {
+    pub fn new(conn: RedisConn, namespace: impl Into<String>, key: Option<SecretKey>) -> Self {
         Self {
             conn,
             namespace: namespace.into(),

@@ -50,6 +50,8 @@ impl Drop for TempDir {
 pub struct RedisOptions {
     /// Append-only file with `appendfsync always`, so a restart keeps every acknowledged write.
     pub aof: bool,
+    /// Cluster mode (`--cluster-enabled yes`), for [`RedisCluster`].
+    pub cluster: bool,
 }
 
 /// A `redis-server` started for one test on a free loopback port; killed and its directory
@@ -105,6 +107,16 @@ impl RedisServer {
             .arg("no")
             .arg("--logfile")
             .arg("redis.log");
+        if self.opts.cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]);
+        }
         if self.opts.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -238,6 +250,75 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.thaw();
         self.kill();
+    }
+}
+
+/// A local Redis Cluster of `n` masters (no replicas) on free loopback ports, its 16,384
+/// slots split evenly; stopped on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start(n: usize) -> Self {
+        assert!(n >= 1);
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| {
+                RedisServer::start_with(RedisOptions {
+                    cluster: true,
+                    ..RedisOptions::default()
+                })
+            })
+            .collect();
+        const SLOTS: usize = 16_384;
+        for (i, node) in nodes.iter().enumerate() {
+            let mut c = node.conn();
+            let (first, last) = (i * SLOTS / n, (i + 1) * SLOTS / n - 1);
+            let _: () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(first)
+                .arg(last)
+                .query(&mut c)
+                .expect("CLUSTER ADDSLOTSRANGE");
+            for other in &nodes {
+                let _: () = redis::cmd("CLUSTER")
+                    .arg("MEET")
+                    .arg("127.0.0.1")
+                    .arg(other.port())
+                    .query(&mut c)
+                    .expect("CLUSTER MEET");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = nodes.iter().all(|node| {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut node.conn())
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok") && info.contains(&format!("cluster_known_nodes:{n}"))
+            });
+            if ok {
+                return RedisCluster { nodes };
+            }
+            assert!(Instant::now() < deadline, "the cluster did not form within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+cluster://` URL naming every node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// Keys stored on each node (`DBSIZE`), in node order.
+    pub fn keys_per_node(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| redis::cmd("DBSIZE").query(&mut n.conn()).unwrap_or(0))
+            .collect()
     }
 }
 

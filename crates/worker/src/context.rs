@@ -39,7 +39,7 @@ impl Default for ContextOptions {
 /// Shared by every job of a process.
 pub struct Context {
     pub opts: ContextOptions,
-    pub client: redis::Client,
+    pub target: crmsync_queue::RedisTarget,
     pub conn: RedisConn,
     pub tenants: TenantStore,
     pub runs: RunStore,
@@ -54,9 +54,10 @@ impl Context {
     /// Builds the context; the secret key must be set (the worker reads tenants' secrets).
     pub fn connect(opts: ContextOptions) -> anyhow::Result<Self> {
         let key = SecretKey::from_env()?;
-        let client = redis::Client::open(opts.redis_url.as_str())
-            .map_err(|e| anyhow::anyhow!("invalid Redis URL `{}`: {e}", opts.redis_url))?;
-        let conn = crmsync_queue::connect(&client, Duration::from_secs(5))?;
+        // The error names the problem, never the URL (it may hold a password).
+        let target = crmsync_queue::RedisTarget::parse(&opts.redis_url)
+            .map_err(|e| anyhow::anyhow!("invalid Redis URL (CRMSYNC_REDIS_URL): {e}"))?;
+        let conn = crmsync_queue::connect(&target, Duration::from_secs(5))?;
         let http = ZohoClient::http_client(opts.http_timeout)?;
         let broker =
             TokenBroker::new(conn.clone(), http.clone(), Arc::new(key.clone())).with_time_scale(opts.time_scale);
@@ -70,7 +71,7 @@ impl Context {
                 .with_lease_ttl(opts.http_timeout * 2),
             backfill: JobQueue::new(conn.clone(), crmsync_producer::backfill_queue(&opts.namespace)),
             writes: JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&opts.namespace)),
-            client,
+            target,
             conn,
             opts,
         })

@@ -4,6 +4,7 @@
 
 pub mod backfill;
 mod calls;
+pub mod codes;
 mod context;
 mod errors;
 pub mod flush;
@@ -72,7 +73,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     let monitor = Monitor::new()
         .register(move |_| {
             let backend = RedisStreamBackend::<BackfillPage>::with_connection(
-                c.client.clone(),
+                c.target.clone(),
                 c.conn.clone(),
                 backfill_cfg.clone(),
             );
@@ -87,7 +88,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
         })
         .register(move |_| {
             let backend = RedisStreamBackend::<FlushWrites>::with_connection(
-                c2.client.clone(),
+                c2.target.clone(),
                 c2.conn.clone(),
                 writes_cfg.clone(),
             );

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crmsync_redis::RedisConn;
 use serde::Deserialize;
 use tracing::{info, warn};
 
@@ -136,7 +136,7 @@ fn redis_err(e: redis::RedisError) -> ZohoError {
 /// The fleet-wide token cache. Cheap to clone.
 #[derive(Clone)]
 pub struct TokenBroker {
-    conn: ConnectionManager,
+    conn: RedisConn,
     http: reqwest::Client,
     sealer: Arc<dyn Sealer>,
     /// Zoho seconds per real second: 1 against Zoho; more against a simulator whose day is
@@ -145,7 +145,7 @@ pub struct TokenBroker {
 }
 
 impl TokenBroker {
-    pub fn new(conn: ConnectionManager, http: reqwest::Client, sealer: Arc<dyn Sealer>) -> Self {
+    pub fn new(conn: RedisConn, http: reqwest::Client, sealer: Arc<dyn Sealer>) -> Self {
         Self {
             conn,
             http,

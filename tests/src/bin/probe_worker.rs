@@ -23,7 +23,7 @@ struct Args {
     drain_ms: u64,
 }
 
-async fn run_job(job: ProbeJob, info: JobInfo, conn: redis::aio::ConnectionManager) -> Result<(), JobError> {
+async fn run_job(job: ProbeJob, info: JobInfo, conn: crmsync_queue::RedisConn) -> Result<(), JobError> {
     let mut conn = conn;
     let record = format!("{}:{}:{}", job.id, info.attempt, std::process::id());
     let _: () = redis::cmd("RPUSH")

@@ -8,7 +8,7 @@ use crmsync_limits::{CallOutcome, LimitSettings, Limiter, Priority, Wait};
 use crmsync_testkit::RedisServer;
 
 fn limiter(redis: &RedisServer, window: Duration) -> Limiter {
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     Limiter::new(conn, "crmsync").with_window(window)
 }
 
@@ -414,4 +414,59 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
         (50..=52).contains(&allowed),
         "a failing API gets a bounded number of retries: {allowed}"
     );
+}
+
+/// Every 429 is counted in the minute it came (one key per minute under the tenant's hash tag,
+/// kept 25 hours) for the dashboard's chart; answered calls count nothing; the ledger reads
+/// back per bucket as `budget` sums it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_429_is_counted_per_minute_for_the_dashboard() {
+    let redis = RedisServer::start();
+    let s = settings(1_000_000, 1.0);
+    let l = limiter(&redis, crmsync_limits::DAY);
+    let minute = crmsync_queue::now_ms() / 60_000;
+    for outcome in [
+        CallOutcome::Throttled {
+            retry_after: Some(Duration::from_millis(1)),
+            credits_remaining: None,
+        },
+        CallOutcome::Answered {
+            credits_remaining: None,
+        },
+        CallOutcome::Throttled {
+            retry_after: Some(Duration::from_millis(1)),
+            credits_remaining: None,
+        },
+    ] {
+        let p = l
+            .acquire("z", &s, 3, false, Priority::Change)
+            .await
+            .expect("redis")
+            .expect("permit");
+        l.finish(p, &s, outcome).await.expect("finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let now_minute = crmsync_queue::now_ms() / 60_000;
+    let counts = l.throttled_per_minute("z", minute - 2, now_minute).await.expect("read");
+    assert_eq!(counts.iter().sum::<u64>(), 2, "two 429s: {counts:?}");
+    assert_eq!(counts[..2], [0, 0], "nothing in earlier minutes");
+    let mut conn = redis.conn();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*429s*").query(&mut conn).expect("keys");
+    assert!(!keys.is_empty() && keys.len() <= 2, "{keys:?}");
+    let mut total = 0;
+    for key in &keys {
+        assert!(key.starts_with("{crmsync:t:z}:429s:"), "the tenant's hash tag: {key}");
+        let n: u64 = redis::cmd("GET").arg(key).query(&mut conn).expect("get");
+        total += n;
+        let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).expect("ttl");
+        assert!((24 * 3600..=25 * 3600).contains(&ttl), "kept about 25 h: {ttl}");
+    }
+    assert_eq!(total, 2);
+
+    // Only the answered call is charged (a 429 is not); the ledger reads back by bucket.
+    let ledger = l.ledger("z").await.expect("ledger");
+    assert_eq!(ledger.bucket_ms, 60_000);
+    assert_eq!(ledger.used(), 3);
+    assert_eq!(ledger.used(), l.budget("z", &s).await.expect("budget").used);
+    assert!(ledger.buckets.iter().all(|(start, _)| start % 60_000 == 0));
 }

@@ -9,7 +9,6 @@ use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::context::WorkerContext;
-use redis::aio::MultiplexedConnection;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -24,7 +23,7 @@ pub(crate) async fn run<Args>(inner: Arc<Inner>, tx: mpsc::UnboundedSender<Task<
 where
     Args: DeserializeOwned + Send + Sync + 'static,
 {
-    let mut conn: Option<MultiplexedConnection> = None;
+    let mut conn: Option<crate::conn::RedisConn> = None;
     let mut failures: u32 = 0;
     let mut group_ready = false;
     let block_ms = inner.cfg.block.as_millis() as u64;
@@ -60,7 +59,7 @@ where
             want += extra;
         }
         if conn.is_none() {
-            match connect_blocking(&inner.client, inner.cfg.block, inner.cfg.response_timeout).await {
+            match connect_blocking(&inner.target, inner.cfg.block, inner.cfg.response_timeout).await {
                 Ok(c) => conn = Some(c),
                 Err(error) => {
                     inner.slots.add_permits(want);

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::config::QueueConfig;
-use crate::conn::{RedisConn, connect};
+use crate::conn::{RedisConn, RedisTarget, connect};
 use crate::error::QueueError;
 use crate::keys::Keys;
 use crate::layer::{JobInfo, SettleLayer};
@@ -51,7 +51,7 @@ pub(crate) struct Held {
 pub(crate) struct Inner {
     pub cfg: QueueConfig,
     pub keys: Keys,
-    pub client: redis::Client,
+    pub target: RedisTarget,
     pub conn: RedisConn,
     pub consumer: OnceLock<String>,
     /// Entries delivered to this worker and not yet settled, by stream id.
@@ -158,19 +158,21 @@ where
 {
     /// A backend with its own shared connection (opened lazily: the worker starts even while
     /// Redis is down).
-    pub fn new(client: redis::Client, cfg: QueueConfig) -> Result<Self, QueueError> {
-        let conn = connect(&client, cfg.response_timeout)?;
-        Ok(Self::with_connection(client, conn, cfg))
+    pub fn new(target: impl Into<RedisTarget>, cfg: QueueConfig) -> Result<Self, QueueError> {
+        let target = target.into();
+        let conn = connect(&target, cfg.response_timeout)?;
+        Ok(Self::with_connection(target, conn, cfg))
     }
 
     /// A backend sharing an existing connection for its non-blocking calls.
-    pub fn with_connection(client: redis::Client, conn: RedisConn, cfg: QueueConfig) -> Self {
+    pub fn with_connection(target: impl Into<RedisTarget>, conn: RedisConn, cfg: QueueConfig) -> Self {
+        let target = target.into();
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let keys = Keys::new(&cfg.namespace, &cfg.name);
         let inner = Arc::new(Inner {
             slots: Semaphore::new(cfg.concurrency),
             keys,
-            client,
+            target,
             conn,
             consumer: OnceLock::new(),
             held: Mutex::new(HashMap::new()),

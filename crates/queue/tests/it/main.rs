@@ -11,5 +11,6 @@ mod idempotency;
 mod inspection;
 mod latency;
 mod outages;
+mod redrive;
 mod retention;
 mod retries;

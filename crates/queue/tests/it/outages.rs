@@ -36,7 +36,10 @@ async fn all_seen(seen: &Seen, n: usize, what: &str) {
 /// it logs, reconnects with backoff, and resumes; with AOF nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_survives_a_ten_second_redis_outage() {
-    let mut redis = RedisServer::start_with(RedisOptions { aof: true });
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..RedisOptions::default()
+    });
     let cfg = config("outage");
     let q = queue::<u32>(&redis, &cfg);
     let seen: Seen = Default::default();
@@ -91,7 +94,10 @@ async fn worker_survives_a_frozen_redis() {
 /// processed (at least once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_job_is_lost_across_a_redis_restart_with_aof() {
-    let mut redis = RedisServer::start_with(RedisOptions { aof: true });
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..RedisOptions::default()
+    });
     let cfg = config("restart").concurrency(8);
     let q = queue::<u32>(&redis, &cfg);
     let seen: Seen = Default::default();

@@ -21,7 +21,7 @@ pub fn config(name: &str) -> QueueConfig {
 }
 
 pub fn queue<Args: Serialize>(redis: &RedisServer, cfg: &QueueConfig) -> JobQueue<Args> {
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("connection manager");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("connection manager");
     JobQueue::new(conn, cfg.clone())
 }
 

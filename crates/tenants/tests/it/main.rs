@@ -35,7 +35,7 @@ fn tenant(id: &str) -> Tenant {
 }
 
 fn store(redis: &RedisServer, key: Option<SecretKey>) -> TenantStore {
-    let conn = crmsync_queue::connect(&redis.client(), Duration::from_secs(5)).expect("conn");
+    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     TenantStore::new(conn, "crmsync", key)
 }
 

@@ -63,7 +63,7 @@ async fn setup_with(dc: &str, daily_credits: u64, time_scale: f64) -> Setup {
 fn client_for(redis_url: &str) -> ZohoClient {
     let key = SecretKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("key");
     let conn =
-        crmsync_queue::connect(&redis::Client::open(redis_url).expect("url"), Duration::from_secs(5)).expect("conn");
+        crmsync_queue::connect(redis::Client::open(redis_url).expect("url"), Duration::from_secs(5)).expect("conn");
     let http = ZohoClient::http_client(Duration::from_secs(10)).expect("http");
     ZohoClient::new(http.clone(), TokenBroker::new(conn, http, Arc::new(key)))
 }

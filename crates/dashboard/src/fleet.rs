@@ -1,0 +1,560 @@
+//! The fleet's state in one value, read straight from Redis: per queue its depths and
+//! last-minute counters, per tenant its pauses, credits, run and change feed and last error,
+//! and the workers with their heartbeats.
+//!
+//! Every read goes out concurrently on the one multiplexed connection, so they travel to Redis
+//! pipelined: a status costs about four round trips whatever the number of tenants (tenant
+//! ids; then queue stats, dead letters and each tenant's settings; then each tenant's budget,
+//! runs, buffer and rejections).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crmsync_limits::{Budget, LimitKeys, LimitSettings, Limiter};
+use crmsync_producer::{Run, RunError, RunStore, TenantKeys, WriteBuffer};
+use crmsync_queue::{Counters, DeadLetter, JobQueue, QueueConfig, QueueError, QueueStats, RedisConn, WorkerStatus};
+use crmsync_tenants::{StoreError, TenantStore};
+use futures_util::future::join_all;
+use serde::Serialize;
+
+/// Dead letters read per queue to find each tenant's newest one.
+const DEAD_LETTERS_SCANNED: usize = 200;
+
+/// The queues of the fleet, in display order.
+pub const QUEUES: [&str; 2] = [crmsync_producer::BACKFILL_QUEUE, crmsync_producer::WRITES_QUEUE];
+
+/// Reading the fleet failed: Redis is unreachable or answered an error (try again), or stored
+/// data is unreadable.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("reading Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("reading a queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("reading tenants: {0}")]
+    Tenants(#[from] StoreError),
+    #[error("reading runs: {0}")]
+    Runs(#[from] RunError),
+    #[error("reading a write buffer: {0}")]
+    Buffer(#[from] crmsync_producer::BufferError),
+}
+
+/// One queue's depths and counters (its workers are listed in [`FleetStatus::workers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStatus {
+    pub queue: String,
+    /// Jobs not yet delivered to any worker.
+    pub pending: u64,
+    /// Jobs delivered to a worker and not yet settled.
+    pub in_flight: u64,
+    /// Jobs waiting for their run-at time (retries, deferrals).
+    pub delayed: u64,
+    /// Entries in the dead-letter stream.
+    pub dead: u64,
+    /// When the next delayed job is due, ms.
+    pub next_delayed_ms: Option<u64>,
+    /// Counters over the last 60 seconds; `done` is the throughput.
+    pub last_minute: Counters,
+    /// Workers of the queue whose heartbeat is fresh.
+    pub workers_alive: usize,
+}
+
+impl From<&QueueStats> for QueueStatus {
+    fn from(s: &QueueStats) -> Self {
+        Self {
+            queue: s.queue.clone(),
+            pending: s.pending,
+            in_flight: s.in_flight,
+            delayed: s.delayed,
+            dead: s.dead,
+            next_delayed_ms: s.next_delayed_ms,
+            last_minute: s.last_minute.clone(),
+            workers_alive: s.workers.iter().filter(|w| w.alive).count(),
+        }
+    }
+}
+
+/// A worker of one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetWorker {
+    pub queue: String,
+    #[serde(flatten)]
+    pub worker: WorkerStatus,
+}
+
+/// Why no Zoho call is made for a tenant now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Pause {
+    /// `crmsync pause`: until `crmsync resume`.
+    Operator { reason: String, since_ms: u64 },
+    /// The credit budget is spent; work resumes by itself when enough credits leave the window.
+    Budget { until_ms: u64, used: u64, allowed: u64 },
+    /// Zoho answered 429; every worker waits.
+    Cooldown { until_ms: u64 },
+}
+
+impl Pause {
+    /// A short label: `operator`, `budget`, `429`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Pause::Operator { .. } => "operator",
+            Pause::Budget { .. } => "budget",
+            Pause::Cooldown { .. } => "429",
+        }
+    }
+
+    /// Why, in words.
+    pub fn why(&self) -> String {
+        match self {
+            Pause::Operator { reason, .. } => reason.clone(),
+            Pause::Budget { used, allowed, .. } => format!("credit budget spent ({used} of {allowed})"),
+            Pause::Cooldown { .. } => "Zoho rate limit (429)".into(),
+        }
+    }
+
+    /// When it ends by itself (an operator's pause never does).
+    pub fn until_ms(&self) -> Option<u64> {
+        match self {
+            Pause::Operator { .. } => None,
+            Pause::Budget { until_ms, .. } | Pause::Cooldown { until_ms } => Some(*until_ms),
+        }
+    }
+}
+
+/// Credits used and allowed in the rolling window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Credits {
+    pub used: u64,
+    /// share × daily credits.
+    pub allowed: u64,
+    pub daily_credits: u64,
+    pub budget_share: f64,
+    /// used / allowed, in percent.
+    pub percent: f64,
+    /// When the oldest credits in the window return, and how many.
+    pub next_return_ms: Option<u64>,
+    pub next_return_credits: u64,
+}
+
+/// A backfill run with its progress.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunView {
+    #[serde(flatten)]
+    pub run: Run,
+    /// Pages done over pages known, 0 to 1 (once the last page is known).
+    pub progress: Option<f64>,
+}
+
+impl From<Run> for RunView {
+    fn from(run: Run) -> Self {
+        Self {
+            progress: run.progress(),
+            run,
+        }
+    }
+}
+
+/// The tenant's write buffer and change-feed counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Feed {
+    /// Buffered records waiting for a flush (backfill and change feed).
+    pub waiting: u64,
+    /// Of which change-feed records.
+    pub changes_waiting: u64,
+    /// Contacts to re-read from Nylas.
+    pub refresh: u64,
+    /// The change feed's counters (`changes`, `unchanged`, `inserted`, ...).
+    pub stats: BTreeMap<String, u64>,
+}
+
+/// Where a tenant's last error comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorSource {
+    /// A backfill run failed (a page failed for good).
+    Run,
+    /// A job of the tenant was dead-lettered.
+    DeadLetter,
+    /// Zoho rejected a record.
+    Rejected,
+}
+
+/// The newest of: the newest run's error, the tenant's newest dead letter (among the newest
+/// 200 of each queue) and its newest rejected record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastError {
+    pub source: ErrorSource,
+    pub at_ms: u64,
+    pub message: String,
+}
+
+/// One tenant. Never holds a secret: only limits, counters and states are read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantStatus {
+    pub id: String,
+    /// Whatever stops its Zoho calls now: an operator's pause, a spent budget, a 429 cooldown
+    /// (in that order). Empty when it runs.
+    pub pauses: Vec<Pause>,
+    pub credits: Credits,
+    /// The AIMD factor on rate and concurrency after 429s (1 = full).
+    pub rate_factor: f64,
+    /// The run in progress.
+    pub run: Option<RunView>,
+    /// The newest run, when none is in progress.
+    pub last_run: Option<RunView>,
+    pub feed: Feed,
+    pub last_error: Option<LastError>,
+    /// The tenant could not be read (its stored settings are unreadable).
+    pub problem: Option<String>,
+}
+
+impl TenantStatus {
+    pub fn paused(&self) -> bool {
+        !self.pauses.is_empty()
+    }
+
+    fn unreadable(id: String, problem: String) -> Self {
+        Self {
+            id,
+            pauses: Vec::new(),
+            credits: Credits {
+                used: 0,
+                allowed: 0,
+                daily_credits: 0,
+                budget_share: 0.0,
+                percent: 0.0,
+                next_return_ms: None,
+                next_return_credits: 0,
+            },
+            rate_factor: 1.0,
+            run: None,
+            last_run: None,
+            feed: Feed {
+                waiting: 0,
+                changes_waiting: 0,
+                refresh: 0,
+                stats: BTreeMap::new(),
+            },
+            last_error: None,
+            problem: Some(problem),
+        }
+    }
+}
+
+/// The whole fleet at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetStatus {
+    pub namespace: String,
+    pub at_ms: u64,
+    pub queues: Vec<QueueStatus>,
+    pub tenants: Vec<TenantStatus>,
+    pub workers: Vec<FleetWorker>,
+}
+
+/// Reads the fleet. Cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    pub(crate) conn: RedisConn,
+    pub(crate) namespace: String,
+    pub(crate) queues: Vec<JobQueue<serde_json::Value>>,
+    pub(crate) tenants: TenantStore,
+    pub(crate) runs: RunStore,
+    pub(crate) limiter: Limiter,
+}
+
+/// The settings of a queue by name: the fleet's own queues as the workers run them (their
+/// visibility timeout decides which workers count as alive), others with the defaults.
+fn queue_config(namespace: &str, name: &str) -> QueueConfig {
+    match name {
+        crmsync_producer::BACKFILL_QUEUE => crmsync_producer::backfill_queue(namespace),
+        crmsync_producer::WRITES_QUEUE => crmsync_producer::writes_queue(namespace),
+        other => QueueConfig::new(other).namespace(namespace),
+    }
+}
+
+/// `<ms>-<seq>` stream ids carry their time.
+fn stream_id_ms(id: &str) -> u64 {
+    id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0)
+}
+
+impl Fleet {
+    /// The fleet of `namespace`, with its `backfill` and `writes` queues and the limiter's
+    /// 24-hour window.
+    pub fn new(conn: RedisConn, namespace: &str) -> Self {
+        let mut fleet = Self {
+            queues: Vec::new(),
+            tenants: TenantStore::new(conn.clone(), namespace, None),
+            runs: RunStore::new(conn.clone(), namespace),
+            limiter: Limiter::new(conn.clone(), namespace),
+            namespace: namespace.to_owned(),
+            conn,
+        };
+        fleet.set_queues(&QUEUES);
+        fleet
+    }
+
+    fn set_queues(&mut self, names: &[&str]) {
+        self.queues = names
+            .iter()
+            .map(|q| JobQueue::new(self.conn.clone(), queue_config(&self.namespace, q)))
+            .collect();
+    }
+
+    /// Only these queues.
+    pub fn with_queues(mut self, names: &[&str]) -> Self {
+        self.set_queues(names);
+        self
+    }
+
+    /// Another credit window (a simulator's compressed day), as the workers use.
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.limiter = self.limiter.with_window(window);
+        self
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn queue_names(&self) -> Vec<String> {
+        self.queues.iter().map(|q| q.config().name.clone()).collect()
+    }
+
+    /// Tenant ids, sorted.
+    pub async fn tenant_ids(&self) -> Result<Vec<String>, FleetError> {
+        Ok(self.tenants.ids().await?)
+    }
+
+    /// The tenant's limit settings, or None when it does not exist (or is unreadable).
+    pub(crate) async fn limit_settings(&self, tenant: &str) -> Result<Option<LimitSettings>, FleetError> {
+        match self.tenants.view(tenant).await {
+            Ok(view) => Ok(Some(LimitSettings::of_view(&view))),
+            Err(StoreError::Redis(e)) => Err(e.into()),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The whole fleet, read now.
+    pub async fn status(&self) -> Result<FleetStatus, FleetError> {
+        let (stats, dead, tenants) = tokio::join!(
+            join_all(self.queues.iter().map(|q| q.stats())),
+            join_all(self.queues.iter().map(|q| q.dead_letters(DEAD_LETTERS_SCANNED))),
+            async {
+                let ids = self.tenants.ids().await?;
+                let all = join_all(ids.into_iter().map(|id| self.tenant(id))).await;
+                all.into_iter()
+                    .filter_map(Result::transpose)
+                    .collect::<Result<Vec<_>, FleetError>>()
+            },
+        );
+        let stats = stats.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let dead = dead.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let mut tenants = tenants?;
+
+        let newest_dead = newest_dead_letter_per_tenant(dead.iter().flatten());
+        for t in &mut tenants {
+            if let Some(d) = newest_dead.get(&t.id) {
+                let newer = t.last_error.as_ref().is_none_or(|e| d.at_ms > e.at_ms);
+                if newer {
+                    t.last_error = Some(d.clone());
+                }
+            }
+        }
+        let workers = stats
+            .iter()
+            .flat_map(|s| {
+                s.workers.iter().map(|w| FleetWorker {
+                    queue: s.queue.clone(),
+                    worker: w.clone(),
+                })
+            })
+            .collect();
+        Ok(FleetStatus {
+            namespace: self.namespace.clone(),
+            at_ms: crmsync_queue::now_ms(),
+            queues: stats.iter().map(QueueStatus::from).collect(),
+            tenants,
+            workers,
+        })
+    }
+
+    /// One tenant (None when it was removed meanwhile); its dead letters are added by the caller.
+    async fn tenant(&self, id: String) -> Result<Option<TenantStatus>, FleetError> {
+        let view = match self.tenants.view(&id).await {
+            Ok(v) => v,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(StoreError::Redis(e)) => return Err(e.into()),
+            Err(e) => return Ok(Some(TenantStatus::unreadable(id, e.to_string()))),
+        };
+        let s = LimitSettings::of_view(&view);
+        let buffer = WriteBuffer::new(self.conn.clone(), &self.namespace, &id);
+        let (budget, budget_pause, active, newest, waiting, feed_stats, rejected) = tokio::join!(
+            self.limiter.budget(&id, &s),
+            self.budget_pause(&id),
+            self.runs.active(&id),
+            self.runs.list(&id, 1),
+            buffer.waiting(),
+            buffer.feed_stats(),
+            self.last_rejection(&id),
+        );
+        let budget: Budget = budget?;
+        let (waiting, changes_waiting, refresh) = waiting?;
+        let active = active?;
+        let newest = newest?.into_iter().next();
+
+        let mut pauses = Vec::new();
+        if let Some(p) = &budget.paused {
+            pauses.push(Pause::Operator {
+                reason: p.reason.clone(),
+                since_ms: p.since_ms,
+            });
+        }
+        if let Some(until_ms) = budget.budget_paused_until_ms {
+            let (used, allowed) = budget_pause?.unwrap_or((budget.used, budget.allowed));
+            pauses.push(Pause::Budget {
+                until_ms,
+                used,
+                allowed,
+            });
+        }
+        if let Some(until_ms) = budget.cooldown_until_ms {
+            pauses.push(Pause::Cooldown { until_ms });
+        }
+
+        let run_error = newest.as_ref().and_then(|r| {
+            r.error.as_ref().map(|e| LastError {
+                source: ErrorSource::Run,
+                at_ms: r.finished_at_ms.unwrap_or(r.updated_at_ms),
+                message: e.clone(),
+            })
+        });
+        let last_error = [run_error, rejected?].into_iter().flatten().max_by_key(|e| e.at_ms);
+        let last_run = match &active {
+            Some(_) => None,
+            None => newest.map(RunView::from),
+        };
+        Ok(Some(TenantStatus {
+            credits: Credits {
+                used: budget.used,
+                allowed: budget.allowed,
+                daily_credits: budget.daily_credits,
+                budget_share: budget.budget_share,
+                percent: if budget.allowed > 0 {
+                    budget.used as f64 * 100.0 / budget.allowed as f64
+                } else {
+                    0.0
+                },
+                next_return_ms: budget.next_return_ms,
+                next_return_credits: budget.next_return_credits,
+            },
+            rate_factor: budget.rate_factor,
+            id,
+            pauses,
+            run: active.map(RunView::from),
+            last_run,
+            feed: Feed {
+                waiting,
+                changes_waiting,
+                refresh,
+                stats: feed_stats?,
+            },
+            last_error,
+            problem: None,
+        }))
+    }
+
+    /// `used` and `allowed` of the tenant's budget pause, as recorded when it began.
+    async fn budget_pause(&self, tenant: &str) -> Result<Option<(u64, u64)>, FleetError> {
+        let mut conn = self.conn.clone();
+        let f: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(LimitKeys::new(&self.namespace, tenant).budget_pause())
+            .query_async(&mut conn)
+            .await?;
+        Ok(match (f.get("used"), f.get("allowed")) {
+            (Some(u), Some(a)) => Some((*u, *a)),
+            _ => None,
+        })
+    }
+
+    /// The tenant's newest rejected record, as an error (without the contact's email).
+    async fn last_rejection(&self, tenant: &str) -> Result<Option<LastError>, FleetError> {
+        let mut conn = self.conn.clone();
+        let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(TenantKeys::new(&self.namespace, tenant).rejected())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(newest.into_iter().next().map(|(id, fields)| {
+            let get = |k: &str| {
+                fields
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("")
+            };
+            let field = match get("field") {
+                "" => String::new(),
+                f => format!(" ({f})"),
+            };
+            LastError {
+                source: ErrorSource::Rejected,
+                at_ms: stream_id_ms(&id),
+                message: format!("Zoho rejected a record: {}{field}: {}", get("code"), get("message")),
+            }
+        }))
+    }
+}
+
+/// Each tenant's newest dead letter (jobs name their tenant in the payload's `tenant`).
+fn newest_dead_letter_per_tenant<'a>(dead: impl Iterator<Item = &'a DeadLetter>) -> HashMap<String, LastError> {
+    let mut out: HashMap<String, LastError> = HashMap::new();
+    for d in dead {
+        let Some(tenant) = d
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|v| v["tenant"].as_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        let at_ms = d.dead_at_ms.unwrap_or_else(|| stream_id_ms(&d.dead_id));
+        let e = LastError {
+            source: ErrorSource::DeadLetter,
+            at_ms,
+            message: d.reason.clone(),
+        };
+        match out.get(&tenant) {
+            Some(old) if old.at_ms >= at_ms => {}
+            _ => {
+                out.insert(tenant, e);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crmsync_tenants::Edition;
+
+    #[test]
+    fn stream_ids_carry_their_time() {
+        assert_eq!(stream_id_ms("1700000000123-4"), 1_700_000_000_123);
+        assert_eq!(stream_id_ms("garbage"), 0);
+    }
+
+    #[test]
+    fn settings_come_from_the_public_view() {
+        let s = LimitSettings::of_view(&serde_json::json!({
+            "daily_credits": 50_000, "budget_share": 0.5, "requests_per_second": 2.0,
+            "edition": "enterprise", "concurrency": null,
+        }));
+        assert_eq!(s.allowed(), 25_000);
+        assert_eq!(s.concurrency, Edition::Enterprise.concurrency());
+    }
+}

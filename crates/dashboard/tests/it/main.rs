@@ -1,0 +1,7 @@
+//! The dashboard against real Redis servers (and, for the page, a real browser).
+
+mod browser;
+mod series;
+mod status;
+mod support;
+mod web;

@@ -1,0 +1,138 @@
+//! `Fleet::status` and its text rendering.
+
+use crmsync_dashboard::{ErrorSource, Pause, RunView, text};
+use crmsync_producer::RunStatus;
+use crmsync_testkit::RedisServer;
+
+use crate::support::{DEAD_REASON, NS, PAUSE_REASON, fleet, seed};
+
+/// One status shows every kind of pause with why and until when, credits used against the
+/// allowance, a running backfill's progress, each tenant's last error from its source, the
+/// queues' depths and the workers — and renders readably at 80 and 120 columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_pauses_credits_runs_errors_queues_and_workers() {
+    let redis = RedisServer::start();
+    let seeded = seed(&redis).await;
+    let s = fleet(&redis).status().await.expect("status");
+    let now = crmsync_queue::now_ms();
+    assert_eq!(s.namespace, NS);
+
+    let ids: Vec<&str> = s.tenants.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["acme", "globex", "hooli", "initech"]);
+    let t = |id: &str| s.tenants.iter().find(|t| t.id == id).expect("tenant");
+
+    let acme = t("acme");
+    assert!(acme.pauses.is_empty(), "{:?}", acme.pauses);
+    assert_eq!((acme.credits.used, acme.credits.allowed), (30, 800));
+    assert!((acme.credits.percent - 3.75).abs() < 1e-9);
+    let run: &RunView = acme.run.as_ref().expect("acme's run in progress");
+    assert_eq!(run.run.id, seeded.acme_run);
+    assert_eq!((run.run.pages_done, run.run.last_page), (4, Some(7)));
+    assert_eq!(run.progress, Some(0.5));
+    assert!(acme.last_run.is_none(), "the newest run is the one in progress");
+    let err = acme.last_error.as_ref().expect("acme's rejected record");
+    assert_eq!(err.source, ErrorSource::Rejected);
+    assert!(
+        err.message.contains("INVALID_DATA") && err.message.contains("Phone"),
+        "{}",
+        err.message
+    );
+    assert!(
+        !err.message.contains("broken@example.com"),
+        "no contact email in the status"
+    );
+
+    let globex = t("globex");
+    match globex.pauses.as_slice() {
+        [Pause::Operator { reason, since_ms }] => {
+            assert_eq!(reason, PAUSE_REASON);
+            assert!(now - since_ms < 60_000);
+        }
+        other => panic!("globex is paused by an operator: {other:?}"),
+    }
+    assert!(globex.run.is_none());
+    let last = globex.last_run.as_ref().expect("globex's failed run");
+    assert_eq!(last.run.status, RunStatus::Failed);
+    let err = globex.last_error.as_ref().expect("globex's run error");
+    assert_eq!(err.source, ErrorSource::Run);
+    assert!(err.message.contains("Nylas 500"));
+
+    let hooli = t("hooli");
+    match hooli.pauses.as_slice() {
+        [Pause::Cooldown { until_ms }] => assert!(*until_ms > now && *until_ms <= now + 61_000),
+        other => panic!("hooli cools down after a 429: {other:?}"),
+    }
+    assert_eq!(hooli.rate_factor, 0.5);
+    let err = hooli.last_error.as_ref().expect("hooli's dead letter");
+    assert_eq!(
+        (err.source, err.message.as_str()),
+        (ErrorSource::DeadLetter, DEAD_REASON)
+    );
+
+    let initech = t("initech");
+    match initech.pauses.as_slice() {
+        [
+            Pause::Budget {
+                until_ms,
+                used,
+                allowed,
+            },
+        ] => {
+            assert_eq!((*used, *allowed), (98, 100));
+            assert!(*until_ms > now, "resumes later");
+        }
+        other => panic!("initech's budget is spent: {other:?}"),
+    }
+    assert_eq!((initech.credits.used, initech.credits.allowed), (98, 100));
+    assert!(initech.last_error.is_none());
+
+    let q = |name: &str| s.queues.iter().find(|q| q.queue == name).expect("queue");
+    let backfill = q("backfill");
+    assert_eq!(
+        (backfill.pending, backfill.in_flight, backfill.delayed, backfill.dead),
+        (3, 0, 0, 1)
+    );
+    assert_eq!(backfill.last_minute.dead, 1);
+    let writes = q("writes");
+    assert_eq!(
+        (writes.pending, writes.in_flight, writes.delayed, writes.dead),
+        (1, 2, 1, 0)
+    );
+    assert_eq!(writes.workers_alive, 1);
+    let w = |queue: &str| s.workers.iter().find(|w| w.queue == queue).expect("worker");
+    assert!(w("writes").worker.alive && w("writes").worker.in_flight == 2);
+    assert!(!w("backfill").worker.alive && w("backfill").worker.state == "stopped");
+
+    // The JSON carries no secret (the store is read without its key, and only limits are kept).
+    let json = serde_json::to_string(&s).expect("json");
+    for secret in ["SECRET_API_KEY", "CLIENT_SECRET_VALUE", "REFRESH_TOKEN_VALUE", "sealed"] {
+        assert!(!json.contains(secret), "{secret} in {json}");
+    }
+
+    for width in [80, 120, 200] {
+        let out = text::render(&s, width);
+        for line in out.lines() {
+            assert!(line.chars().count() <= width, "wider than {width}: {line:?}\n{out}");
+        }
+        for needle in [
+            "operator",
+            "CRM migration",
+            "budget",
+            "(98/100)",
+            "resume",
+            "429",
+            "50% 4/8p",
+            "30/800 (4%)",
+            "failed",
+            "dead letter",
+            "Nylas answered 401",
+            "stopped",
+            "alive",
+        ] {
+            assert!(out.contains(needle), "{needle:?} missing at {width} columns:\n{out}");
+        }
+    }
+    println!("{}\n{}", text::render(&s, 80), text::render(&s, 200));
+    seeded.gate.add_permits(10);
+    seeded.writes_worker.stop().await;
+}
