@@ -11,4 +11,5 @@ mod cluster;
 mod dead;
 mod metrics;
 mod queue_processes;
+mod rolling;
 mod webhook;
