@@ -81,16 +81,16 @@ async fn a_rolling_restart_of_the_fleet_loses_nothing() {
             }
             assert!(active > 0, "the first round of restarts happened while backfills ran");
         }
-        for i in 0..workers.len() {
+        for (i, worker) in workers.iter_mut().enumerate() {
             tokio::time::sleep(Duration::from_millis(700)).await;
             let started = Instant::now();
-            let code = workers[i].terminate(Duration::from_secs(20));
+            let code = worker.terminate(Duration::from_secs(20));
             assert_eq!(code, Some(0), "worker {i} (round {round}) drained and exited cleanly");
             assert!(
                 started.elapsed() < Duration::from_secs(15),
                 "it drained within its deadline"
             );
-            workers[i] = crmsync_worker(&redis, &key, &format!("w{i}-{round}"), &args);
+            *worker = crmsync_worker(&redis, &key, &format!("w{i}-{round}"), &args);
             restarts += 1;
         }
     }
