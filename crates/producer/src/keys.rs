@@ -55,14 +55,10 @@ impl TenantKeys {
         format!("{}:buffer:order", self.tag)
     }
 
-    /// Hash: keys being written, -> flush id.
+    /// Hash: what is being written, -> flush id: buffer keys, and `@<email>` for each email
+    /// (new or former) whose record a flush is writing.
     pub fn buffer_in_flight(&self) -> String {
         format!("{}:buffer:inflight", self.tag)
-    }
-
-    /// Hash: emails whose record is being written, -> flush id.
-    pub fn emails_in_flight(&self) -> String {
-        format!("{}:buffer:inflight_email", self.tag)
     }
 
     /// Hash: email -> key of the waiting entry that writes it.

@@ -33,9 +33,10 @@ local function field(v, n)
   return nil
 end
 -- Drops the waiting entry under `key` (a newer change replaces it, or it became moot). Only
--- waiting entries are in the buffer: one being written stays with its flush.
-local function drop(key)
-  local old = redis.call('HGET', KEYS[1], key)
+-- waiting entries are in the buffer: one being written stays with its flush. `old` is the
+-- entry when the caller already read it (false: none), nil when unknown.
+local function drop(key, old)
+  if old == nil then old = redis.call('HGET', KEYS[1], key) end
   if not old then return end
   redis.call('DECR', counter(redis.call('HGET', KEYS[2], key)))
   local email = field(old, 2)
@@ -44,8 +45,8 @@ local function drop(key)
   redis.call('HDEL', KEYS[2], key)
   redis.call('ZREM', KEYS[3], key)
 end
-local function put(key, op, email, from, json)
-  drop(key)
+local function put(key, op, email, from, json, old)
+  drop(key, old)
   redis.call('HSET', KEYS[1], key, op .. '\t' .. email .. '\t' .. from .. '\t' .. json)
   redis.call('HSET', KEYS[2], key, src)
   redis.call('HSET', KEYS[6], email, key)
@@ -81,6 +82,8 @@ local function leave(cid, email)
 end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - tonumber(ARGV[8]))
+-- Most pushes (a backfill's) meet no tombstone at all: skip the per-contact lookup then.
+local any_tomb = redis.call('ZCARD', KEYS[9]) > 0
 for i = 9, #ARGV, 6 do
   local op, cid, at, email, hash, json = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local prev = redis.call('HGET', KEYS[8], cid)
@@ -92,18 +95,22 @@ for i = 9, #ARGV, 6 do
   end
   -- A forced push is a fresh read: at least as new as anything recorded for the contact.
   if force and prev_at and at < prev_at then at = prev_at end
-  local tomb = redis.call('ZSCORE', KEYS[9], cid)
+  local tomb = false
+  if any_tomb then tomb = redis.call('ZSCORE', KEYS[9], cid) end
   if (prev_at and at < prev_at) or (op == 'upsert' and tomb and at <= tonumber(tomb)) then
     stale = stale + 1
   elseif op == 'delete' or op == 'unmap' then
-    if op == 'delete' then redis.call('ZADD', KEYS[9], at, cid) end
+    if op == 'delete' then
+      redis.call('ZADD', KEYS[9], at, cid)
+      any_tomb = true
+    end
     redis.call('HSET', KEYS[8], cid, at .. ' -')
     -- A waiting change is cancelled; if it was a move that never ran, the contact's record
     -- still sits under its former email, and that is the record to delete.
     local carried = nil
     local w = redis.call('HGET', KEYS[1], cid)
     if w and field(w, 3) ~= '' then carried = field(w, 3) end
-    drop(cid)
+    drop(cid, w)
     if prev_email then
       local left = leave(cid, prev_email)
       if left == 'vacated' then
@@ -130,7 +137,7 @@ for i = 9, #ARGV, 6 do
     local took_over = false
     if owner and owner < cid then
       redis.call('SADD', ARGV[6] .. email, owner, cid)
-      drop(cid)
+      drop(cid, w)
       if from then delete_record(from, cid) end
       shared = shared + 1
     else
@@ -152,13 +159,14 @@ for i = 9, #ARGV, 6 do
         -- Otherwise ours moves there.
         if owner and owner ~= cid then delete_record(from, cid) else opname = 'move' end
       end
-      local waiting = redis.call('HEXISTS', KEYS[1], cid) == 1 or redis.call('HEXISTS', KEYS[7], cid) == 1
+      -- `w` is still the contact's waiting entry: nothing above dropped or replaced it.
+      local waiting = w or redis.call('HEXISTS', KEYS[7], cid) == 1
       local written = redis.call('HGET', KEYS[10], cid)
       if not force and opname == 'upsert' and not took_over and not waiting and written
         and string.sub(written, 1, #hash + 1) == hash .. ' ' then
         unchanged = unchanged + 1
       else
-        put(cid, opname, email, from or '', json)
+        put(cid, opname, email, from or '', json, w)
       end
     end
   end

@@ -3,14 +3,18 @@
 -- at least ARGV[3] are available. An entry whose key or email (or former email) is being
 -- written by another flush waits, so writes to one record land in order. Batches of flushes
 -- whose lease expired (their job is gone) go back to the buffer first, unless replaced.
--- KEYS[1] buffer, KEYS[2] sources, KEYS[3] order, KEYS[4] in flight (key -> flush),
--- KEYS[5] this flush's batch (key -> source \n value), KEYS[6] flushes zset (id -> lease end),
--- KEYS[7] emails in flight (email -> flush), KEYS[8] buffer email index
+-- Reads and writes go a chunk or a whole batch per command, not one per entry: this script
+-- runs for every 100 records a backfill writes.
+-- KEYS[1] buffer, KEYS[2] sources, KEYS[3] order, KEYS[4] in flight (key -> flush, and
+-- `@<email>` -> flush for each email whose record is being written), KEYS[5] this flush's
+-- batch (key -> source \n value), KEYS[6] flushes zset (id -> lease end), KEYS[7] buffer
+-- email index
 -- ARGV[1] flush id, ARGV[2] max, ARGV[3] min, ARGV[4] now ms, ARGV[5] lease ms,
 -- ARGV[6] batch key prefix, ARGV[7] backfill score base, ARGV[8] run key prefix,
 -- ARGV[9] feed counter key
 -- Returns the batch as [key, source \n value, ...] (empty: nothing to do).
 local now, lease = tonumber(ARGV[4]), tonumber(ARGV[5])
+local max, min = tonumber(ARGV[2]), tonumber(ARGV[3])
 local function counter(src)
   if src == 'feed' then return ARGV[9] end
   return ARGV[8] .. string.sub(src, 5) .. ':buffered'
@@ -23,12 +27,14 @@ local function parts(v)
   end
   return t[1], t[2], t[3]
 end
-local function unlock(flush, v)
+-- The in-flight fields an entry holds while written: its key, its email, its former email.
+local function lock_fields(key, v)
   local _, email, from = parts(v)
-  for _, e in ipairs({email, from}) do
-    if e ~= '' and redis.call('HGET', KEYS[7], e) == flush then redis.call('HDEL', KEYS[7], e) end
-  end
+  local f = {key, '@' .. email}
+  if from ~= '' then f[3] = '@' .. from end
+  return f
 end
+
 if redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('ZADD', KEYS[6], now + lease, ARGV[1])
   redis.call('PEXPIRE', KEYS[5], lease * 2)
@@ -40,13 +46,18 @@ for _, stale in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT'
     local key, v = batch[i], batch[i + 1]
     local nl = string.find(v, '\n', 1, true)
     local src, value = string.sub(v, 1, nl - 1), string.sub(v, nl + 1)
-    if redis.call('HGET', KEYS[4], key) == stale then redis.call('HDEL', KEYS[4], key) end
-    unlock(stale, value)
+    local fields = lock_fields(key, value)
+    local held = redis.call('HMGET', KEYS[4], unpack(fields))
+    local mine = {}
+    for j, f in ipairs(fields) do
+      if held[j] == stale then mine[#mine + 1] = f end
+    end
+    if #mine > 0 then redis.call('HDEL', KEYS[4], unpack(mine)) end
     if redis.call('HEXISTS', KEYS[1], key) == 0 then
       local _, email = parts(value)
       redis.call('HSET', KEYS[1], key, value)
       redis.call('HSET', KEYS[2], key, src)
-      redis.call('HSET', KEYS[8], email, key)
+      redis.call('HSET', KEYS[7], email, key)
       local base = 0
       if src ~= 'feed' then base = tonumber(ARGV[7]) end
       redis.call('ZADD', KEYS[3], 'LT', base + now, key)
@@ -57,36 +68,74 @@ for _, stale in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT'
   redis.call('DEL', ARGV[6] .. stale)
   redis.call('ZREM', KEYS[6], stale)
 end
-local picked, kind, locked = {}, nil, {}
-for _, key in ipairs(redis.call('ZRANGE', KEYS[3], 0, 499)) do
-  local v = redis.call('HGET', KEYS[1], key)
-  if v and redis.call('HEXISTS', KEYS[4], key) == 0 then
-    local op, email, from = parts(v)
-    local busy = redis.call('HEXISTS', KEYS[7], email) == 1 or locked[email]
-      or (from ~= '' and (redis.call('HEXISTS', KEYS[7], from) == 1 or locked[from]))
-    if not busy and (kind == nil or kind == op) then
-      kind = op
-      picked[#picked + 1] = key
-      locked[email] = true
-      if from ~= '' then locked[from] = true end
-      if #picked >= tonumber(ARGV[2]) then break end
+
+-- Scan the oldest waiting entries a chunk at a time: one read of the values and one of the
+-- in-flight fields per chunk.
+local picked, values, kind, locked = {}, {}, nil, {}
+local candidates = redis.call('ZRANGE', KEYS[3], 0, 499)
+local CHUNK = 100
+for c = 1, #candidates, CHUNK do
+  local keys = {}
+  for i = c, math.min(c + CHUNK - 1, #candidates) do keys[#keys + 1] = candidates[i] end
+  local vals = redis.call('HMGET', KEYS[1], unpack(keys))
+  local fields, at = {}, {}
+  for i, key in ipairs(keys) do
+    at[i] = #fields + 1
+    if vals[i] then
+      for _, f in ipairs(lock_fields(key, vals[i])) do fields[#fields + 1] = f end
     end
   end
+  local held = {}
+  if #fields > 0 then held = redis.call('HMGET', KEYS[4], unpack(fields)) end
+  for i, key in ipairs(keys) do
+    local v = vals[i]
+    if v then
+      local op, email, from = parts(v)
+      local n = 2
+      if from ~= '' then n = 3 end
+      local busy = locked[email] or (from ~= '' and locked[from])
+      for j = at[i], at[i] + n - 1 do
+        if held[j] then busy = true end
+      end
+      if not busy and (kind == nil or kind == op) then
+        kind = op
+        picked[#picked + 1] = key
+        values[#values + 1] = v
+        locked[email] = true
+        if from ~= '' then locked[from] = true end
+        if #picked >= max then break end
+      end
+    end
+  end
+  if #picked >= max then break end
 end
-if #picked < tonumber(ARGV[3]) then return {} end
-for _, key in ipairs(picked) do
-  local v = redis.call('HGET', KEYS[1], key)
-  local src = redis.call('HGET', KEYS[2], key)
-  local _, email, from = parts(v)
-  redis.call('HSET', KEYS[5], key, src .. '\n' .. v)
-  redis.call('HSET', KEYS[4], key, ARGV[1])
-  redis.call('HSET', KEYS[7], email, ARGV[1])
-  if from ~= '' then redis.call('HSET', KEYS[7], from, ARGV[1]) end
-  if redis.call('HGET', KEYS[8], email) == key then redis.call('HDEL', KEYS[8], email) end
-  redis.call('HDEL', KEYS[1], key)
-  redis.call('HDEL', KEYS[2], key)
-  redis.call('ZREM', KEYS[3], key)
+if #picked < min then return {} end
+
+local srcs = redis.call('HMGET', KEYS[2], unpack(picked))
+local batch, lock, emails = {}, {}, {}
+for i, key in ipairs(picked) do
+  local v = values[i]
+  batch[#batch + 1] = key
+  batch[#batch + 1] = srcs[i] .. '\n' .. v
+  for _, f in ipairs(lock_fields(key, v)) do
+    lock[#lock + 1] = f
+    lock[#lock + 1] = ARGV[1]
+  end
+  local _, email = parts(v)
+  emails[i] = email
 end
+redis.call('HSET', KEYS[5], unpack(batch))
+redis.call('HSET', KEYS[4], unpack(lock))
+-- The email index points at the waiting entry that writes an email: drop what points here.
+local idx = redis.call('HMGET', KEYS[7], unpack(emails))
+local gone = {}
+for i, key in ipairs(picked) do
+  if idx[i] == key then gone[#gone + 1] = emails[i] end
+end
+if #gone > 0 then redis.call('HDEL', KEYS[7], unpack(gone)) end
+redis.call('HDEL', KEYS[1], unpack(picked))
+redis.call('HDEL', KEYS[2], unpack(picked))
+redis.call('ZREM', KEYS[3], unpack(picked))
 redis.call('PEXPIRE', KEYS[5], lease * 2)
 redis.call('ZADD', KEYS[6], now + lease, ARGV[1])
-return redis.call('HGETALL', KEYS[5])
+return batch
