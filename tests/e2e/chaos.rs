@@ -17,8 +17,13 @@ async fn backfills_survive_faults_worker_kills_and_a_redis_crash() {
     assert_eq!(report.redis_restarts, 1);
     assert!(
         report.faults_injected >= 3,
-        "faults were injected: {}",
+        "Zoho faults were injected: {}",
         report.faults_injected
+    );
+    assert!(
+        report.nylas_faults_injected >= 1,
+        "Nylas faults were injected: {}",
+        report.nylas_faults_injected
     );
     let budgeted = &report.tenants[0];
     assert!(

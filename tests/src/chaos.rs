@@ -112,6 +112,7 @@ pub struct ChaosReport {
     pub worker_kills: u32,
     pub redis_restarts: u32,
     pub faults_injected: u64,
+    pub nylas_faults_injected: u64,
     pub tenants: Vec<TenantOutcome>,
     /// Dead letters of both queues.
     pub dead_letters: Vec<DeadLetter>,
@@ -189,13 +190,14 @@ impl ChaosReport {
         }
         let sum = |f: fn(&TenantOutcome) -> usize| self.tenants.iter().map(f).sum::<usize>();
         out.push_str(&format!(
-            "\nTotals: {} expected, {} in the CRMs, {} duplicates, {} lost, {} wrong; {} Zoho faults injected by the simulator (plus Nylas's); {} dead letters.\n",
+            "\nTotals: {} expected, {} in the CRMs, {} duplicates, {} lost, {} wrong; faults injected by the simulator: {} on Zoho, {} on Nylas; {} dead letters.\n",
             sum(|t| t.expected),
             sum(|t| t.records),
             sum(|t| t.duplicates),
             sum(|t| t.missing),
             sum(|t| t.mismatched),
             self.faults_injected,
+            self.nylas_faults_injected,
             self.dead_letters.len()
         ));
         let violations = self.violations();
@@ -355,11 +357,13 @@ pub async fn run(cfg: &ChaosConfig) -> anyhow::Result<ChaosReport> {
 
     let status: HashMap<String, RunStatus> = finished.iter().map(|r| (r.tenant.clone(), r.status)).collect();
     let mut outcomes = Vec::new();
-    let mut faults = 0;
+    let (mut faults, mut nylas_faults) = (0, 0);
     for (t, share) in &tenants {
         let (expected, _) = expected_crm(&crmsync_sim::address_book(t, cfg.seed));
         let org = sim.inspect_org(&t.zoho.org_id).unwrap_or_default();
         faults += org["calls"]["faults_injected"].as_u64().unwrap_or(0);
+        let grant = sim.inspect_grant(&t.grant_id).unwrap_or_default();
+        nylas_faults += grant["calls"]["faults_injected"].as_u64().unwrap_or(0);
         let by_status: BTreeMap<String, u64> = org["calls"]["by_status"]
             .as_object()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
@@ -425,6 +429,7 @@ pub async fn run(cfg: &ChaosConfig) -> anyhow::Result<ChaosReport> {
         worker_kills: kills,
         redis_restarts: restarts,
         faults_injected: faults,
+        nylas_faults_injected: nylas_faults,
         tenants: outcomes,
         dead_letters,
     })

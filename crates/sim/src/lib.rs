@@ -227,6 +227,11 @@ impl RunningSim {
         self.sim.inspect_org(org_id, true)
     }
 
+    /// The counters of a Nylas grant (as `GET /_sim/nylas/{grant_id}`).
+    pub fn inspect_grant(&self, grant_id: &str) -> Option<Value> {
+        self.sim.nylas.grants.get(grant_id).map(|g| g.inspect())
+    }
+
     /// Applies a mutation plan to the book of `grant_id` and delivers its notifications to
     /// the configured webhook destination; returns when every delivery has finished,
     /// retries included (as `POST /_sim/nylas/{grant_id}/mutations`).
