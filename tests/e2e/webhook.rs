@@ -40,18 +40,22 @@ fn recorded(redis: &RedisServer) -> (u64, u64, usize) {
     (buffered, contacts, seen.len())
 }
 
-/// Nylas's challenge is echoed raw; a signed notification is recorded once; a wrong or
-/// missing signature, malformed JSON, an unknown event type and an oversize body are refused
-/// with the right status and record nothing; an unknown grant is acknowledged and counted; the
-/// server keeps serving throughout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_refuses_bad_input_and_records_good_notifications_once() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let redis = RedisServer::start();
-    let key = crmsync_tenants::SecretKey::generate();
+/// `GET <url>?challenge=<c>` answers 200 with exactly `c`.
+async fn answers_challenge(http: &reqwest::Client, url: &str, challenge: &str) {
+    let r = http
+        .get(format!("{url}?challenge={challenge}"))
+        .send()
+        .await
+        .expect("challenge");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("text"), challenge);
+}
+
+/// Adds tenant `acme` (grant `grant-acme`, webhook secret [`SECRET`]).
+fn add_acme(redis: &RedisServer, key: &str) {
     let (code, out, err) = crmsync_output(
-        &redis,
-        &key,
+        redis,
+        key,
         &[
             "tenant",
             "add",
@@ -71,6 +75,18 @@ async fn webhook_refuses_bad_input_and_records_good_notifications_once() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Nylas's challenge is echoed raw; a signed notification is recorded once; a wrong or
+/// missing signature, malformed JSON, an unknown event type and an oversize body are refused
+/// with the right status and record nothing; an unknown grant is acknowledged and counted; the
+/// server keeps serving throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_refuses_bad_input_and_records_good_notifications_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    add_acme(&redis, &key);
     let (_server, base) = webhook_server(&redis, &key, &["--max-body-bytes", "4096"]).await;
     let url = format!("{base}/webhooks/nylas");
     let http = reqwest::Client::new();
@@ -86,13 +102,7 @@ async fn webhook_refuses_bad_input_and_records_good_notifications_once() {
     };
     let sign = |secret: &str, body: &[u8]| crmsync_webhook::signature::sign(secret, body);
 
-    let r = http
-        .get(format!("{url}?challenge=abc-XYZ_123"))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.expect("text"), "abc-XYZ_123");
+    answers_challenge(&http, &url, "abc-XYZ_123").await;
 
     let good = contact_event("n1", "grant-acme", "c1", "ada@example.com", 1_700_000_000);
     let r = post(good.clone(), Some(sign(SECRET, &good)), false)
@@ -176,4 +186,65 @@ async fn webhook_refuses_bad_input_and_records_good_notifications_once() {
         http.get(format!("{base}/readyz")).send().await.expect("ready").status(),
         200
     );
+}
+
+/// `crmsync webhook --with-dashboard` serves the dashboard on the receiver's port behind its
+/// token, and keeps answering Nylas there; without the flag the port has no dashboard, and the
+/// flag without a token is refused with a message naming the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_is_served_beside_the_webhook_only_when_asked_and_behind_its_token() {
+    const TOKEN: &str = "beside-token-0123456789abcdef";
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    add_acme(&redis, &key);
+
+    let (code, out, err) = crmsync_output(
+        &redis,
+        &key,
+        &["webhook", "--listen", "127.0.0.1:0", "--with-dashboard"],
+    );
+    assert_ne!(code, 0, "no token: refused\n{out}");
+    assert!(err.contains("CRMSYNC_DASHBOARD_TOKEN"), "{err}");
+
+    let http = reqwest::Client::new();
+    let (_plain, base) = webhook_server(&redis, &key, &[]).await;
+    let r = http
+        .get(format!("{base}/api/status"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404, "no dashboard unless asked for");
+
+    let (_both, base) = webhook_server(&redis, &key, &["--with-dashboard", "--dashboard-token", TOKEN]).await;
+    let r = http.get(format!("{base}/api/status")).send().await.expect("get");
+    assert_eq!(r.status(), 401, "the token guards the dashboard beside the webhook");
+    let authorized = |path: &str| http.get(format!("{base}{path}")).bearer_auth(TOKEN).send();
+    let status: Value = authorized("/api/status")
+        .await
+        .expect("status")
+        .error_for_status()
+        .expect("200")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["tenants"][0]["id"], "acme");
+    assert_eq!(status["queues"][0]["queue"], "backfill");
+    let page = authorized("/").await.expect("page").error_for_status().expect("200");
+    assert!(page.text().await.expect("page").contains("crmsync"));
+
+    // Nylas is still answered on the same port.
+    answers_challenge(&http, &format!("{base}/webhooks/nylas"), "still-here").await;
+    let body = contact_event("b1", "grant-acme", "c1", "ada@example.com", 1_700_000_000);
+    let r = http
+        .post(format!("{base}/webhooks/nylas"))
+        .header("content-type", "application/json")
+        .header("x-nylas-signature", crmsync_webhook::signature::sign(SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(recorded(&redis).1, 1, "the change was recorded");
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crmsync_dashboard::web::Dashboard;
 use crmsync_tenants::{SecretKey, TenantStore};
 use crmsync_webhook::{Receiver, WebhookOptions};
 
@@ -20,6 +21,17 @@ pub struct WebhookArgs {
     /// How long changes may wait to fill a batch before they are written, ms.
     #[arg(long, env = "CRMSYNC_FLUSH_WINDOW_MS", default_value_t = 2000)]
     flush_window_ms: u64,
+    /// Serve the web dashboard (as `crmsync dashboard` does) on the same port, at `/`; it
+    /// then answers wherever Nylas can reach the receiver, guarded by its token.
+    #[arg(long, env = "CRMSYNC_WEBHOOK_DASHBOARD")]
+    with_dashboard: bool,
+    /// The dashboard's token (with `--with-dashboard`; at least 16 characters). Prefer the
+    /// environment variable: `ps` shows flags.
+    #[arg(long, env = "CRMSYNC_DASHBOARD_TOKEN", hide_env_values = true)]
+    dashboard_token: Option<String>,
+    /// Zoho seconds per real second (as the workers use; only for simulators).
+    #[arg(long, env = "CRMSYNC_TIME_SCALE", hide = true)]
+    time_scale: Option<f64>,
     /// Log format.
     #[arg(long, value_enum, env = "CRMSYNC_LOG_FORMAT", default_value = "text")]
     log_format: Format,
@@ -38,7 +50,19 @@ pub async fn run(env: &Env, args: WebhookArgs) -> anyhow::Result<()> {
         conn,
         tenants,
     );
-    crmsync_webhook::serve(receiver, args.listen, async {
+    let beside = if args.with_dashboard {
+        let Some(token) = args.dashboard_token.as_deref() else {
+            anyhow::bail!(
+                "--with-dashboard needs the dashboard's token: set CRMSYNC_DASHBOARD_TOKEN (or --dashboard-token)"
+            );
+        };
+        let queues = crmsync_dashboard::QUEUES.map(String::from);
+        let fleet = crate::status::fleet(env, &queues, args.time_scale)?;
+        Some(crmsync_dashboard::web::routes(Dashboard::new(fleet, token)?))
+    } else {
+        None
+    };
+    crmsync_webhook::serve(receiver, beside, args.listen, async {
         let _ = crmsync_queue::runtime::shutdown_signal().await;
     })
     .await

@@ -176,14 +176,19 @@ impl Dashboard {
     }
 }
 
-/// The routes.
-pub fn router(d: Arc<Dashboard>) -> Router {
+/// The dashboard's own routes (`/`, `/api/status`, `/api/series`), to serve alone or merged
+/// into another server (`crmsync webhook --with-dashboard`).
+pub fn routes(d: Arc<Dashboard>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/api/status", get(status))
         .route("/api/series", get(series))
-        .route("/healthz", get(|| async { "ok" }))
         .with_state(d)
+}
+
+/// The routes of the standalone server: the dashboard's and `/healthz`.
+pub fn router(d: Arc<Dashboard>) -> Router {
+    routes(d).route("/healthz", get(|| async { "ok" }))
 }
 
 /// Serves the dashboard on `listen` until `shutdown` resolves.

@@ -103,15 +103,17 @@ pub fn router(receiver: Arc<Receiver>) -> Router {
         .with_state(receiver)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves the receiver's routes, and `beside` (more routes on the same port, such as the
+/// dashboard's), until `shutdown` resolves.
 pub async fn serve(
     receiver: Arc<Receiver>,
+    beside: Option<Router>,
     listen: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     info!(addr = %listener.local_addr()?, "Webhook receiver listening");
-    axum::serve(listener, router(receiver))
+    axum::serve(listener, router(receiver).merge(beside.unwrap_or_default()))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
