@@ -58,7 +58,11 @@ async fn worker_and_webhook_metrics_match_what_happened() {
     .await
     .expect("sim");
     add_sim_tenant(&redis, &key, &sim, &t);
-    let (code, _, err) = crmsync_output(&redis, &key, &["tenant", "set", "metered", "--webhook-secret", SECRET]);
+    let (code, _, err) = crmsync_output(
+        &redis,
+        &key,
+        &["tenant", "set", "metered", "--webhook-secret", SECRET, "--rps", "2"],
+    );
     assert_eq!(code, 0, "{err}");
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let _worker = crmsync_worker(&redis, &key, "worker", &["--metrics-listen", &metrics_addr]);
@@ -105,6 +109,16 @@ async fn worker_and_webhook_metrics_match_what_happened() {
     );
     assert!(sum(&m, "crmsync_jobs_total", &["queue=\"writes\"", "outcome=\"done\""]) >= 1.0);
     assert!(sum(&m, "crmsync_job_duration_seconds_count", &["queue=\"backfill\""]) >= 3.0);
+    // At 2 requests/s, the two batches of the first page cannot both go at once.
+    assert!(
+        sum(&m, "crmsync_limiter_waits_total", &["reason=\"rate\""]) >= 1.0,
+        "{m:?}"
+    );
+    assert_eq!(
+        sum(&m, "crmsync_limiter_waits_total", &["reason=\"budget\""]),
+        0.0,
+        "far within its budget"
+    );
     assert_eq!(
         m.get("crmsync_queue_depth{queue=\"backfill\",state=\"pending\"}"),
         Some(&0.0)

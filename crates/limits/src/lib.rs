@@ -26,4 +26,4 @@ mod keys;
 mod limiter;
 
 pub use keys::LimitKeys;
-pub use limiter::{Budget, CallOutcome, DAY, Ledger, LimitSettings, Limiter, Pause, Permit, Priority, Wait};
+pub use limiter::{Budget, CallOutcome, DAY, Ledger, LimitSettings, Limiter, Pause, Permit, Priority, Wait, Waited};

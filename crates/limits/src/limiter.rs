@@ -153,12 +153,29 @@ pub struct Permit {
     cost: u64,
     bucket: i64,
     leases: Vec<(String, String)>,
+    waited: Waited,
 }
 
 impl Permit {
     pub fn cost(&self) -> u64 {
         self.cost
     }
+
+    /// What the acquisition waited for before it was granted.
+    pub fn waited(&self) -> Waited {
+        self.waited
+    }
+}
+
+/// What an acquisition waited for (in place, without deferring the job).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waited {
+    /// A short shared 429 cooldown.
+    pub cooldown: bool,
+    /// The fleet-wide rate (GCRA) or the process's local smoother (governor).
+    pub rate: bool,
+    /// A concurrency lease (or a sub-concurrency lease for a complex call).
+    pub concurrency: bool,
 }
 
 /// How a call went.
@@ -295,6 +312,7 @@ impl Limiter {
     ) -> Result<Result<Permit, Wait>, redis::RedisError> {
         let k = self.keys(tenant);
         let mut conn = self.conn.clone();
+        let mut waited = Waited::default();
         // 0. An operator's pause, and a 429 cooldown shared by the fleet.
         loop {
             let (pause, cooldown): (HashMap<String, String>, Option<u64>) = redis::pipe()
@@ -315,6 +333,7 @@ impl Limiter {
                     if left > INLINE_COOLDOWN {
                         return Ok(Err(Wait::Cooldown { until_ms: until }));
                     }
+                    waited.cooldown = true;
                     tokio::time::sleep(left).await;
                 }
                 _ => break,
@@ -373,6 +392,7 @@ impl Limiter {
             cost,
             bucket: at,
             leases: Vec::new(),
+            waited,
         };
         // 2. The fleet-wide rate.
         let interval_ms = 1000.0 / s.requests_per_second.max(0.001);
@@ -385,6 +405,7 @@ impl Limiter {
             .invoke_async(&mut conn)
             .await?;
         if wait > 0 {
+            permit.waited.rate = true;
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
         // 3. Concurrency leases.
@@ -427,10 +448,15 @@ impl Limiter {
                 self.finish(permit, s, CallOutcome::NotSent).await?;
                 return Ok(Err(Wait::Busy));
             }
+            permit.waited.concurrency = true;
             tokio::time::sleep(Duration::from_millis(rand::random_range(10..40))).await;
         }
         // 4. The local smoother.
-        self.local_limiter(tenant, s.requests_per_second).until_ready().await;
+        let local = self.local_limiter(tenant, s.requests_per_second);
+        if local.check().is_err() {
+            permit.waited.rate = true;
+            local.until_ready().await;
+        }
         Ok(Ok(permit))
     }
 

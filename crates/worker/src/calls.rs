@@ -19,9 +19,6 @@ const INLINE_429_RETRIES: u32 = 3;
 /// When the retry budget is spent, a failing call is retried this much later.
 const RETRY_BUDGET_SPENT_DELAY: Duration = Duration::from_secs(30);
 
-/// An acquisition that took longer than this waited for the fleet rate or a concurrency slot.
-const WAITED: Duration = Duration::from_millis(50);
-
 fn wait_to_job_error(w: Wait) -> JobError {
     crmsync_metrics::limiter_wait(match &w {
         Wait::Budget { .. } | Wait::TooLarge { .. } => "budget",
@@ -55,7 +52,6 @@ where
 {
     let s = LimitSettings::of(tenant);
     for _ in 0..INLINE_429_RETRIES {
-        let asked = std::time::Instant::now();
         let permit = match ctx
             .limiter
             .acquire(&tenant.id, &s, cost, complex, priority)
@@ -65,8 +61,15 @@ where
             Ok(p) => p,
             Err(w) => return Err(wait_to_job_error(w)),
         };
-        if asked.elapsed() > WAITED {
-            crmsync_metrics::limiter_wait("rate");
+        let waited = permit.waited();
+        for (did, reason) in [
+            (waited.cooldown, "cooldown"),
+            (waited.rate, "rate"),
+            (waited.concurrency, "concurrency"),
+        ] {
+            if did {
+                crmsync_metrics::limiter_wait(reason);
+            }
         }
         crmsync_metrics::zoho_credits("reserved", permit.cost());
         match call().await {
