@@ -18,7 +18,7 @@
 //! | `crmsync_zoho_credits_total` | counter | `kind` (reserved, spent) |
 //! | `crmsync_rate_limited_total` | counter | `api` (zoho, nylas): 429 answers |
 //! | `crmsync_zoho_token_refreshes_total` | counter | `outcome` (ok, error) |
-//! | `crmsync_limiter_waits_total` | counter | `reason`: budget, pause, cooldown (the job deferred), or cooldown, rate, concurrency (a call waited in place for a short shared cooldown, the fleet rate or the local smoother, a lease) |
+//! | `crmsync_limiter_waits_total` | counter | `reason` (budget, pause, cooldown, rate, concurrency): a job deferred for it, or a call that waited in place for it (rate: the fleet's or the local smoother) |
 //! | `crmsync_webhook_requests_total` | counter | `outcome` |
 //! | `crmsync_webhook_request_duration_seconds` | histogram | — |
 //! | `crmsync_records_written_total` | counter | `op` (inserted, updated, deleted, rejected) |
