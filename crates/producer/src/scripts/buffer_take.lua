@@ -71,58 +71,57 @@ end
 
 -- Scan the oldest waiting entries a chunk at a time: one read of the values and one of the
 -- in-flight fields per chunk.
-local picked, values, kind, locked = {}, {}, nil, {}
-local candidates = redis.call('ZRANGE', KEYS[3], 0, 499)
+local picked, values, emails, lock, kind, locked = {}, {}, {}, {}, nil, {}
 local CHUNK = 100
-for c = 1, #candidates, CHUNK do
-  local keys = {}
-  for i = c, math.min(c + CHUNK - 1, #candidates) do keys[#keys + 1] = candidates[i] end
+for c = 0, 499, CHUNK do
+  local keys = redis.call('ZRANGE', KEYS[3], c, c + CHUNK - 1)
+  if #keys == 0 then break end
   local vals = redis.call('HMGET', KEYS[1], unpack(keys))
-  local fields, at = {}, {}
+  local fields, at, ops, mails, froms = {}, {}, {}, {}, {}
   for i, key in ipairs(keys) do
     at[i] = #fields + 1
     if vals[i] then
-      for _, f in ipairs(lock_fields(key, vals[i])) do fields[#fields + 1] = f end
+      ops[i], mails[i], froms[i] = parts(vals[i])
+      fields[#fields + 1] = key
+      fields[#fields + 1] = '@' .. mails[i]
+      if froms[i] ~= '' then fields[#fields + 1] = '@' .. froms[i] end
     end
   end
   local held = {}
   if #fields > 0 then held = redis.call('HMGET', KEYS[4], unpack(fields)) end
   for i, key in ipairs(keys) do
-    local v = vals[i]
-    if v then
-      local op, email, from = parts(v)
-      local n = 2
-      if from ~= '' then n = 3 end
-      local busy = locked[email] or (from ~= '' and locked[from])
-      for j = at[i], at[i] + n - 1 do
-        if held[j] then busy = true end
-      end
+    if vals[i] then
+      local op, email, from = ops[i], mails[i], froms[i]
+      local busy = held[at[i]] or held[at[i] + 1] or locked[email]
+        or (from ~= '' and (held[at[i] + 2] or locked[from]))
       if not busy and (kind == nil or kind == op) then
         kind = op
         picked[#picked + 1] = key
-        values[#values + 1] = v
+        values[#values + 1] = vals[i]
+        emails[#emails + 1] = email
         locked[email] = true
-        if from ~= '' then locked[from] = true end
+        for _, f in ipairs({key, '@' .. email}) do
+          lock[#lock + 1] = f
+          lock[#lock + 1] = ARGV[1]
+        end
+        if from ~= '' then
+          locked[from] = true
+          lock[#lock + 1] = '@' .. from
+          lock[#lock + 1] = ARGV[1]
+        end
         if #picked >= max then break end
       end
     end
   end
-  if #picked >= max then break end
+  if #picked >= max or #keys < CHUNK then break end
 end
 if #picked < min then return {} end
 
 local srcs = redis.call('HMGET', KEYS[2], unpack(picked))
-local batch, lock, emails = {}, {}, {}
+local batch = {}
 for i, key in ipairs(picked) do
-  local v = values[i]
   batch[#batch + 1] = key
-  batch[#batch + 1] = srcs[i] .. '\n' .. v
-  for _, f in ipairs(lock_fields(key, v)) do
-    lock[#lock + 1] = f
-    lock[#lock + 1] = ARGV[1]
-  end
-  local _, email = parts(v)
-  emails[i] = email
+  batch[#batch + 1] = srcs[i] .. '\n' .. values[i]
 end
 redis.call('HSET', KEYS[5], unpack(batch))
 redis.call('HSET', KEYS[4], unpack(lock))
