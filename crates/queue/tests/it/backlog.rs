@@ -20,7 +20,9 @@ async fn backlog_of_100k_due_jobs_is_drained() {
 
     let ready: Vec<u32> = (0..90_000).collect();
     q.enqueue_many(&ready).await.expect("bulk enqueue");
-    let due_at = std::time::SystemTime::now() + Duration::from_millis(300);
+    // Far enough ahead that every delayed enqueue lands before it, even on a loaded machine
+    // (a job whose time has already come is enqueued as ready).
+    let due_at = std::time::SystemTime::now() + Duration::from_secs(3);
     for chunk in (90_000u32..100_000).collect::<Vec<_>>().chunks(500) {
         let calls = chunk
             .iter()
@@ -30,7 +32,9 @@ async fn backlog_of_100k_due_jobs_is_drained() {
         }
     }
     assert_eq!(q.stats().await.expect("stats").delayed, 10_000);
-    tokio::time::sleep(Duration::from_millis(400)).await; // the delayed jobs are now due, no worker ran
+    // The delayed jobs come due while no worker runs.
+    let until_due = due_at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    tokio::time::sleep(until_due + Duration::from_millis(100)).await;
 
     // Promotion handles the 10,000 due jobs in bounded calls, never all at once.
     let report = q.promote_due().await.expect("promote");
