@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use crmsync_e2e::expected_crm;
 use crmsync_producer::RunStatus;
-use crmsync_sim::{MutationPlan, RunningSim, SimConfig, TenantConfig, WebhookConfig};
+use crmsync_sim::{MutationPlan, RunningSim, TenantConfig};
 use crmsync_testkit::{RedisServer, eventually};
 use serde_json::Value;
 
-use crate::support::{add_sim_tenant, crmsync_output, crmsync_worker, webhook_server_on};
+use crate::support::{add_sim_tenant_with, crmsync_output, crmsync_worker, webhook_server_on, webhook_sim};
 
 const SECRET: &str = "whsec-e2e-secret";
 
@@ -58,27 +58,8 @@ async fn a_thousand_mixed_events_leave_the_crm_equal_to_the_address_book() {
     let mut t = TenantConfig::named("feed");
     t.contacts = 600;
     t.zoho.daily_credits = 1_000_000;
-    let sim = RunningSim::start(
-        SimConfig {
-            seed: 21,
-            tenants: vec![t.clone()],
-            webhooks: Some(WebhookConfig::new(
-                format!("http://127.0.0.1:{port}/webhooks/nylas"),
-                SECRET,
-            )),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("sim");
-    add_sim_tenant(&redis, &key, &sim, &t);
-    let (code, _, err) = crmsync_output(
-        &redis,
-        &key,
-        &["tenant", "set", "feed", "--webhook-secret", SECRET, "--rps", "50"],
-    );
-    assert_eq!(code, 0, "{err}");
+    let sim = webhook_sim(21, vec![t.clone()], port, SECRET).await;
+    add_sim_tenant_with(&redis, &key, &sim, &t, &["--webhook-secret", SECRET, "--rps", "50"]);
     let _w1 = crmsync_worker(&redis, &key, "worker-1", &["--concurrency", "4"]);
     let _w2 = crmsync_worker(&redis, &key, "worker-2", &["--concurrency", "4"]);
     let (_hook, _) = webhook_server_on(&redis, &key, port, &["--flush-window-ms", "500"]).await;

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use crmsync_e2e::expected_crm;
-use crmsync_sim::{MutationPlan, RunningSim, SimConfig, TenantConfig, WebhookConfig};
+use crmsync_sim::{MutationPlan, RunningSim, TenantConfig};
 use crmsync_testkit::{RedisCluster, eventually, free_port};
 use serde_json::Value;
 
-use crate::support::{TestRedis, add_sim_tenant, crmsync_output, crmsync_worker, webhook_server_on};
+use crate::support::{TestRedis, add_sim_tenant_with, crmsync_output, crmsync_worker, webhook_server_on, webhook_sim};
 
 const SECRET: &str = "whsec-cluster";
 
@@ -37,24 +37,9 @@ async fn backfill_and_change_feed_work_across_a_three_master_cluster() {
             t
         })
         .collect();
-    let sim = RunningSim::start(
-        SimConfig {
-            seed: 12,
-            tenants: tenants.clone(),
-            webhooks: Some(WebhookConfig::new(
-                format!("http://127.0.0.1:{hook_port}/webhooks/nylas"),
-                SECRET,
-            )),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("sim");
+    let sim = webhook_sim(12, tenants.clone(), hook_port, SECRET).await;
     for t in &tenants {
-        add_sim_tenant(&cluster, &key, &sim, t);
-        let (code, _, err) = crmsync_output(&cluster, &key, &["tenant", "set", &t.name, "--webhook-secret", SECRET]);
-        assert_eq!(code, 0, "{err}");
+        add_sim_tenant_with(&cluster, &key, &sim, t, &["--webhook-secret", SECRET]);
     }
     let _w1 = crmsync_worker(&cluster, &key, "worker-1", &["--concurrency", "4"]);
     let _w2 = crmsync_worker(&cluster, &key, "worker-2", &["--concurrency", "4"]);

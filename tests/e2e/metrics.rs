@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crmsync_sim::{MutationPlan, RunningSim, SimConfig, TenantConfig, WebhookConfig};
+use crmsync_sim::{MutationPlan, TenantConfig};
 use crmsync_testkit::{RedisServer, free_port};
 
-use crate::support::{add_sim_tenant, crmsync_output, crmsync_worker, webhook_server_on};
+use crate::support::{add_sim_tenant_with, crmsync_output, crmsync_worker, webhook_server_on, webhook_sim};
 
 const SECRET: &str = "whsec-metrics";
 
@@ -43,27 +43,8 @@ async fn worker_and_webhook_metrics_match_what_happened() {
     let metrics_port = free_port();
     let mut t = TenantConfig::named("metered");
     t.contacts = 450;
-    let sim = RunningSim::start(
-        SimConfig {
-            seed: 8,
-            tenants: vec![t.clone()],
-            webhooks: Some(WebhookConfig::new(
-                format!("http://127.0.0.1:{hook_port}/webhooks/nylas"),
-                SECRET,
-            )),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("sim");
-    add_sim_tenant(&redis, &key, &sim, &t);
-    let (code, _, err) = crmsync_output(
-        &redis,
-        &key,
-        &["tenant", "set", "metered", "--webhook-secret", SECRET, "--rps", "2"],
-    );
-    assert_eq!(code, 0, "{err}");
+    let sim = webhook_sim(8, vec![t.clone()], hook_port, SECRET).await;
+    add_sim_tenant_with(&redis, &key, &sim, &t, &["--webhook-secret", SECRET, "--rps", "2"]);
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let _worker = crmsync_worker(&redis, &key, "worker", &["--metrics-listen", &metrics_addr]);
     let (_hook, hook_base) = webhook_server_on(&redis, &key, hook_port, &[]).await;

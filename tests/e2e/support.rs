@@ -100,6 +100,30 @@ pub fn add_sim_tenant_with(
     assert_eq!(code, 0, "tenant add failed: {out} {err}");
 }
 
+/// A simulator of `tenants` that delivers their signed webhooks (secret `secret`) to a
+/// receiver on `127.0.0.1:<hook_port>`.
+pub async fn webhook_sim(
+    seed: u64,
+    tenants: Vec<crmsync_sim::TenantConfig>,
+    hook_port: u16,
+    secret: &str,
+) -> crmsync_sim::RunningSim {
+    crmsync_sim::RunningSim::start(
+        crmsync_sim::SimConfig {
+            seed,
+            tenants,
+            webhooks: Some(crmsync_sim::WebhookConfig::new(
+                format!("http://127.0.0.1:{hook_port}/webhooks/nylas"),
+                secret,
+            )),
+            ..crmsync_sim::SimConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim")
+}
+
 /// A `crmsync worker` process.
 pub fn crmsync_worker(redis: &impl TestRedis, key: &str, name: &str, extra: &[&str]) -> ChildProcess {
     let mut cmd = crmsync(redis, key);
