@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crmsync_e2e::expected_crm;
-use crmsync_producer::{Rejection, RunStatus, RunStore, TenantState};
+use crmsync_producer::{Rejection, RunStatus, RunStore};
 use crmsync_queue::JobQueue;
 use crmsync_sim::{FaultConfig, RunningSim, SimConfig, TenantConfig};
 use crmsync_testkit::{RedisServer, eventually};
@@ -321,7 +321,7 @@ async fn rejected_records_are_listed_and_retried_through_a_nylas_re_read() {
     for c in &book {
         let contact = crmsync_nylas::parse_contact(c).expect("contact");
         if let crmsync_domain::MapOutcome::Mapped { record, .. } =
-            crmsync_domain::map_contact(&contact, &crmsync_domain::FieldLimits::ZOHO)
+            crmsync_domain::map_contact(&contact, &crmsync_sink::zoho::LIMITS)
         {
             let sharing = book
                 .iter()
@@ -345,7 +345,31 @@ async fn rejected_records_are_listed_and_retried_through_a_nylas_re_read() {
     let (a, a_email) = picked[0].clone();
     let (b, b_email) = picked[1].clone();
     let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
-    let state = TenantState::new(conn.clone(), "crmsync", "acme");
+    let dest = crmsync_tenants::TenantKeys::new("crmsync", "acme").dest(
+        &crmsync_e2e::dest_of(&conn, "crmsync", "acme")
+            .await
+            .expect("the tenant's destination"),
+    );
+    // Rejected records as a flush records them.
+    let add_rejection = |r: Rejection| {
+        let _: String = redis::cmd("XADD")
+            .arg(dest.rejected())
+            .arg("*")
+            .arg("run")
+            .arg(&r.run_id)
+            .arg("contact")
+            .arg(&r.contact_id)
+            .arg("email")
+            .arg(&r.email)
+            .arg("code")
+            .arg(&r.code)
+            .arg("field")
+            .arg(r.field.as_deref().unwrap_or(""))
+            .arg("message")
+            .arg(&r.message)
+            .query(&mut redis.conn())
+            .expect("XADD");
+    };
     let rejection = |cid: &str, email: &str, code: &str, field: &str| Rejection {
         run_id: "feed".into(),
         contact_id: cid.into(),
@@ -354,14 +378,8 @@ async fn rejected_records_are_listed_and_retried_through_a_nylas_re_read() {
         field: Some(field.into()),
         message: "invalid data".into(),
     };
-    state
-        .add_rejections(&[rejection(&a, &a_email, "INVALID_DATA", "Email")])
-        .await
-        .expect("add");
-    state
-        .add_rejections(&[rejection(&b, &b_email, "MANDATORY_NOT_FOUND", "Last_Name")])
-        .await
-        .expect("add");
+    add_rejection(rejection(&a, &a_email, "INVALID_DATA", "Email"));
+    add_rejection(rejection(&b, &b_email, "MANDATORY_NOT_FOUND", "Last_Name"));
 
     let (code, table, err) = crmsync_output(&redis, &key, &["rejected", "list", "acme"]);
     assert_eq!(code, 0, "{table}{err}");
@@ -404,7 +422,7 @@ async fn rejected_records_are_listed_and_retried_through_a_nylas_re_read() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&a) && !out.contains(&b), "{out}");
     let refresh: Vec<String> = redis::cmd("SMEMBERS")
-        .arg("{crmsync:t:acme}:refresh")
+        .arg(dest.refresh())
         .query(&mut redis.conn())
         .expect("SMEMBERS");
     assert_eq!(refresh, vec![a.clone()]);

@@ -389,7 +389,6 @@ pub async fn run(cfg: &ChaosConfig) -> anyhow::Result<ChaosReport> {
                 })
             })
             .count();
-        let state = crmsync_producer::TenantState::new(conn.clone(), "crmsync", &t.name);
         outcomes.push(TenantOutcome {
             name: t.name.clone(),
             run_status: status
@@ -405,7 +404,7 @@ pub async fn run(cfg: &ChaosConfig) -> anyhow::Result<ChaosReport> {
             credits: org["credits_used_total"].as_u64().unwrap_or(0),
             max_window: org["max_credits_used_window"].as_u64().unwrap_or(0),
             allowed: (t.zoho.daily_credits as f64 * share).floor() as u64,
-            rejected: state.rejections(100_000).await.map(|r| r.len() as u64).unwrap_or(0),
+            rejected: crate::rejections(&conn, "crmsync", &t.name, 100_000).await.len() as u64,
             zoho_calls: by_status.values().sum(),
             zoho_429: by_status.get("429").copied().unwrap_or(0),
             zoho_5xx: by_status

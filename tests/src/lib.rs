@@ -75,14 +75,14 @@ pub fn expected_crm(
     std::collections::BTreeMap<String, serde_json::Value>,
     std::collections::BTreeMap<String, u64>,
 ) {
-    use crmsync_domain::{FieldLimits, MapOutcome, SkipReason, map_contact};
+    use crmsync_domain::{MapOutcome, SkipReason, map_contact};
     let mut by_email: std::collections::BTreeMap<String, (String, serde_json::Value)> = Default::default();
     let mut skipped: std::collections::BTreeMap<String, u64> = Default::default();
     for c in book {
         let contact = crmsync_nylas::parse_contact(c).expect("the simulator serves valid contacts");
-        match map_contact(&contact, &FieldLimits::ZOHO) {
+        match map_contact(&contact, &crmsync_sink::zoho::LIMITS) {
             MapOutcome::Mapped { record, .. } => {
-                let json = crmsync_zoho::record_json(&record);
+                let json = crmsync_sink::zoho::record_json(&record);
                 let replace = match by_email.get(&record.email) {
                     Some((owner, _)) => {
                         *skipped.entry(SkipReason::SharedEmail.as_str().into()).or_default() += 1;
@@ -98,6 +98,30 @@ pub fn expected_crm(
         }
     }
     (by_email.into_iter().map(|(e, (_, r))| (e, r)).collect(), skipped)
+}
+
+/// The destination a tenant writes to now (read from its settings, no secret key needed).
+pub async fn dest_of(conn: &crmsync_redis::RedisConn, namespace: &str, tenant: &str) -> Option<String> {
+    let store = crmsync_tenants::TenantStore::new(conn.clone(), namespace, None);
+    let view = store.view(tenant).await.ok()?;
+    view["dest"].as_str().map(str::to_owned)
+}
+
+/// The records a tenant's CRM refused, newest first (at most `n`).
+pub async fn rejections(
+    conn: &crmsync_redis::RedisConn,
+    namespace: &str,
+    tenant: &str,
+    n: usize,
+) -> Vec<crmsync_producer::Rejection> {
+    let Some(dest) = dest_of(conn, namespace, tenant).await else {
+        return Vec::new();
+    };
+    let keys = crmsync_tenants::TenantKeys::new(namespace, tenant).dest(&dest);
+    crmsync_producer::Rejected::new(conn.clone(), keys)
+        .newest(n)
+        .await
+        .unwrap_or_default()
 }
 
 /// `crmsync tenant add` arguments registering a simulator tenant (its Nylas grant and Zoho org

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crmsync_producer::{BackfillPage, RunStatus, RunStore, StartOutcome};
 use crmsync_queue::{EnqueueOptions, JobQueue};
 use crmsync_sim::{RunningSim, SimConfig, TenantConfig};
-use crmsync_tenants::{NylasSettings, Secret, SecretKey, Tenant, TenantStore, ZohoSettings};
+use crmsync_tenants::{Crm, NylasSettings, Secret, SecretKey, Tenant, TenantStore, ZohoConnection};
 use crmsync_testkit::{ChildProcess, RedisServer, bin_path};
 
 #[derive(clap::Args)]
@@ -43,34 +43,27 @@ pub(crate) async fn register(
     concurrency: u32,
     share: f64,
 ) -> anyhow::Result<()> {
-    store
-        .add(Tenant {
-            id: t.name.clone(),
-            nylas: NylasSettings {
-                grant_id: t.grant_id.clone(),
-                api_key: Secret::new(t.nylas_api_key.clone()),
-                api_uri: sim.nylas_api_uri(&t.nylas_region),
-            },
-            zoho: ZohoSettings {
-                region: Some(t.zoho.dc.clone()),
-                accounts_url: Some(sim.zoho_accounts_url(&t.zoho.dc)),
-                api_domain: None,
-                client_id: t.zoho.client_id.clone(),
-                client_secret: Secret::new(t.zoho.client_secret.clone()),
-                refresh_token: Some(Secret::new(t.zoho.refresh_token.clone())),
-            },
-            daily_credits: t.zoho.daily_credits,
-            budget_share: share,
-            edition: None,
-            users: None,
-            requests_per_second: rps,
-            concurrency: Some(concurrency),
-            webhook_secret: None,
-            webhook_secret_next: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        })
-        .await?;
+    let mut tenant = Tenant::new(
+        t.name.clone(),
+        NylasSettings {
+            grant_id: t.grant_id.clone(),
+            api_key: Secret::new(t.nylas_api_key.clone()),
+            api_uri: sim.nylas_api_uri(&t.nylas_region),
+        },
+        Crm::Zoho(ZohoConnection {
+            region: Some(t.zoho.dc.clone()),
+            accounts_url: Some(sim.zoho_accounts_url(&t.zoho.dc)),
+            api_domain: None,
+            client_id: t.zoho.client_id.clone(),
+            client_secret: Secret::new(t.zoho.client_secret.clone()),
+            refresh_token: Some(Secret::new(t.zoho.refresh_token.clone())),
+        }),
+    );
+    tenant.daily_credits = t.zoho.daily_credits;
+    tenant.budget_share = share;
+    tenant.requests_per_second = rps;
+    tenant.concurrency = Some(concurrency);
+    store.add(tenant).await?;
     Ok(())
 }
 

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crmsync_domain::{FieldLimits, MapOutcome, ZohoContact, map_contact};
+use crmsync_domain::{CrmRecord, MapOutcome, map_contact};
+use crmsync_sink::CrmSink;
 use crmsync_producer::{BackfillPage, RunStore, WriteBuffer};
 use crmsync_queue::JobQueue;
 use crmsync_sim::webhooks::Notification;
@@ -240,13 +241,13 @@ fn fingerprint(r: &Value) -> String {
         .join("\t")
 }
 
-fn record_fingerprint(r: &ZohoContact) -> String {
+fn record_fingerprint(r: &CrmRecord) -> String {
     [
         r.first_name.as_deref(),
         Some(r.last_name.as_str()),
         Some(r.email.as_str()),
         r.phone.as_deref(),
-        r.account_name.as_deref(),
+        r.company.as_deref(),
         r.title.as_deref(),
     ]
     .iter()
@@ -362,7 +363,15 @@ async fn burst(b: &WebhookBench) -> anyhow::Result<()> {
     let delivered_in = t0.elapsed();
 
     // Settled: nothing waits in the buffer and no writes job is left.
-    let buffer = WriteBuffer::new(conn.clone(), "crmsync", &t.name);
+    let tenant = store.get(&t.name).await?;
+    let buffer = WriteBuffer::new(
+        conn.clone(),
+        "crmsync",
+        &t.name,
+        &tenant.dest,
+        crmsync_sink::zoho::PROFILE.match_key,
+        crmsync_sink::zoho::PROFILE.max_batch,
+    );
     let writes: JobQueue<Value> = JobQueue::new(conn.clone(), crmsync_producer::writes_queue("crmsync"));
     let settle_start = Instant::now();
     loop {
@@ -388,13 +397,13 @@ async fn burst(b: &WebhookBench) -> anyhow::Result<()> {
         .json()
         .await?;
     // Each mapped contact's record, and each email's owner (the smallest contact id).
-    let mut mapped: HashMap<String, ZohoContact> = HashMap::new();
+    let mut mapped: HashMap<String, CrmRecord> = HashMap::new();
     let mut owner: HashMap<String, String> = HashMap::new();
     for c in &book {
         let Ok(parsed) = crmsync_nylas::parse_contact(c) else {
             continue;
         };
-        if let MapOutcome::Mapped { record, .. } = map_contact(&parsed, &FieldLimits::ZOHO) {
+        if let MapOutcome::Mapped { record, .. } = map_contact(&parsed, &crmsync_sink::zoho::LIMITS) {
             let o = owner.entry(record.email.clone()).or_insert_with(|| parsed.id.clone());
             if parsed.id < *o {
                 *o = parsed.id.clone();
@@ -434,14 +443,19 @@ async fn burst(b: &WebhookBench) -> anyhow::Result<()> {
     latencies.sort_by(f64::total_cmp);
 
     // The per-event recipe, side by side: one single-record upsert per event, other org.
-    let baseline_org = store.get(&per_event.name).await?.zoho_org("crmsync")?;
-    let http = crmsync_zoho::ZohoClient::http_client(Duration::from_secs(30))?;
-    let zoho = crmsync_zoho::ZohoClient::new(
+    let baseline_org = crmsync_sink::zoho::ZohoOrg::of("crmsync", &store.get(&per_event.name).await?)?;
+    let http = crmsync_sink::zoho::http_client(Duration::from_secs(30))?;
+    let zoho = crmsync_sink::zoho::ZohoSink::new(crmsync_sink::zoho::ZohoHttp::new(
         http.clone(),
-        crmsync_zoho::TokenBroker::new(conn.clone(), http, Arc::new(SecretKey::from_base64(&key)?)),
-    );
-    for r in &records {
-        zoho.upsert_contacts(&baseline_org, std::slice::from_ref(r)).await?;
+        crmsync_sink::zoho::TokenBroker::new(conn.clone(), http, Arc::new(SecretKey::from_base64(&key)?)),
+        baseline_org,
+    ));
+    for (i, r) in records.iter().enumerate() {
+        let one = [crmsync_sink::Write::Upsert {
+            contact_id: format!("c{i}"),
+            record: r.clone(),
+        }];
+        zoho.write(&one, crmsync_sink::Priority::Change).await?;
     }
     let (base_calls, base_credits) = org_totals(&sim, &per_event.zoho.org_id);
     for w in &mut workers {

@@ -103,7 +103,8 @@ pub fn render(b: &Budget) -> String {
 }
 
 pub async fn show(env: &Env, args: BudgetArgs) -> anyhow::Result<()> {
-    let store = TenantStore::new(env.conn()?, &env.namespace, None);
+    let conn = env.conn()?;
+    let store = TenantStore::new(conn.clone(), &env.namespace, None);
     let l = limiter(env, args.time_scale)?;
     let ids = match args.tenant {
         Some(t) => vec![t],
@@ -111,8 +112,8 @@ pub async fn show(env: &Env, args: BudgetArgs) -> anyhow::Result<()> {
     };
     let mut all = Vec::new();
     for id in ids {
-        let view = store.view(&id).await?;
-        all.push(l.budget(&id, &LimitSettings::of_view(&view)).await?);
+        let site = crate::site::Site::of(&conn, &env.namespace, &id).await?;
+        all.push(l.budget(&site.keys, &LimitSettings::of_view(&site.view)).await?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&all)?);

@@ -147,7 +147,8 @@ impl DeadView {
             .find(|(k, _)| k == "m")
             .and_then(|(_, v)| v.parse().ok());
         DeadView {
-            code: codes::code(&d.reason),
+            // Entries written before codes were recorded have none: OTHER.
+            code: d.code.as_deref().and_then(codes::parse).unwrap_or("OTHER"),
             queue: queue.as_str(),
             tenant,
             job_id: d.job_id,
@@ -186,7 +187,7 @@ impl Filter {
                 Some(c) => Some(c),
                 None => bail!(
                     "unknown error code `{c}`; the codes are: {} (see `crmsync dead codes`)",
-                    codes::CODES.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
+                    codes::all().iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
                 ),
             },
         };
@@ -354,7 +355,7 @@ pub async fn run(env: &Env, cmd: DeadCmd) -> anyhow::Result<()> {
         DeadCmd::Retry(args) => retry(env, args).await,
         DeadCmd::Purge(args) => purge(env, args).await,
         DeadCmd::Codes => {
-            for (c, meaning) in codes::CODES {
+            for (c, meaning) in codes::all() {
                 println!("{c:<26} {meaning}");
             }
             Ok(())
@@ -410,10 +411,10 @@ async fn show(env: &Env, args: ShowArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let meaning = codes::CODES
-        .iter()
+    let meaning = codes::all()
+        .into_iter()
         .find(|(c, _)| *c == v.code)
-        .map(|(_, m)| *m)
+        .map(|(_, m)| m)
         .unwrap_or("");
     println!("dead letter {} in queue {}", v.dead_id, v.queue);
     println!("  job        {}", v.job_id.as_deref().unwrap_or("- (not a job)"));

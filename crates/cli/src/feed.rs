@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use crmsync_producer::WriteBuffer;
 use crmsync_tenants::TenantStore;
 use serde::Serialize;
 
@@ -41,7 +40,9 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
         .await?;
     let mut all = Vec::new();
     for tenant in tenants {
-        let buffer = WriteBuffer::new(conn.clone(), &env.namespace, &tenant);
+        let buffer = crate::site::Site::of(&conn, &env.namespace, &tenant)
+            .await?
+            .buffer(&conn, &env.namespace);
         let (waiting, _, to_refresh) = buffer.waiting().await?;
         let counters = buffer.feed_stats().await?;
         all.push(FeedView {

@@ -8,6 +8,7 @@ mod dead;
 mod feed;
 mod logging;
 mod rejected;
+mod site;
 mod runs;
 mod status;
 mod tenant;

@@ -1,24 +1,24 @@
-//! `crmsync rejected list|retry <tenant>`: the records Zoho rejected for a tenant, with the
-//! contact and Zoho's reason, and their retry after a fix: the contacts are re-read from Nylas
-//! and written again (forced) by the next flush, and their rejections are forgotten (a record
-//! Zoho rejects again is listed again).
+//! `crmsync rejected list|retry <tenant>`: the records the CRM rejected for a tenant's
+//! destination, with the contact and the CRM's reason, and their retry after a fix: the
+//! contacts are re-read from Nylas and written again (forced) by the next flush, and their
+//! rejections are forgotten (a record the CRM rejects again is listed again).
 
 use std::collections::{BTreeSet, HashSet};
 
 use anyhow::bail;
-use crmsync_producer::{FlushWrites, Rejection, TenantState, WriteBuffer};
+use crmsync_producer::{FlushTrigger, FlushWrites, Rejected, Rejection};
 use crmsync_queue::JobQueue;
-use crmsync_tenants::{StoreError, TenantStore};
 use serde::Serialize;
 
 use crate::Env;
 use crate::dead::{ago, cut};
+use crate::site::Site;
 
 #[derive(clap::Subcommand)]
 pub enum RejectedCmd {
-    /// Records Zoho rejected for a tenant, newest first, with the contact and the reason.
+    /// Records the CRM rejected for a tenant, newest first, with the contact and the reason.
     List(ListArgs),
-    /// Re-read rejected contacts from Nylas and write them again (after fixing what Zoho
+    /// Re-read rejected contacts from Nylas and write them again (after fixing what the CRM
     /// refused), then forget their rejections.
     Retry(RetryArgs),
 }
@@ -26,7 +26,7 @@ pub enum RejectedCmd {
 #[derive(clap::Args)]
 pub struct ListArgs {
     tenant: String,
-    /// Only this Zoho code (any case), e.g. INVALID_DATA.
+    /// Only this CRM code (any case), e.g. INVALID_DATA.
     #[arg(long)]
     code: Option<String>,
     /// At most this many, newest first.
@@ -44,7 +44,7 @@ pub struct RetryArgs {
     /// The rejected records of these Nylas contact ids (repeat the flag for several).
     #[arg(long)]
     contact: Vec<String>,
-    /// The rejected records with this Zoho code (any case).
+    /// The rejected records with this CRM code (any case).
     #[arg(long)]
     code: Option<String>,
     /// Every rejected record of the tenant.
@@ -65,24 +65,16 @@ struct RejectedView {
 /// Rejected records read per call.
 const PAGE: usize = 500;
 
-async fn check_tenant(env: &Env, tenant: &str) -> anyhow::Result<()> {
-    match TenantStore::new(env.conn()?, &env.namespace, None).view(tenant).await {
-        Ok(_) => Ok(()),
-        Err(StoreError::NotFound(_)) => bail!("no tenant `{tenant}`; list tenants with `crmsync tenant list`"),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// The tenant's rejected records, newest first, that `keep` accepts; at most `limit`.
 async fn read(
-    state: &TenantState,
+    state: &Rejected,
     limit: Option<usize>,
     keep: impl Fn(&Rejection) -> bool,
 ) -> anyhow::Result<Vec<RejectedView>> {
     let mut out = Vec::new();
     let mut before: Option<String> = None;
     loop {
-        let page = state.rejections_before(before.as_deref(), PAGE).await?;
+        let page = state.before(before.as_deref(), PAGE).await?;
         let Some((last, _)) = page.last() else { break };
         before = Some(last.clone());
         for (id, r) in page {
@@ -110,8 +102,9 @@ pub async fn run(env: &Env, cmd: RejectedCmd) -> anyhow::Result<()> {
 }
 
 async fn list(env: &Env, args: ListArgs) -> anyhow::Result<()> {
-    check_tenant(env, &args.tenant).await?;
-    let state = TenantState::new(env.conn()?, &env.namespace, &args.tenant);
+    let conn = env.conn()?;
+    let site = Site::of(&conn, &env.namespace, &args.tenant).await?;
+    let state = Rejected::new(conn, site.keys.clone());
     let code = args.code.as_deref();
     let views = read(&state, Some(args.limit), |r| {
         code.is_none_or(|c| r.code.eq_ignore_ascii_case(c))
@@ -153,9 +146,9 @@ async fn list(env: &Env, args: ListArgs) -> anyhow::Result<()> {
 }
 
 async fn retry(env: &Env, args: RetryArgs) -> anyhow::Result<()> {
-    check_tenant(env, &args.tenant).await?;
     let conn = env.conn()?;
-    let state = TenantState::new(conn.clone(), &env.namespace, &args.tenant);
+    let site = Site::of(&conn, &env.namespace, &args.tenant).await?;
+    let state = Rejected::new(conn.clone(), site.keys.clone());
     let wanted: HashSet<&str> = args.contact.iter().map(String::as_str).collect();
     let code = args.code.as_deref();
     let chosen = read(&state, None, |r| {
@@ -175,22 +168,15 @@ async fn retry(env: &Env, args: RetryArgs) -> anyhow::Result<()> {
         // re-read anyway (harmless, and retried again if asked), never a forgotten one that
         // nobody re-reads.
         let ids: Vec<&str> = contacts.iter().copied().collect();
-        WriteBuffer::new(conn.clone(), &env.namespace, &args.tenant)
-            .request_refresh(&ids)
-            .await?;
+        site.buffer(&conn, &env.namespace).request_refresh(&ids).await?;
         let writes: JobQueue<FlushWrites> = JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&env.namespace));
-        crmsync_producer::schedule_flush(
-            &writes,
-            &args.tenant,
-            &format!("retry-rejected:{}", crmsync_queue::now_ms()),
-            None,
-        )
-        .await?;
+        let nonce = crmsync_queue::now_ms().to_string();
+        crmsync_producer::schedule_flush(&writes, &args.tenant, FlushTrigger::Operator { nonce: &nonce }, None).await?;
         let entries: Vec<String> = chosen.iter().map(|v| v.id.clone()).collect();
-        let forgotten = state.remove_rejections(&entries).await?;
+        let forgotten = state.remove(&entries).await?;
         println!(
             "{} contact(s) of tenant `{}` will be re-read from Nylas and written by the next flush (scheduled now); \
-             {forgotten} rejection(s) forgotten (a record Zoho rejects again is listed again)",
+             {forgotten} rejection(s) forgotten (a record the CRM rejects again is listed again)",
             contacts.len(),
             args.tenant
         );

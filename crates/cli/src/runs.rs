@@ -1,6 +1,7 @@
 //! `crmsync runs [<tenant>]`: backfill runs with their counts; `crmsync cancel <run id>`.
 
-use crmsync_producer::{FlushWrites, RunError, RunStatus, RunStore, TenantKeys};
+use crmsync_producer::{FlushTrigger, FlushWrites, RunError, RunStatus, RunStore};
+use crmsync_tenants::TenantKeys;
 use crmsync_queue::JobQueue;
 use crmsync_tenants::TenantStore;
 
@@ -104,7 +105,7 @@ pub async fn cancel(env: &Env, args: CancelArgs) -> anyhow::Result<()> {
     // Write what the run read without waiting for a full batch: with the run ended, a flush
     // takes whatever waits.
     let writes: JobQueue<FlushWrites> = JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&env.namespace));
-    crmsync_producer::schedule_flush(&writes, &tenant, &format!("cancelled:{}", run.id), None).await?;
+    crmsync_producer::schedule_flush(&writes, &tenant, FlushTrigger::RunEnded { run: &run.id }, None).await?;
     let buffered: Option<i64> = redis::cmd("GET")
         .arg(TenantKeys::new(&env.namespace, &tenant).run_buffered(&run.id))
         .query_async(&mut conn.clone())

@@ -3,7 +3,9 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use crmsync_tenants::{Edition, NylasSettings, Secret, SecretKey, Tenant, TenantStore, ZohoSettings};
+use crmsync_producer::{Maintenance, RunStatus, RunStore};
+use crmsync_queue::JobQueue;
+use crmsync_tenants::{Crm, Edition, NylasSettings, Secret, SecretKey, Tenant, TenantStore, Updated, ZohoConnection};
 
 use crate::Env;
 
@@ -17,8 +19,13 @@ pub enum TenantCmd {
     List,
     /// Show a tenant (secrets masked).
     Show { id: String },
-    /// Remove a tenant.
-    Remove { id: String },
+    /// Remove a tenant and every key it has in Redis (a re-added id starts from nothing).
+    Remove {
+        id: String,
+        /// Remove it even though a backfill is running (the run is cancelled first).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -107,23 +114,24 @@ impl TenantFlags {
         if let Some(v) = self.nylas_api_uri {
             t.nylas.api_uri = nylas_uri(&v);
         }
+        let Crm::Zoho(z) = &mut t.crm;
         if let Some(v) = self.zoho_region {
-            t.zoho.region = Some(v.to_ascii_lowercase());
+            z.region = Some(v.to_ascii_lowercase());
         }
         if let Some(v) = self.zoho_accounts_url {
-            t.zoho.accounts_url = Some(v).filter(|s| !s.is_empty());
+            z.accounts_url = Some(v).filter(|s| !s.is_empty());
         }
         if let Some(v) = self.zoho_api_domain {
-            t.zoho.api_domain = Some(v).filter(|s| !s.is_empty());
+            z.api_domain = Some(v).filter(|s| !s.is_empty());
         }
         if let Some(v) = self.zoho_client_id {
-            t.zoho.client_id = v;
+            z.client_id = v;
         }
         if let Some(v) = self.zoho_client_secret {
-            t.zoho.client_secret = Secret::new(v);
+            z.client_secret = Secret::new(v);
         }
         if let Some(v) = self.zoho_refresh_token {
-            t.zoho.refresh_token = Some(Secret::new(v));
+            z.refresh_token = Some(Secret::new(v));
         }
         let plan_changed = self.edition.is_some() || self.users.is_some();
         if let Some(v) = self.edition {
@@ -163,35 +171,87 @@ impl TenantFlags {
     }
 }
 
+/// Keys deleted per `UNLINK` when a tenant is removed.
+const PURGE_BATCH: usize = 500;
+
+/// What follows a change of settings: a tenant pointed at another destination starts there
+/// with empty state (its running backfill, which read for the old one, is cancelled), and the
+/// old destination's state is deleted by the fleet in the background.
+pub async fn after_update(env: &Env, id: &str, u: &Updated) -> anyhow::Result<()> {
+    if u.connection_changed && u.old_dest.is_none() {
+        println!("  new credentials: cached access tokens are no longer used");
+    }
+    let Some(old) = &u.old_dest else { return Ok(()) };
+    let conn = env.conn()?;
+    let runs = RunStore::new(conn.clone(), &env.namespace);
+    if let Some(run) = runs.active(id).await? {
+        let reason = "cancelled: the tenant was pointed at another destination";
+        if runs.end(id, &run.id, RunStatus::Cancelled, reason).await? {
+            println!("  backfill run {} cancelled: it read for the previous destination", run.id);
+        }
+    }
+    let maintenance: JobQueue<Maintenance> =
+        JobQueue::new(conn.clone(), crmsync_producer::maintenance_queue(&env.namespace));
+    maintenance
+        .enqueue(&Maintenance::PurgeDestination {
+            tenant: id.to_owned(),
+            dest: old.clone(),
+        })
+        .await?;
+    println!(
+        "  the tenant now writes to a new destination ({}): nothing of the previous one is used, and its \
+         state is deleted in the background",
+        u.dest
+    );
+    println!("  run `crmsync backfill {id}` to write the whole address book there");
+    Ok(())
+}
+
+/// Removes a tenant: its settings first (from then on nothing of it is written), then every
+/// key under its hash tag, a bounded batch at a time.
+async fn remove(env: &Env, id: &str, yes: bool) -> anyhow::Result<()> {
+    let conn = env.conn()?;
+    let runs = RunStore::new(conn.clone(), &env.namespace);
+    if let Some(run) = runs.active(id).await? {
+        anyhow::ensure!(
+            yes,
+            "tenant `{id}` has a backfill running (run {}); pass --yes to cancel it and remove the tenant",
+            run.id
+        );
+        if runs.end(id, &run.id, RunStatus::Cancelled, "cancelled: the tenant was removed").await? {
+            println!("backfill run {} cancelled", run.id);
+        }
+    }
+    let s = TenantStore::new(conn.clone(), &env.namespace, None);
+    anyhow::ensure!(s.remove(id).await?.is_some(), "no tenant `{id}`; list tenants with `crmsync tenant list`");
+    let forgotten = runs.forget_tenant(id).await?;
+    let purged = s.purge(id, PURGE_BATCH).await?;
+    println!(
+        "tenant `{id}` removed: {} key(s) deleted ({forgotten} run(s) forgotten); a re-added `{id}` starts from nothing",
+        purged.deleted
+    );
+    Ok(())
+}
+
 pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
     match cmd {
         TenantCmd::Add(flags) => {
-            let mut t = Tenant {
-                id: flags.id.clone(),
-                nylas: NylasSettings {
+            let mut t = Tenant::new(
+                flags.id.clone(),
+                NylasSettings {
                     grant_id: String::new(),
                     api_key: Secret::new(""),
                     api_uri: nylas_uri("us"),
                 },
-                zoho: ZohoSettings {
+                Crm::Zoho(ZohoConnection {
                     region: None,
                     accounts_url: None,
                     api_domain: None,
                     client_id: String::new(),
                     client_secret: Secret::new(""),
                     refresh_token: None,
-                },
-                daily_credits: 50_000,
-                budget_share: 0.8,
-                edition: None,
-                users: None,
-                requests_per_second: crmsync_tenants::DEFAULT_RPS,
-                concurrency: None,
-                webhook_secret: None,
-                webhook_secret_next: None,
-                created_at_ms: 0,
-                updated_at_ms: 0,
-            };
+                }),
+            );
             flags.apply(&mut t)?;
             let id = t.id.clone();
             store(env)?.add(t).await?;
@@ -202,8 +262,9 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
             let mut t = s.get(&flags.id).await?;
             flags.apply(&mut t)?;
             let id = t.id.clone();
-            s.update(t).await?;
+            let updated = s.update(t).await?;
             println!("tenant `{id}` updated");
+            after_update(env, &id, &updated).await?;
         }
         TenantCmd::List => {
             let s = TenantStore::new(env.conn()?, &env.namespace, SecretKey::from_env().ok());
@@ -233,11 +294,7 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
             let v = s.view(&id).await?;
             println!("{}", serde_json::to_string_pretty(&v).context("rendering")?);
         }
-        TenantCmd::Remove { id } => {
-            let s = TenantStore::new(env.conn()?, &env.namespace, None);
-            anyhow::ensure!(s.remove(&id).await?, "no tenant `{id}`");
-            println!("tenant `{id}` removed");
-        }
+        TenantCmd::Remove { id, yes } => remove(env, &id, yes).await?,
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `crmsync zoho exchange-code`: turn a Zoho grant code into the tenant's refresh token.
 
 use clap::Subcommand;
-use crmsync_tenants::{Secret, SecretKey, TenantStore};
+use crmsync_tenants::{Crm, Secret, SecretKey, TenantStore};
 
 use crate::Env;
 
@@ -30,22 +30,25 @@ pub async fn run(env: &Env, cmd: ZohoCmd) -> anyhow::Result<()> {
         } => {
             let store = TenantStore::new(env.conn()?, &env.namespace, Some(SecretKey::from_env()?));
             let mut t = store.get(&tenant).await?;
-            let accounts = t
+            let Crm::Zoho(z) = &mut t.crm;
+            let accounts = z
                 .accounts_url()
                 .ok_or_else(|| anyhow::anyhow!("tenant `{tenant}` has no Zoho region or accounts URL"))?;
-            let http = crmsync_zoho::ZohoClient::http_client(std::time::Duration::from_secs(30))?;
-            let refresh = crmsync_zoho::exchange_code(
+            let http = crmsync_sink::zoho::http_client(std::time::Duration::from_secs(30))?;
+            let refresh = crmsync_sink::zoho::exchange_code(
                 &http,
                 &accounts,
-                &t.zoho.client_id,
-                t.zoho.client_secret.expose(),
+                &z.client_id,
+                z.client_secret.expose(),
                 &code,
                 redirect_uri.as_deref(),
             )
-            .await?;
-            t.zoho.refresh_token = Some(Secret::new(refresh));
-            store.update(t).await?;
+            .await
+            .map_err(crmsync_sink::SinkError::from)?;
+            z.refresh_token = Some(Secret::new(refresh));
+            let updated = store.update_reauthorized(t).await?;
             println!("tenant `{tenant}`: Zoho refresh token stored (sealed)");
+            crate::tenant::after_update(env, &tenant, &updated).await?;
         }
     }
     Ok(())

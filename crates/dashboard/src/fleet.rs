@@ -10,8 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crmsync_limits::{Budget, LimitKeys, LimitSettings, Limiter};
-use crmsync_producer::{Run, RunError, RunStore, TenantKeys, WriteBuffer};
+use crmsync_limits::{Budget, LimitSettings, Limiter};
+use crmsync_producer::{Run, RunError, RunStore, WriteBuffer};
+use crmsync_tenants::{CrmKind, DestKeys, TenantKeys};
 use crmsync_queue::{Counters, DeadLetter, JobQueue, QueueConfig, QueueError, QueueStats, RedisConn, WorkerStatus};
 use crmsync_tenants::{StoreError, TenantStore};
 use futures_util::future::join_all;
@@ -326,13 +327,18 @@ impl Fleet {
         Ok(self.tenants.ids().await?)
     }
 
-    /// The tenant's limit settings, or None when it does not exist (or is unreadable).
-    pub(crate) async fn limit_settings(&self, tenant: &str) -> Result<Option<LimitSettings>, FleetError> {
+    /// The tenant's limit settings and the keys of its destination, or None when it does not
+    /// exist (or is unreadable).
+    pub(crate) async fn limit_settings(&self, tenant: &str) -> Result<Option<(LimitSettings, DestKeys)>, FleetError> {
         match self.tenants.view(tenant).await {
-            Ok(view) => Ok(Some(LimitSettings::of_view(&view))),
+            Ok(view) => Ok(Some((LimitSettings::of_view(&view), self.dest_keys(tenant, &view)))),
             Err(StoreError::Redis(e)) => Err(e.into()),
             Err(_) => Ok(None),
         }
+    }
+
+    fn dest_keys(&self, tenant: &str, view: &serde_json::Value) -> DestKeys {
+        TenantKeys::new(&self.namespace, tenant).dest(view["dest"].as_str().unwrap_or_default())
     }
 
     /// The whole fleet, read now.
@@ -388,15 +394,25 @@ impl Fleet {
             Err(e) => return Ok(Some(TenantStatus::unreadable(id, e.to_string()))),
         };
         let s = LimitSettings::of_view(&view);
-        let buffer = WriteBuffer::new(self.conn.clone(), &self.namespace, &id);
+        let dest = self.dest_keys(&id, &view);
+        let kind = view["crm"]["kind"].as_str().and_then(CrmKind::parse).unwrap_or(CrmKind::Zoho);
+        let profile = crmsync_sink::profile(kind);
+        let buffer = WriteBuffer::new(
+            self.conn.clone(),
+            &self.namespace,
+            &id,
+            dest.dest(),
+            profile.match_key,
+            profile.max_batch,
+        );
         let (budget, budget_pause, active, newest, waiting, feed_stats, rejected) = tokio::join!(
-            self.limiter.budget(&id, &s),
-            self.budget_pause(&id),
+            self.limiter.budget(&dest, &s),
+            self.budget_pause(&dest),
             self.runs.active(&id),
             self.runs.list(&id, 1),
             buffer.waiting(),
             buffer.feed_stats(),
-            self.last_rejection(&id),
+            self.last_rejection(&dest, kind),
         );
         let budget: Budget = budget?;
         let (waiting, changes_waiting, refresh) = waiting?;
@@ -465,10 +481,10 @@ impl Fleet {
     }
 
     /// `used` and `allowed` of the tenant's budget pause, as recorded when it began.
-    async fn budget_pause(&self, tenant: &str) -> Result<Option<(u64, u64)>, FleetError> {
+    async fn budget_pause(&self, dest: &DestKeys) -> Result<Option<(u64, u64)>, FleetError> {
         let mut conn = self.conn.clone();
         let f: HashMap<String, u64> = redis::cmd("HGETALL")
-            .arg(LimitKeys::new(&self.namespace, tenant).budget_pause())
+            .arg(dest.budget_pause())
             .query_async(&mut conn)
             .await?;
         Ok(match (f.get("used"), f.get("allowed")) {
@@ -478,10 +494,10 @@ impl Fleet {
     }
 
     /// The tenant's newest rejected record, as an error (without the contact's email).
-    async fn last_rejection(&self, tenant: &str) -> Result<Option<LastError>, FleetError> {
+    async fn last_rejection(&self, dest: &DestKeys, kind: CrmKind) -> Result<Option<LastError>, FleetError> {
         let mut conn = self.conn.clone();
         let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-            .arg(TenantKeys::new(&self.namespace, tenant).rejected())
+            .arg(dest.rejected())
             .arg("+")
             .arg("-")
             .arg("COUNT")
@@ -503,9 +519,21 @@ impl Fleet {
             LastError {
                 source: ErrorSource::Rejected,
                 at_ms: stream_id_ms(&id),
-                message: format!("Zoho rejected a record: {}{field}: {}", get("code"), get("message")),
+                message: format!(
+                    "{} rejected a record: {}{field}: {}",
+                    crm_name(kind),
+                    get("code"),
+                    get("message")
+                ),
             }
         }))
+    }
+}
+
+/// A CRM's name for people.
+fn crm_name(kind: CrmKind) -> &'static str {
+    match kind {
+        CrmKind::Zoho => "Zoho",
     }
 }
 

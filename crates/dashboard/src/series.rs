@@ -229,12 +229,12 @@ impl Fleet {
         first_minute: u64,
         cur_minute: u64,
     ) -> Result<Option<TenantSeries>, FleetError> {
-        let Some(s) = self.limit_settings(tenant).await? else {
+        let Some((s, dest)) = self.limit_settings(tenant).await? else {
             return Ok(None);
         };
         let (ledger, throttled) = tokio::join!(
-            self.limiter.ledger(tenant),
-            self.limiter.throttled_per_minute(tenant, first_minute, cur_minute),
+            self.limiter.ledger(&dest),
+            self.limiter.throttled_per_minute(&dest, first_minute, cur_minute),
         );
         Ok(Some(TenantSeries {
             allowed: s.allowed(),

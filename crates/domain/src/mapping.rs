@@ -1,56 +1,65 @@
-//! Mapping a [`Contact`] to a Zoho CRM Contacts record.
+//! Mapping a [`Contact`] to the record a CRM receives, whatever the CRM.
 //!
-//! | Zoho field | from | limit | when too long |
-//! |---|---|---|---|
-//! | `Email` (the upsert key) | first *usable* email: trimmed, lowercased, plausible, ≤ 100 chars | 100 | the contact is **skipped** (`email_too_long`): a cut email is another address |
-//! | `Last_Name` (mandatory) | surname, else the email's local part | 80 | truncated |
-//! | `First_Name` | given name | 40 | truncated |
-//! | `Phone` | first non-blank phone number | 30 | the field is **left out**: a cut phone number is a wrong number |
-//! | `Account_Name` | company name | 200 | truncated |
-//! | `Title` | job title | 100 | truncated |
+//! | field | from | when too long |
+//! |---|---|---|
+//! | `email` (the match key) | first *usable* email: trimmed, lowercased, plausible, within the limit | the contact is **skipped** (`email_too_long`): a cut email is another address |
+//! | `last_name` (mandatory everywhere) | surname, else the email's local part | truncated |
+//! | `first_name` | given name | truncated |
+//! | `phone` | first non-blank phone number | the field is **left out**: a cut phone number is a wrong number |
+//! | `company` | company name | truncated |
+//! | `title` | job title | truncated |
 //!
-//! Limits are Zoho's defaults for the Contacts module, counted in characters; truncation cuts
-//! at a character boundary and trims trailing whitespace. Every adjustment is reported, so a
-//! run can count what it changed.
+//! Limits are the sink's ([`FieldLimits`]: each CRM folder of `crmsync-sink` defines its own),
+//! counted in characters; truncation cuts at a character boundary and trims trailing
+//! whitespace. Every adjustment is reported, so a run can count what it changed.
 //!
-//! A contact without a usable email is **skipped, never inserted blind**: Zoho's upsert matches
-//! on Email, so a record without one would be inserted again on every run.
+//! A contact without a usable email is **skipped, never sent blind**: records are found again
+//! by their email (Zoho) or at least must carry one for activity capture (Salesforce).
 
 use crate::contact::Contact;
 
-/// Field limits of the Zoho Contacts module, in characters.
+/// Field limits of a CRM's contact record, in characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldLimits {
     pub first_name: usize,
     pub last_name: usize,
     pub email: usize,
     pub phone: usize,
-    pub account_name: usize,
+    pub company: usize,
     pub title: usize,
 }
 
-impl FieldLimits {
-    /// Zoho CRM's default Contacts limits.
-    pub const ZOHO: FieldLimits = FieldLimits {
-        first_name: 40,
-        last_name: 80,
-        email: 100,
-        phone: 30,
-        account_name: 200,
-        title: 100,
-    };
-}
-
-/// A Zoho Contacts record as crmsync writes it.
+/// A contact as a CRM record, before any CRM's field names: what crmsync writes, hashes to
+/// skip unchanged writes, and keeps in the write buffer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ZohoContact {
+pub struct CrmRecord {
     pub first_name: Option<String>,
     pub last_name: String,
-    /// Trimmed and lowercased: the match key.
+    /// Trimmed and lowercased.
     pub email: String,
     pub phone: Option<String>,
-    pub account_name: Option<String>,
+    pub company: Option<String>,
     pub title: Option<String>,
+}
+
+/// How a CRM finds a contact's record again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatchKey {
+    /// By email (Zoho's upsert `duplicate_check_fields: ["Email"]`): contacts sharing an email
+    /// share one record, owned by the smallest contact id; an email change moves the record.
+    Email,
+    /// By the contact's own id, kept in the record (Salesforce's external id): one record per
+    /// contact, whatever its email.
+    ContactId,
+}
+
+/// A field the mapping may shorten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    FirstName,
+    LastName,
+    Company,
+    Title,
 }
 
 /// Why a contact was not sent to the CRM.
@@ -60,7 +69,7 @@ pub enum SkipReason {
     NoEmail,
     /// Emails present, but none is a plausible address.
     InvalidEmail,
-    /// The only plausible email is longer than Zoho's Email field.
+    /// The only plausible email is longer than the CRM's Email field.
     EmailTooLong,
     /// Another contact of the address book has the same email; the CRM keeps one record for
     /// both (the contact with the smallest Nylas id wins, so the result does not depend on
@@ -87,11 +96,11 @@ impl SkipReason {
     ];
 }
 
-/// A change the mapping made to fit Zoho.
+/// A change the mapping made to fit the CRM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Adjustment {
-    /// A field was cut to its limit (the field's API name).
-    Truncated(&'static str),
+    /// A field was cut to its limit.
+    Truncated(Field),
     /// The phone number was too long and was left out.
     PhoneDropped,
     /// No surname: Last_Name is the email's local part.
@@ -102,7 +111,7 @@ pub enum Adjustment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapOutcome {
     Mapped {
-        record: ZohoContact,
+        record: CrmRecord,
         adjustments: Vec<Adjustment>,
     },
     Skipped(SkipReason),
@@ -126,7 +135,7 @@ fn clean(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-fn fit(value: &str, limit: usize, field: &'static str, adj: &mut Vec<Adjustment>) -> String {
+fn fit(value: &str, limit: usize, field: Field, adj: &mut Vec<Adjustment>) -> String {
     if value.chars().count() <= limit {
         return value.to_owned();
     }
@@ -154,14 +163,14 @@ pub fn map_contact(c: &Contact, limits: &FieldLimits) -> MapOutcome {
     };
     let mut adj = Vec::new();
     let last_name = match clean(&c.surname) {
-        Some(s) => fit(s, limits.last_name, "Last_Name", &mut adj),
+        Some(s) => fit(s, limits.last_name, Field::LastName, &mut adj),
         None => {
             adj.push(Adjustment::LastNameFromEmail);
             let local = email.split('@').next().unwrap_or(email);
-            fit(local, limits.last_name, "Last_Name", &mut adj)
+            fit(local, limits.last_name, Field::LastName, &mut adj)
         }
     };
-    let first_name = clean(&c.given_name).map(|s| fit(s, limits.first_name, "First_Name", &mut adj));
+    let first_name = clean(&c.given_name).map(|s| fit(s, limits.first_name, Field::FirstName, &mut adj));
     let phone = c.phone_numbers.iter().find_map(|p| clean(&p.number)).and_then(|p| {
         if p.chars().count() <= limits.phone {
             Some(p.to_owned())
@@ -170,15 +179,15 @@ pub fn map_contact(c: &Contact, limits: &FieldLimits) -> MapOutcome {
             None
         }
     });
-    let account_name = clean(&c.company_name).map(|s| fit(s, limits.account_name, "Account_Name", &mut adj));
-    let title = clean(&c.job_title).map(|s| fit(s, limits.title, "Title", &mut adj));
+    let company = clean(&c.company_name).map(|s| fit(s, limits.company, Field::Company, &mut adj));
+    let title = clean(&c.job_title).map(|s| fit(s, limits.title, Field::Title, &mut adj));
     MapOutcome::Mapped {
-        record: ZohoContact {
+        record: CrmRecord {
             first_name,
             last_name,
             email: (*email).clone(),
             phone,
-            account_name,
+            company,
             title,
         },
         adjustments: adj,
@@ -187,7 +196,7 @@ pub fn map_contact(c: &Contact, limits: &FieldLimits) -> MapOutcome {
 
 /// Keeps one record per email among `(contact id, record)` pairs: the one with the smallest
 /// contact id. Returns the kept pairs (in their original order) and the ids merged away.
-pub fn dedupe_by_email(items: &[(String, ZohoContact)]) -> (Vec<&(String, ZohoContact)>, Vec<&str>) {
+pub fn dedupe_by_email(items: &[(String, CrmRecord)]) -> (Vec<&(String, CrmRecord)>, Vec<&str>) {
     let mut winner: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     for (id, r) in items {
         winner
@@ -231,8 +240,18 @@ mod tests {
         }
     }
 
+    /// Zoho's limits, the tighter of the two CRMs for most fields.
+    const LIMITS: FieldLimits = FieldLimits {
+        first_name: 40,
+        last_name: 80,
+        email: 100,
+        phone: 30,
+        company: 200,
+        title: 100,
+    };
+
     fn skipped(c: &Contact) -> Option<SkipReason> {
-        match map_contact(c, &FieldLimits::ZOHO) {
+        match map_contact(c, &LIMITS) {
             MapOutcome::Skipped(r) => Some(r),
             MapOutcome::Mapped { .. } => None,
         }
@@ -241,7 +260,7 @@ mod tests {
     #[test]
     fn picks_the_first_usable_email() {
         let c = with_emails(&["   ", "not an email", " Jane.DOE@Example.COM "]);
-        let MapOutcome::Mapped { record, .. } = map_contact(&c, &FieldLimits::ZOHO) else {
+        let MapOutcome::Mapped { record, .. } = map_contact(&c, &LIMITS) else {
             panic!("mapped")
         };
         assert_eq!(record.email, "jane.doe@example.com");
@@ -277,7 +296,7 @@ mod tests {
             number: Some("+1 (555) 555-5555 ext. 1234567890123".into()),
             kind: None,
         }];
-        let MapOutcome::Mapped { record, adjustments } = map_contact(&c, &FieldLimits::ZOHO) else {
+        let MapOutcome::Mapped { record, adjustments } = map_contact(&c, &LIMITS) else {
             panic!("mapped")
         };
         assert_eq!(record.phone, None);
@@ -288,21 +307,21 @@ mod tests {
     fn truncation_respects_character_boundaries() {
         let mut c = with_emails(&["a@b.co"]);
         c.given_name = Some("é".repeat(45));
-        let MapOutcome::Mapped { record, adjustments } = map_contact(&c, &FieldLimits::ZOHO) else {
+        let MapOutcome::Mapped { record, adjustments } = map_contact(&c, &LIMITS) else {
             panic!("mapped")
         };
         assert_eq!(record.first_name.as_deref().map(|s| s.chars().count()), Some(40));
-        assert_eq!(adjustments, vec![Adjustment::Truncated("First_Name")]);
+        assert_eq!(adjustments, vec![Adjustment::Truncated(Field::FirstName)]);
     }
 
     #[test]
     fn shared_emails_keep_the_smallest_contact_id() {
-        let r = |email: &str, last: &str| ZohoContact {
+        let r = |email: &str, last: &str| CrmRecord {
             first_name: None,
             last_name: last.into(),
             email: email.into(),
             phone: None,
-            account_name: None,
+            company: None,
             title: None,
         };
         let items = vec![

@@ -1,6 +1,7 @@
-//! Per-tenant limits on Zoho calls, for the whole fleet at once.
+//! Per-destination limits on CRM calls, for the whole fleet at once, applied as a tower layer
+//! ([`LimitLayer`]) around every sink call.
 //!
-//! Before every Zoho call a worker holds, in this order:
+//! Before every CRM call a worker holds, in this order:
 //! 1. **a credit reservation** in the tenant's rolling-window ledger in Redis (`reserve.lua`,
 //!    per-bucket counts summed over the window, atomic). The cost is known before the call
 //!    (⌈records/10⌉ for an upsert, 1 otherwise). If the reservation would pass
@@ -22,8 +23,13 @@
 //! Near the cap (less than 10% of the allowed credits left), backfill calls must leave that
 //! headroom to change-feed calls ([`Priority`]).
 
-mod keys;
+//!
+//! Every key is the destination's ([`crmsync_tenants::DestKeys`]): the ledger describes the
+//! org's spend, so a re-pointed tenant starts a new one; every script writing them checks the
+//! tenant's live destination first.
+
+mod layer;
 mod limiter;
 
-pub use keys::LimitKeys;
+pub use layer::{LimitLayer, LimitService, wait_error};
 pub use limiter::{Budget, CallOutcome, DAY, Ledger, LimitSettings, Limiter, Pause, Permit, Priority, Wait, Waited};

@@ -5,23 +5,36 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use crmsync_queue::{RedisConn, now_ms};
-use crmsync_tenants::Tenant;
+use crmsync_redis::{RedisConn, now_ms};
+use crmsync_tenants::{DestKeys, LIVE_GUARD, Tenant, TenantKeys, is_gone};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use redis::Script;
 use serde::Serialize;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use crate::keys::LimitKeys;
+pub use crmsync_sink::Priority;
 
-static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/reserve.lua")));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/release.lua")));
-static RECONCILE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/reconcile.lua")));
-static REBOOK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/rebook.lua")));
-static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
-static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/lease.lua")));
-static OUTCOME: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/outcome.lua")));
-static RETRY_BUDGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/retry_budget.lua")));
+/// A script that writes a destination's keys: it starts with the live-destination guard, so
+/// its last key and argument must be the tenant's live key and the destination.
+fn guarded(src: &str) -> Script {
+    Script::new(&format!("{LIVE_GUARD}{src}"))
+}
+
+static RESERVE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/reserve.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/release.lua")));
+static RECONCILE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/reconcile.lua")));
+static REBOOK: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/rebook.lua")));
+static GCRA: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/gcra.lua")));
+static LEASE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/lease.lua")));
+static OUTCOME: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/outcome.lua")));
+static RETRY_BUDGET: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/retry_budget.lua")));
+/// GCRA pacing of keys that belong to no tenant (Nylas grants): no guard.
+static PACE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
+
+/// Adds the guard's key and argument (last) to an invocation.
+fn guard<'a>(inv: &'a mut redis::ScriptInvocation<'static>, d: &DestKeys) -> &'a mut redis::ScriptInvocation<'static> {
+    inv.key(d.live()).arg(d.dest())
+}
 
 /// The rolling window of Zoho's credit allowance.
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -92,13 +105,6 @@ impl LimitSettings {
     }
 }
 
-/// Whose work a call is: near the cap, while change-feed work is waiting, backfill leaves the
-/// last 10% of the allowed credits to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Priority {
-    Change,
-    Backfill,
-}
 
 /// Why a call may not be made now.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +119,8 @@ pub enum Wait {
     Busy,
     /// The call costs more than the whole allowance: it can never be made.
     TooLarge { cost: u64, allowed: u64 },
+    /// The tenant was removed or pointed at another destination meanwhile.
+    Gone,
 }
 
 impl Wait {
@@ -122,7 +130,7 @@ impl Wait {
         match self {
             Wait::Budget { until_ms, .. } | Wait::Cooldown { until_ms } => (*until_ms).max(now + 100),
             Wait::Paused { .. } => now + 15_000,
-            Wait::Busy => now + 1_000,
+            Wait::Busy | Wait::Gone => now + 1_000,
             Wait::TooLarge { .. } => now + 3_600_000,
         }
     }
@@ -142,18 +150,55 @@ impl Wait {
             Wait::TooLarge { cost, allowed } => {
                 format!("a call of {cost} credits exceeds the whole allowance of {allowed}")
             }
+            Wait::Gone => "the tenant was removed or pointed at another destination".into(),
         }
     }
 }
 
-/// The right to make one call. Give it back with [`Limiter::finish`].
-#[derive(Debug)]
+/// The right to make one call. Give it back with [`Limiter::finish`]; a permit dropped
+/// without it (a cancelled or panicking call) gives its leases and its reservation back by
+/// itself, in the background.
 pub struct Permit {
-    tenant: String,
+    keys: DestKeys,
     cost: u64,
     bucket: i64,
     leases: Vec<(String, String)>,
     waited: Waited,
+    /// Set until finished: who to give everything back to if the permit is dropped.
+    owner: Option<Limiter>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("dest", &self.keys.prefix())
+            .field("cost", &self.cost)
+            .field("bucket", &self.bucket)
+            .field("leases", &self.leases.len())
+            .finish()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let Some(limiter) = self.owner.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime left: the leases expire by themselves
+        };
+        let permit = Permit {
+            keys: self.keys.clone(),
+            cost: self.cost,
+            bucket: self.bucket,
+            leases: std::mem::take(&mut self.leases),
+            waited: self.waited,
+            owner: None,
+        };
+        rt.spawn(async move {
+            if let Err(error) = limiter.give_back(permit).await {
+                warn!(%error, "Could not give back a dropped permit; its leases expire by themselves");
+            }
+        });
+    }
 }
 
 impl Permit {
@@ -292,8 +337,9 @@ impl Limiter {
         self.window
     }
 
-    fn keys(&self, tenant: &str) -> LimitKeys {
-        LimitKeys::new(&self.namespace, tenant)
+    /// The keys of a tenant's destination.
+    pub fn keys(&self, tenant: &str, dest: &str) -> DestKeys {
+        TenantKeys::new(&self.namespace, tenant).dest(dest)
     }
 
     /// Width of a credit bucket (window / 1440).
@@ -304,20 +350,34 @@ impl Limiter {
     /// Waits for everything needed to make one call of `cost` credits, or says why not.
     pub async fn acquire(
         &self,
-        tenant: &str,
+        k: &DestKeys,
         s: &LimitSettings,
         cost: u64,
         complex: bool,
         priority: Priority,
     ) -> Result<Result<Permit, Wait>, redis::RedisError> {
-        let k = self.keys(tenant);
+        match self.try_acquire(k, s, cost, complex, priority).await {
+            Err(e) if is_gone(&e) => Ok(Err(Wait::Gone)),
+            other => other,
+        }
+    }
+
+    async fn try_acquire(
+        &self,
+        k: &DestKeys,
+        s: &LimitSettings,
+        cost: u64,
+        complex: bool,
+        priority: Priority,
+    ) -> Result<Result<Permit, Wait>, redis::RedisError> {
+        let tenant = k.tenant().id().to_owned();
         let mut conn = self.conn.clone();
         let mut waited = Waited::default();
         // 0. An operator's pause, and a 429 cooldown shared by the fleet.
         loop {
             let (pause, cooldown): (HashMap<String, String>, Option<u64>) = redis::pipe()
                 .cmd("HGETALL")
-                .arg(k.pause())
+                .arg(k.tenant().pause())
                 .cmd("GET")
                 .arg(k.cooldown())
                 .query_async(&mut conn)
@@ -346,40 +406,24 @@ impl Limiter {
             Priority::Backfill => (allowed as f64 * CHANGE_FEED_HEADROOM).ceil() as u64,
         };
         let now = now_ms();
-        let (ok, at, used): (i64, i64, i64) = RESERVE
-            .key(k.ledger())
+        let mut inv = RESERVE.prepare_invoke();
+        inv.key(k.ledger())
             .key(k.ledger_index())
-            .key(k.changes_pending())
+            .key(k.feed_waiting())
+            .key(k.budget_pause())
             .arg(now)
             .arg(cost)
             .arg(allowed)
             .arg(self.window.as_millis() as u64)
             .arg(self.bucket_ms())
             .arg(headroom)
-            .arg("reserve")
-            .invoke_async(&mut conn)
-            .await?;
+            .arg("reserve");
+        let (ok, at, used): (i64, i64, i64) = guard(&mut inv, k).invoke_async(&mut conn).await?;
         if ok == 0 {
             if at < 0 {
                 return Ok(Err(Wait::TooLarge { cost, allowed }));
             }
             let until = at as u64;
-            let _: () = redis::pipe()
-                .cmd("HSET")
-                .arg(k.budget_pause())
-                .arg("until")
-                .arg(until)
-                .arg("used")
-                .arg(used)
-                .arg("allowed")
-                .arg(allowed)
-                .ignore()
-                .cmd("PEXPIREAT")
-                .arg(k.budget_pause())
-                .arg(until)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
             debug!(tenant, used, allowed, cost, until, "Credit budget spent; pausing");
             return Ok(Err(Wait::Budget {
                 until_ms: until,
@@ -388,22 +432,18 @@ impl Limiter {
             }));
         }
         let mut permit = Permit {
-            tenant: tenant.to_owned(),
+            keys: k.clone(),
             cost,
             bucket: at,
             leases: Vec::new(),
             waited,
+            owner: Some(self.clone()),
         };
         // 2. The fleet-wide rate.
         let interval_ms = 1000.0 / s.requests_per_second.max(0.001);
-        let wait: u64 = GCRA
-            .key(k.rate())
-            .key(k.aimd())
-            .arg(now_ms())
-            .arg(interval_ms)
-            .arg(1)
-            .invoke_async(&mut conn)
-            .await?;
+        let mut inv = GCRA.prepare_invoke();
+        inv.key(k.rate()).key(k.aimd()).arg(now_ms()).arg(interval_ms).arg(1);
+        let wait: u64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
         if wait > 0 {
             permit.waited.rate = true;
             tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -412,32 +452,30 @@ impl Limiter {
         let started = now_ms();
         loop {
             let id = format!("{:016x}", rand::random::<u64>());
-            let got: i64 = LEASE
-                .key(k.leases())
+            let mut inv = LEASE.prepare_invoke();
+            inv.key(k.leases())
                 .key(k.aimd())
                 .arg(now_ms())
                 .arg(self.lease_ttl.as_millis() as u64)
                 .arg(s.concurrency)
                 .arg(&id)
-                .arg(1)
-                .invoke_async(&mut conn)
-                .await?;
+                .arg(1);
+            let got: i64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
             if got == 1 {
                 permit.leases.push((k.leases(), id));
                 if !complex {
                     break;
                 }
                 let cid = format!("{:016x}", rand::random::<u64>());
-                let got: i64 = LEASE
-                    .key(k.complex_leases())
+                let mut inv = LEASE.prepare_invoke();
+                inv.key(k.complex_leases())
                     .key(k.aimd())
                     .arg(now_ms())
                     .arg(self.lease_ttl.as_millis() as u64)
                     .arg(COMPLEX_CONCURRENCY)
                     .arg(&cid)
-                    .arg(0)
-                    .invoke_async(&mut conn)
-                    .await?;
+                    .arg(0);
+                let got: i64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
                 if got == 1 {
                     permit.leases.push((k.complex_leases(), cid));
                     break;
@@ -452,7 +490,7 @@ impl Limiter {
             tokio::time::sleep(Duration::from_millis(rand::random_range(10..40))).await;
         }
         // 4. The local smoother.
-        let local = self.local_limiter(tenant, s.requests_per_second);
+        let local = self.local_limiter(k.prefix(), s.requests_per_second);
         if local.check().is_err() {
             permit.waited.rate = true;
             local.until_ready().await;
@@ -491,6 +529,20 @@ impl Limiter {
         pipe.query_async(&mut conn).await
     }
 
+    /// Gives back everything a permit holds when its call was never sent: its leases and its
+    /// reservation.
+    async fn give_back(&self, mut permit: Permit) -> Result<(), redis::RedisError> {
+        permit.owner = None;
+        self.drop_leases(&mut permit).await?;
+        let k = permit.keys.clone();
+        let mut inv = RELEASE.prepare_invoke();
+        inv.key(k.ledger()).key(k.ledger_index()).arg(permit.bucket).arg(permit.cost);
+        match guard(&mut inv, &k).invoke_async::<i64>(&mut self.conn.clone()).await {
+            Err(e) if !is_gone(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Gives the permit back with how the call went. On a 429 returns when the shared
     /// cooldown ends.
     pub async fn finish(
@@ -499,40 +551,45 @@ impl Limiter {
         s: &LimitSettings,
         outcome: CallOutcome,
     ) -> Result<Option<u64>, redis::RedisError> {
-        self.drop_leases(&mut permit).await?;
-        let k = self.keys(&permit.tenant);
+        permit.owner = None;
+        match self.record(&mut permit, s, outcome).await {
+            // The tenant went away meanwhile: there is nothing left to account to.
+            Err(e) if is_gone(&e) => Ok(None),
+            other => other,
+        }
+    }
+
+    async fn record(
+        &self,
+        permit: &mut Permit,
+        s: &LimitSettings,
+        outcome: CallOutcome,
+    ) -> Result<Option<u64>, redis::RedisError> {
+        self.drop_leases(permit).await?;
+        let k = permit.keys.clone();
         let mut conn = self.conn.clone();
         let now = now_ms();
-        let give_back = |conn: &mut RedisConn| {
+        if matches!(outcome, CallOutcome::NotSent | CallOutcome::Throttled { .. }) {
             let mut inv = RELEASE.prepare_invoke();
-            inv.key(k.ledger())
-                .key(k.ledger_index())
-                .arg(permit.bucket)
-                .arg(permit.cost);
-            let mut c = conn.clone();
-            async move { inv.invoke_async::<i64>(&mut c).await.map(|_| ()) }
-        };
+            inv.key(k.ledger()).key(k.ledger_index()).arg(permit.bucket).arg(permit.cost);
+            let _: i64 = guard(&mut inv, &k).invoke_async(&mut conn).await?;
+        }
         if matches!(outcome, CallOutcome::Answered { .. } | CallOutcome::Failed) {
-            let _: i64 = REBOOK
-                .key(k.ledger())
+            let mut inv = REBOOK.prepare_invoke();
+            inv.key(k.ledger())
                 .key(k.ledger_index())
                 .arg(permit.bucket)
                 .arg(permit.cost)
                 .arg(now)
                 .arg(self.bucket_ms())
-                .arg(self.window.as_millis() as u64)
-                .invoke_async(&mut conn)
-                .await?;
+                .arg(self.window.as_millis() as u64);
+            let _: i64 = guard(&mut inv, &k).invoke_async(&mut conn).await?;
         }
         match outcome {
-            CallOutcome::NotSent => {
-                give_back(&mut conn).await?;
-                Ok(None)
-            }
-            CallOutcome::Failed => Ok(None),
+            CallOutcome::NotSent | CallOutcome::Failed => Ok(None),
             CallOutcome::Answered { credits_remaining } => {
-                let _: Vec<i64> = OUTCOME
-                    .key(k.aimd())
+                let mut inv = OUTCOME.prepare_invoke();
+                inv.key(k.aimd())
                     .key(k.cooldown())
                     .key(k.throttled(now / MINUTE_MS))
                     .arg(now)
@@ -540,12 +597,11 @@ impl Limiter {
                     .arg(0)
                     .arg(AIMD_STEP)
                     .arg(AIMD_MIN)
-                    .arg(THROTTLED_TTL_SECS)
-                    .invoke_async(&mut conn)
-                    .await?;
-                self.budget_deposit(&permit.tenant).await?;
+                    .arg(THROTTLED_TTL_SECS);
+                let _: Vec<i64> = guard(&mut inv, &k).invoke_async(&mut conn).await?;
+                self.budget_deposit(&k).await?;
                 if let Some(rem) = credits_remaining {
-                    self.reconcile(&permit.tenant, s, rem).await?;
+                    self.reconcile(&k, s, rem).await?;
                 }
                 Ok(None)
             }
@@ -553,7 +609,6 @@ impl Limiter {
                 retry_after,
                 credits_remaining,
             } => {
-                give_back(&mut conn).await?;
                 let streak: Option<u64> = redis::cmd("HGET")
                     .arg(k.aimd())
                     .arg("streak")
@@ -566,8 +621,8 @@ impl Limiter {
                         rand::random_range(ceiling / 2..=ceiling)
                     }
                 };
-                let res: Vec<i64> = OUTCOME
-                    .key(k.aimd())
+                let mut inv = OUTCOME.prepare_invoke();
+                inv.key(k.aimd())
                     .key(k.cooldown())
                     .key(k.throttled(now / MINUTE_MS))
                     .arg(now)
@@ -575,17 +630,16 @@ impl Limiter {
                     .arg(cooldown)
                     .arg(AIMD_STEP)
                     .arg(AIMD_MIN)
-                    .arg(THROTTLED_TTL_SECS)
-                    .invoke_async(&mut conn)
-                    .await?;
+                    .arg(THROTTLED_TTL_SECS);
+                let res: Vec<i64> = guard(&mut inv, &k).invoke_async(&mut conn).await?;
                 info!(
-                    tenant = %permit.tenant,
+                    dest = %k.prefix(),
                     cooldown_ms = cooldown,
                     rate_factor = res.first().copied().unwrap_or(1000) as f64 / 1000.0,
-                    "Zoho answered 429; the fleet backs off"
+                    "The CRM answered 429; the fleet backs off"
                 );
                 if let Some(rem) = credits_remaining {
-                    self.reconcile(&permit.tenant, s, rem).await?;
+                    self.reconcile(&k, s, rem).await?;
                 }
                 let until: Option<u64> = redis::cmd("GET").arg(k.cooldown()).query_async(&mut conn).await?;
                 Ok(Some(until.unwrap_or(now + cooldown)))
@@ -593,55 +647,55 @@ impl Limiter {
         }
     }
 
-    async fn reconcile(&self, tenant: &str, s: &LimitSettings, remaining: u64) -> Result<(), redis::RedisError> {
-        let k = self.keys(tenant);
+    async fn reconcile(&self, k: &DestKeys, s: &LimitSettings, remaining: u64) -> Result<(), redis::RedisError> {
         let mut conn = self.conn.clone();
-        let added: i64 = RECONCILE
-            .key(k.ledger())
+        let mut inv = RECONCILE.prepare_invoke();
+        inv.key(k.ledger())
             .key(k.ledger_index())
             .arg(now_ms())
             .arg(s.daily_credits)
             .arg(remaining)
             .arg(self.window.as_millis() as u64)
-            .arg(self.bucket_ms())
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(self.bucket_ms());
+        let added: i64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
         if added > 0 {
             info!(
-                tenant,
-                added, remaining, "Zoho reports more credits used than our ledger; reconciled"
+                dest = %k.prefix(),
+                added, remaining, "The CRM reports more credits used than our ledger; reconciled"
             );
         }
         Ok(())
     }
 
-    async fn budget_deposit(&self, tenant: &str) -> Result<(), redis::RedisError> {
+    async fn budget_deposit(&self, k: &DestKeys) -> Result<(), redis::RedisError> {
         let mut conn = self.conn.clone();
-        let _: i64 = RETRY_BUDGET
-            .key(self.keys(tenant).retry_budget())
+        let mut inv = RETRY_BUDGET.prepare_invoke();
+        inv.key(k.retry_budget())
             .arg(now_ms())
             .arg("deposit")
             .arg(RETRY_DEPOSIT)
             .arg(RETRY_REFILL_PER_SEC)
-            .arg(RETRY_MAX)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(RETRY_MAX);
+        let _: i64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
         Ok(())
     }
 
-    /// Takes a retry from the tenant's retry budget; false when it is spent (retry later).
-    pub async fn retry_allowed(&self, tenant: &str) -> Result<bool, redis::RedisError> {
+    /// Takes a retry from the destination's retry budget; false when it is spent (retry
+    /// later).
+    pub async fn retry_allowed(&self, k: &DestKeys) -> Result<bool, redis::RedisError> {
         let mut conn = self.conn.clone();
-        let ok: i64 = RETRY_BUDGET
-            .key(self.keys(tenant).retry_budget())
+        let mut inv = RETRY_BUDGET.prepare_invoke();
+        inv.key(k.retry_budget())
             .arg(now_ms())
             .arg("withdraw")
             .arg(RETRY_DEPOSIT)
             .arg(RETRY_REFILL_PER_SEC)
-            .arg(RETRY_MAX)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(ok == 1)
+            .arg(RETRY_MAX);
+        match guard(&mut inv, k).invoke_async::<i64>(&mut conn).await {
+            Ok(ok) => Ok(ok == 1),
+            Err(e) if is_gone(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Paces calls to another API fleet-wide (GCRA at `rps`), e.g. Nylas's 200 requests per
@@ -649,7 +703,7 @@ impl Limiter {
     pub async fn pace(&self, key: &str, rps: f64) -> Result<(), redis::RedisError> {
         let tag = format!("{{{}:pace:{key}}}", self.namespace);
         let mut conn = self.conn.clone();
-        let wait: u64 = GCRA
+        let wait: u64 = PACE
             .key(format!("{tag}:rate"))
             .key(format!("{tag}:aimd"))
             .arg(now_ms())
@@ -663,11 +717,11 @@ impl Limiter {
         Ok(())
     }
 
-    /// Pauses a tenant (all its Zoho calls) until resumed.
+    /// Pauses a tenant (all its CRM calls) until resumed.
     pub async fn pause(&self, tenant: &str, reason: &str) -> Result<(), redis::RedisError> {
         let mut conn = self.conn.clone();
         redis::cmd("HSET")
-            .arg(self.keys(tenant).pause())
+            .arg(TenantKeys::new(&self.namespace, tenant).pause())
             .arg("reason")
             .arg(reason)
             .arg("since")
@@ -680,33 +734,36 @@ impl Limiter {
     pub async fn resume(&self, tenant: &str) -> Result<bool, redis::RedisError> {
         let mut conn = self.conn.clone();
         let n: i64 = redis::cmd("DEL")
-            .arg(self.keys(tenant).pause())
+            .arg(TenantKeys::new(&self.namespace, tenant).pause())
             .query_async(&mut conn)
             .await?;
         Ok(n == 1)
     }
 
-    /// The tenant's budget and pause state.
-    pub async fn budget(&self, tenant: &str, s: &LimitSettings) -> Result<Budget, redis::RedisError> {
-        let k = self.keys(tenant);
+    /// The budget and pause state of a tenant's destination.
+    pub async fn budget(&self, k: &DestKeys, s: &LimitSettings) -> Result<Budget, redis::RedisError> {
         let mut conn = self.conn.clone();
-        let (used, next, amount): (i64, i64, i64) = RESERVE
-            .key(k.ledger())
+        let mut inv = RESERVE.prepare_invoke();
+        inv.key(k.ledger())
             .key(k.ledger_index())
-            .key(k.changes_pending())
+            .key(k.feed_waiting())
+            .key(k.budget_pause())
             .arg(now_ms())
             .arg(0)
             .arg(s.allowed())
             .arg(self.window.as_millis() as u64)
             .arg(self.bucket_ms())
             .arg(0)
-            .arg("peek")
-            .invoke_async(&mut conn)
-            .await?;
+            .arg("peek");
+        let (used, next, amount): (i64, i64, i64) = match guard(&mut inv, k).invoke_async(&mut conn).await {
+            Err(e) if is_gone(&e) => (0, -1, 0),
+            other => other?,
+        };
+        let tenant = k.tenant().id().to_owned();
         let (pause, budget_until, cooldown, factor): (HashMap<String, String>, Option<u64>, Option<u64>, Option<f64>) =
             redis::pipe()
                 .cmd("HGETALL")
-                .arg(k.pause())
+                .arg(k.tenant().pause())
                 .cmd("HGET")
                 .arg(k.budget_pause())
                 .arg("until")
@@ -719,7 +776,7 @@ impl Limiter {
                 .await?;
         let now = now_ms();
         Ok(Budget {
-            tenant: tenant.to_owned(),
+            tenant,
             used: used.max(0) as u64,
             allowed: s.allowed(),
             daily_credits: s.daily_credits,
@@ -741,10 +798,10 @@ impl Limiter {
     /// The tenant's credit ledger: credits per bucket still in the rolling window. Read-only
     /// (unlike `budget`, which also drops buckets that left the window): a bucket is live
     /// while `bucket >= current - window / bucket_ms`, as in `reserve.lua`.
-    pub async fn ledger(&self, tenant: &str) -> Result<Ledger, redis::RedisError> {
+    pub async fn ledger(&self, k: &DestKeys) -> Result<Ledger, redis::RedisError> {
         let mut conn = self.conn.clone();
         let fields: HashMap<String, i64> = redis::cmd("HGETALL")
-            .arg(self.keys(tenant).ledger())
+            .arg(k.ledger())
             .query_async(&mut conn)
             .await?;
         let bms = self.bucket_ms();
@@ -766,11 +823,10 @@ impl Limiter {
 
     /// 429s Zoho answered the tenant per minute, for the minutes `from..=to` (epoch minutes,
     /// ms / 60,000); kept 25 hours.
-    pub async fn throttled_per_minute(&self, tenant: &str, from: u64, to: u64) -> Result<Vec<u64>, redis::RedisError> {
+    pub async fn throttled_per_minute(&self, k: &DestKeys, from: u64, to: u64) -> Result<Vec<u64>, redis::RedisError> {
         if to < from {
             return Ok(Vec::new());
         }
-        let k = self.keys(tenant);
         let keys: Vec<String> = (from..=to).map(|m| k.throttled(m)).collect();
         let mut conn = self.conn.clone();
         // One MGET: the keys share the tenant's hash tag, hence one Cluster slot.

@@ -39,7 +39,33 @@ pub enum NylasError {
     Decode(String),
 }
 
+/// Codes a Nylas failure can carry (all in `crmsync dead codes`), with what they mean. Nylas's
+/// error types overlap the CRMs' codes in name but not in fix, hence the prefix.
+pub const CODES: &[(&str, &str)] = &[
+    (
+        "NYLAS_UNAUTHORIZED",
+        "Nylas refused the API key or the grant: fix them with `crmsync tenant set`",
+    ),
+    ("NYLAS_NOT_FOUND", "Nylas does not know the grant or the page"),
+    ("NYLAS_REJECTED", "Nylas refused the request"),
+    ("NYLAS_RATE_LIMITED", "Nylas kept throttling"),
+    ("NYLAS_UNAVAILABLE", "Nylas 5xx answers, timeouts or connection failures"),
+    ("NYLAS_DECODE", "a Nylas answer crmsync could not read"),
+];
+
 impl NylasError {
+    /// The dead-letter code of this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NylasError::RateLimited { .. } => "NYLAS_RATE_LIMITED",
+            NylasError::Unauthorized(_) => "NYLAS_UNAUTHORIZED",
+            NylasError::NotFound(_) => "NYLAS_NOT_FOUND",
+            NylasError::Rejected { .. } => "NYLAS_REJECTED",
+            NylasError::Server { .. } | NylasError::Transport(_) => "NYLAS_UNAVAILABLE",
+            NylasError::Decode(_) => "NYLAS_DECODE",
+        }
+    }
+
     pub fn next(&self) -> Next {
         match self {
             NylasError::RateLimited { retry_after, .. } => Next::RetryLater(*retry_after),

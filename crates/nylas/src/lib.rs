@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crmsync_domain::Contact;
 pub use dto::parse_contact;
-pub use error::{Next, NylasError};
+pub use error::{CODES, Next, NylasError};
 use tracing::debug;
 
 /// Nylas's limit on Contacts requests per second per grant.

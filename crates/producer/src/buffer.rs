@@ -1,44 +1,58 @@
-//! The write buffer: every change crmsync makes to a tenant's CRM waits here until a flush
-//! writes it in a batch of up to 100 (Zoho's largest call, and the cheapest per record: an
-//! upsert of 100 costs 10 credits). Backfill pages and the change feed push; flush jobs take,
-//! write and record.
+//! The write buffer of one tenant's destination: every change crmsync makes to a CRM waits
+//! here until a flush writes it in a batch (the CRM's largest call is the cheapest per
+//! record: a 100-record Zoho upsert costs 10 credits). Backfill pages and the change feed
+//! push; flush jobs take, write and record.
 //!
 //! - **Coalescing**: one entry waits per contact; a newer change (by event time, then
 //!   arrival) replaces it, an older one is dropped, and a deletion cancels a waiting update.
 //!   An update older than a deletion already applied is dropped (tombstones outlive Nylas's
 //!   72-hour retry horizon).
-//! - **Shared emails**: Zoho matches records on Email, and the contact with the smallest Nylas
-//!   id owns an email. When the owner leaves an email (deleted, or its email changed), the next
-//!   contact with that email takes over (it is re-read from Nylas and written); when none is
-//!   left, the record is deleted, or moved by id to the contact's new email so no orphan stays.
-//! - **Skip unchanged**: the hash of the record last written per contact is kept; a change
+//! - **Shared emails** (a CRM matching on email): the contact with the smallest Nylas id owns
+//!   an email's record. When the owner leaves an email (deleted, or its email changed), the
+//!   next contact with that email takes over (it is re-read from Nylas and written); when none
+//!   is left, the record is deleted, or moved by id to the contact's new email.
+//! - **Skip unchanged**: the hash of what was last written to each record is kept; a change
 //!   that maps to the same record costs nothing (unless forced).
-//! - **Order**: a record (key or email) being written is not taken again until that write is
-//!   recorded, so writes to one record land in order; change-feed entries go first.
+//! - **Order**: a record being written is not taken again until that write is recorded, so
+//!   writes to one record land in order; change-feed entries go first.
 //! - **Durability**: a flush's batch is kept under the flush's id until its outcome is
-//!   recorded (`buffer_done.lua`, once); a flush that crashes resumes its own batch, and a
-//!   batch whose flush is gone for good (lease expired) returns to the buffer.
+//!   recorded (`done.lua`, once); a flush that crashes resumes its own batch, and a batch
+//!   whose flush is gone for good (lease expired) returns to the buffer.
+//!
+//! **State** (per destination, in bucketed hashes that Redis keeps in its compact encoding):
+//! per contact `<at s> <record key>` (the latest change applied), per record `<hash> <record
+//! id> <owner>` (what crmsync wrote there and which contact owns it). A record key is a
+//! 64-bit hash of the email (matching on email) or the contact id (matching on contact):
+//! the email itself is not kept.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use crmsync_domain::ZohoContact;
-use crmsync_queue::RedisConn;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use crmsync_domain::{CrmRecord, MatchKey};
+use crmsync_redis::{RedisConn, now_ms};
+use crmsync_tenants::{DestKeys, TenantKeys, is_gone};
 use redis::Script;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::keys::TenantKeys;
+/// The scripts, each with the shared prelude (guard, entry and state formats) in front.
+fn script(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("scripts/lib.lua")))
+}
+static PUSH: LazyLock<Script> = LazyLock::new(|| script(include_str!("scripts/push.lua")));
+static TAKE: LazyLock<Script> = LazyLock::new(|| script(include_str!("scripts/take.lua")));
+static DONE: LazyLock<Script> = LazyLock::new(|| script(include_str!("scripts/done.lua")));
 
-static PUSH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/buffer_push.lua")));
-static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/buffer_take.lua")));
-static DONE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/buffer_done.lua")));
-
-/// Backfill entries sort after every change-feed entry (scores are ms plus this).
-const BACKFILL_SCORE_BASE: u64 = 10_000_000_000_000;
 /// How long a flush may hold a batch before it is presumed gone (a deferred flush renews it).
 const FLUSH_LEASE_MS: u64 = 3_600_000;
 /// How long a deletion is remembered: past Nylas's 72-hour retry horizon.
 const TOMBSTONE_MS: u64 = 96 * 3_600_000;
+/// How long a webhook notification id is remembered (Nylas retries for up to 72 hours).
+pub const SEEN_MS: u64 = 96 * 3_600_000;
+/// Most rejected records kept per destination.
+const REJECTED_MAX: u64 = 10_000;
 
 /// Where a buffered change came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,6 +77,14 @@ impl Source {
             None => Source::Feed,
         }
     }
+
+    /// The run id, or `feed`.
+    pub fn label(&self) -> &str {
+        match self {
+            Source::Run(id) => id,
+            Source::Feed => "feed",
+        }
+    }
 }
 
 /// A change to push.
@@ -72,7 +94,7 @@ pub enum Change {
     Upsert {
         contact_id: String,
         at_ms: u64,
-        record: ZohoContact,
+        record: CrmRecord,
     },
     /// The contact was deleted.
     Delete { contact_id: String, at_ms: u64 },
@@ -80,16 +102,10 @@ pub enum Change {
     Unmap { contact_id: String, at_ms: u64 },
 }
 
-/// The stored record: a wire format (it waits in Redis across deploys), so fields are only
-/// added, with defaults.
+/// The record as it waits in Redis: a wire format (it waits across deploys), so fields are
+/// only added, with defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stored {
-    /// Nylas contact id.
-    c: String,
-    #[serde(default)]
-    at: u64,
-    #[serde(default)]
-    h: String,
     #[serde(default)]
     first: Option<String>,
     #[serde(default)]
@@ -99,32 +115,72 @@ struct Stored {
     #[serde(default)]
     phone: Option<String>,
     #[serde(default)]
-    account: Option<String>,
+    company: Option<String>,
     #[serde(default)]
     title: Option<String>,
+}
+
+impl Stored {
+    fn of(r: &CrmRecord) -> Self {
+        Stored {
+            first: r.first_name.clone(),
+            last: r.last_name.clone(),
+            email: r.email.clone(),
+            phone: r.phone.clone(),
+            company: r.company.clone(),
+            title: r.title.clone(),
+        }
+    }
+
+    fn record(self) -> CrmRecord {
+        CrmRecord {
+            first_name: self.first,
+            last_name: self.last,
+            email: self.email,
+            phone: self.phone,
+            company: self.company,
+            title: self.title,
+        }
+    }
 }
 
 /// What a flush does with an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Upsert the record, matched on its email.
-    Upsert(ZohoContact),
-    /// Update the contact's existing record (known by id, formerly under `from`) to this
-    /// record, new email included.
-    Move { from: String, record: ZohoContact },
-    /// Delete the record of `email` (its last contact left it).
-    Delete { email: String },
+    /// Write the record, found by the CRM's match key.
+    Upsert(CrmRecord),
+    /// The contact's email changed and its record (id in [`Entry::rid`], when known) follows
+    /// it: update it to this record, new email included.
+    Move(CrmRecord),
+    /// Delete the record (id in [`Entry::rid`], when known): its last contact left it.
+    Delete,
 }
 
 /// A buffered change as a flush takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The buffer key (`c:<contact id>` or `x:<record key>`).
+    pub key: String,
     pub source: Source,
     pub contact_id: String,
-    pub at_ms: u64,
+    /// The record key the entry writes, and for a move the one its record leaves.
+    pub rk: String,
+    pub from: String,
     /// Hash of the record (empty for deletions), recorded once it is written.
     pub hash: String,
+    /// The record id a move or a deletion acts on, when crmsync knows it.
+    pub rid: Option<String>,
     pub op: Op,
+}
+
+impl Entry {
+    /// The email the entry is about (empty for a deletion, whose email crmsync does not keep).
+    pub fn email(&self) -> &str {
+        match &self.op {
+            Op::Upsert(r) | Op::Move(r) => &r.email,
+            Op::Delete => "",
+        }
+    }
 }
 
 /// What a push did.
@@ -139,93 +195,183 @@ pub struct Pushed {
     pub stale: u64,
     /// Entries waiting now.
     pub waiting: u64,
-    /// Entries pushed ever (paces the flushes: one per 100).
-    pub total: u64,
+    /// Flushes for full batches to schedule now (no scheduled flush covers them yet).
+    pub schedule: u64,
+}
+
+/// A push of a webhook notification: recorded, or a duplicate of one already recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushing {
+    Pushed(Pushed),
+    Duplicate,
+}
+
+/// How one entry of a batch ended, for [`WriteBuffer::done`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// The record holds the entry now, under this id.
+    Record(String),
+    /// The record is gone.
+    Deleted,
+    /// The CRM refused it (see the rejections passed alongside).
+    Refused,
 }
 
 /// Counts of a flush for one source, recorded with its batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlushCount {
     pub source: Source,
-    /// A run counter: `inserted`, `updated`, `deleted`, `failed:<code>`, `zoho_calls`, `credits`.
+    /// A run counter: `inserted`, `updated`, `deleted`, `failed:<code>`, `calls`, `credits`.
     pub field: String,
     pub n: u64,
+}
+
+/// A record the CRM refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub run_id: String,
+    pub contact_id: String,
+    pub email: String,
+    pub code: String,
+    pub field: Option<String>,
+    pub message: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
+    /// The tenant was removed or pointed at another destination meanwhile.
+    #[error("the tenant was removed or pointed at another destination")]
+    Gone,
     #[error("buffered entry {key} is unreadable: {error}")]
     Corrupt { key: String, error: String },
 }
 
-/// A stable 64-bit FNV-1a hash of a record, hex: what "unchanged" compares.
-pub fn record_hash(r: &ZohoContact) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let fields = [
-        r.first_name.as_deref().unwrap_or("\u{0}"),
-        &r.last_name,
-        &r.email,
-        r.phone.as_deref().unwrap_or("\u{0}"),
-        r.account_name.as_deref().unwrap_or("\u{0}"),
-        r.title.as_deref().unwrap_or("\u{0}"),
-    ];
-    for f in fields {
-        for b in f.bytes().chain(std::iter::once(0x1f)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+impl From<redis::RedisError> for BufferError {
+    fn from(e: redis::RedisError) -> Self {
+        if is_gone(&e) { BufferError::Gone } else { BufferError::Redis(e) }
     }
-    format!("{h:016x}")
 }
 
-/// One tenant's write buffer. Cheap to clone.
+fn hash_b64(bytes: &[u8], n: usize) -> String {
+    let digest = Sha256::digest(bytes);
+    B64.encode(&digest[..n])
+}
+
+/// The record key of an email (for a CRM matching on email): 64 bits of its SHA-256, so the
+/// email itself is not stored and two emails practically never share a key.
+pub fn email_key(email: &str) -> String {
+    hash_b64(email.as_bytes(), 8)
+}
+
+/// A 48-bit hash of a record (8 characters): what "unchanged" compares.
+pub fn record_hash(r: &CrmRecord) -> String {
+    let mut buf = Vec::with_capacity(128);
+    for f in [
+        r.first_name.as_deref(),
+        Some(r.last_name.as_str()),
+        Some(r.email.as_str()),
+        r.phone.as_deref(),
+        r.company.as_deref(),
+        r.title.as_deref(),
+    ] {
+        match f {
+            Some(v) => {
+                buf.push(1);
+                buf.extend_from_slice(v.as_bytes());
+            }
+            None => buf.push(0),
+        }
+        buf.push(0x1f);
+    }
+    hash_b64(&buf, 6)
+}
+
+/// One destination's write buffer. Cheap to clone.
 #[derive(Clone)]
 pub struct WriteBuffer {
     conn: RedisConn,
-    keys: TenantKeys,
+    tenant: TenantKeys,
+    dest: DestKeys,
+    mode: MatchKey,
+    batch: usize,
 }
 
 impl WriteBuffer {
-    pub fn new(conn: RedisConn, namespace: &str, tenant: &str) -> Self {
+    /// The buffer of a tenant's destination, for a CRM matching on `mode`, written in
+    /// batches of `batch`.
+    pub fn new(conn: RedisConn, namespace: &str, tenant: &str, dest: &str, mode: MatchKey, batch: usize) -> Self {
+        let tenant = TenantKeys::new(namespace, tenant);
         Self {
             conn,
-            keys: TenantKeys::new(namespace, tenant),
+            dest: tenant.dest(dest),
+            tenant,
+            mode,
+            batch: batch.max(1),
+        }
+    }
+
+    pub fn keys(&self) -> &DestKeys {
+        &self.dest
+    }
+
+    /// The record key a change of this record writes.
+    pub fn record_key(&self, contact_id: &str, r: &CrmRecord) -> String {
+        match self.mode {
+            MatchKey::Email => email_key(&r.email),
+            MatchKey::ContactId => contact_id.to_owned(),
         }
     }
 
     /// Pushes changes; `force` writes upserts even when unchanged.
     pub async fn push(&self, source: &Source, force: bool, changes: &[Change]) -> Result<Pushed, BufferError> {
-        if changes.is_empty() {
-            return Ok(Pushed::default());
+        match self.push_notification(source, force, changes, None).await? {
+            Pushing::Pushed(p) => Ok(p),
+            Pushing::Duplicate => Ok(Pushed::default()),
         }
-        let k = &self.keys;
+    }
+
+    /// Pushes the changes of a webhook notification, unless its id was recorded already
+    /// (checked and recorded in the same atomic step as the push).
+    pub async fn push_notification(
+        &self,
+        source: &Source,
+        force: bool,
+        changes: &[Change],
+        notification: Option<&str>,
+    ) -> Result<Pushing, BufferError> {
+        if changes.is_empty() && notification.is_none() {
+            return Ok(Pushing::Pushed(Pushed::default()));
+        }
+        let (t, d) = (&self.tenant, &self.dest);
         let mut inv = PUSH.prepare_invoke();
-        inv.key(k.buffer())
-            .key(k.buffer_sources())
-            .key(k.buffer_order())
-            .key(k.email_owner())
-            .key(k.buffer_pushed())
-            .key(k.buffer_emails())
-            .key(k.buffer_in_flight())
-            .key(k.contacts())
-            .key(k.tombstones())
-            .key(k.written())
-            .key(k.refresh())
-            .key(k.feed_stats())
-            .arg(crmsync_queue::now_ms())
+        inv.key(d.queue())
+            .key(d.queue_feed())
+            .key(d.queue_backfill())
+            .key(d.in_flight())
+            .key(d.tombstones())
+            .key(d.refresh())
+            .key(d.feed_waiting())
+            .key(d.scheduled())
+            .key(t.feed_stats())
+            .key(t.seen())
+            .key(d.live())
+            .arg(now_ms())
             .arg(source.encode())
-            .arg(if *source == Source::Feed {
-                0
-            } else {
-                BACKFILL_SCORE_BASE
-            })
-            .arg(k.run_prefix())
-            .arg(k.buffer_feed())
-            .arg(k.members_prefix())
             .arg(if force { 1 } else { 0 })
-            .arg(TOMBSTONE_MS);
+            .arg(match self.mode {
+                MatchKey::Email => "email",
+                MatchKey::ContactId => "contact",
+            })
+            .arg(d.contacts_prefix())
+            .arg(d.records_prefix())
+            .arg(d.members_prefix())
+            .arg(t.run_prefix())
+            .arg(self.batch)
+            .arg(TOMBSTONE_MS)
+            .arg(notification.unwrap_or(""))
+            .arg(SEEN_MS);
         for c in changes {
             match c {
                 Change::Upsert {
@@ -233,27 +379,15 @@ impl WriteBuffer {
                     at_ms,
                     record,
                 } => {
-                    let hash = record_hash(record);
-                    let stored = Stored {
-                        c: contact_id.clone(),
-                        at: *at_ms,
-                        h: hash.clone(),
-                        first: record.first_name.clone(),
-                        last: record.last_name.clone(),
-                        email: record.email.clone(),
-                        phone: record.phone.clone(),
-                        account: record.account_name.clone(),
-                        title: record.title.clone(),
-                    };
-                    let json = serde_json::to_string(&stored).map_err(|e| BufferError::Corrupt {
+                    let json = serde_json::to_string(&Stored::of(record)).map_err(|e| BufferError::Corrupt {
                         key: contact_id.clone(),
                         error: e.to_string(),
                     })?;
                     inv.arg("upsert")
                         .arg(contact_id)
                         .arg(at_ms)
-                        .arg(&record.email)
-                        .arg(hash)
+                        .arg(self.record_key(contact_id, record))
+                        .arg(record_hash(record))
                         .arg(json);
                 }
                 Change::Delete { contact_id, at_ms } => {
@@ -264,122 +398,139 @@ impl WriteBuffer {
                 }
             }
         }
+        inv.arg(d.dest());
         let mut conn = self.conn.clone();
-        let (pushed, shared, unchanged, stale, waiting, total): (u64, u64, u64, u64, u64, u64) =
-            inv.invoke_async(&mut conn).await?;
-        Ok(Pushed {
-            pushed,
-            shared,
-            unchanged,
-            stale,
-            waiting,
-            total,
-        })
+        let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
+        let n = |i: usize| -> u64 {
+            reply
+                .get(i)
+                .and_then(|v| redis::from_redis_value_ref::<u64>(v).ok())
+                .unwrap_or(0)
+        };
+        let status: String = reply
+            .first()
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .unwrap_or_default();
+        if status == "duplicate" {
+            return Ok(Pushing::Duplicate);
+        }
+        Ok(Pushing::Pushed(Pushed {
+            pushed: n(1),
+            shared: n(2),
+            unchanged: n(3),
+            stale: n(4),
+            waiting: n(5),
+            schedule: n(6),
+        }))
     }
 
     /// Takes (or resumes) the batch of flush `flush_id`: at most `max` entries of one kind,
-    /// and nothing unless at least `min` are available.
-    pub async fn take(&self, flush_id: &str, max: usize, min: usize) -> Result<Vec<Entry>, BufferError> {
-        let k = &self.keys;
+    /// and nothing unless at least `min` are available. `full`: the flush was scheduled for a
+    /// full batch by a push.
+    pub async fn take(&self, flush_id: &str, max: usize, min: usize, full: bool) -> Result<Vec<Entry>, BufferError> {
+        let d = &self.dest;
         let mut conn = self.conn.clone();
         let flat: Vec<String> = TAKE
-            .key(k.buffer())
-            .key(k.buffer_sources())
-            .key(k.buffer_order())
-            .key(k.buffer_in_flight())
-            .key(k.flush(flush_id))
-            .key(k.flushes())
-            .key(k.buffer_emails())
+            .key(d.queue())
+            .key(d.queue_feed())
+            .key(d.queue_backfill())
+            .key(d.in_flight())
+            .key(d.flush(flush_id))
+            .key(d.flushes())
+            .key(d.feed_waiting())
+            .key(d.scheduled())
+            .key(d.live())
             .arg(flush_id)
             .arg(max)
             .arg(min)
-            .arg(crmsync_queue::now_ms())
+            .arg(now_ms())
             .arg(FLUSH_LEASE_MS)
-            .arg(k.flush_prefix())
-            .arg(BACKFILL_SCORE_BASE)
-            .arg(k.run_prefix())
-            .arg(k.buffer_feed())
+            .arg(d.flush_prefix())
+            .arg(self.tenant.run_prefix())
+            .arg(d.records_prefix())
+            .arg(if full { 1 } else { 0 })
+            .arg(d.dest())
             .invoke_async(&mut conn)
             .await?;
-        let mut out = Vec::with_capacity(flat.len() / 2);
-        for pair in flat.chunks(2) {
-            let [key, value] = pair else { continue };
-            out.push(parse_entry(key, value)?);
+        let mut out = Vec::with_capacity(flat.len() / 3);
+        for t in flat.chunks(3) {
+            let [key, value, rid] = t else { continue };
+            out.push(parse_entry(key, value, rid)?);
         }
         Ok(out)
     }
 
-    /// Records a flush's outcome and releases its batch (once); returns the runs it completed.
+    /// Records a flush's outcome (once): what each entry's record holds now, what the CRM
+    /// refused, the counts; releases the batch. Returns the runs it completed.
     pub async fn done(
         &self,
         flush_id: &str,
-        active_run_key: &str,
+        results: &[(&Entry, Written)],
         counts: &[FlushCount],
+        rejections: &[(Source, Rejection)],
     ) -> Result<Vec<String>, BufferError> {
-        let k = &self.keys;
+        let (t, d) = (&self.tenant, &self.dest);
         let mut inv = DONE.prepare_invoke();
-        inv.key(k.flush(flush_id))
-            .key(k.buffer_in_flight())
-            .key(k.flushes())
-            .key(k.feed_stats())
+        inv.key(d.flush(flush_id))
+            .key(d.in_flight())
+            .key(d.flushes())
+            .key(t.feed_stats())
+            .key(d.feed_waiting())
+            .key(t.active_run())
+            .key(d.rejected())
+            .key(d.live())
             .arg(flush_id)
-            .arg(crmsync_queue::now_ms())
-            .arg(k.run_prefix())
-            .arg(k.buffer_feed())
-            .arg(active_run_key)
-            .arg(counts.len());
+            .arg(now_ms())
+            .arg(t.run_prefix())
+            .arg(d.records_prefix())
+            .arg(REJECTED_MAX)
+            .arg(results.len())
+            .arg(counts.len())
+            .arg(rejections.len());
+        for (e, w) in results {
+            let op = match e.op {
+                Op::Upsert(_) => "upsert",
+                Op::Move(_) => "move",
+                Op::Delete => "delete",
+            };
+            let (result, rid) = match w {
+                // An id with a space in it (no CRM's) would break the state's format.
+                Written::Record(id) if !id.is_empty() && !id.contains(' ') => ("w", id.as_str()),
+                Written::Record(_) => ("w", "-"),
+                Written::Deleted => ("d", "-"),
+                Written::Refused => ("r", "-"),
+            };
+            inv.arg(&e.key)
+                .arg(e.source.encode())
+                .arg(&e.contact_id)
+                .arg(op)
+                .arg(&e.rk)
+                .arg(&e.from)
+                .arg(result)
+                .arg(rid)
+                .arg(&e.hash);
+        }
         for c in counts {
             inv.arg(c.source.encode()).arg(&c.field).arg(c.n);
         }
+        for (source, r) in rejections {
+            inv.arg(source.label())
+                .arg(&r.contact_id)
+                .arg(&r.email)
+                .arg(&r.code)
+                .arg(r.field.as_deref().unwrap_or(""))
+                .arg(&r.message);
+        }
+        inv.arg(d.dest());
         let mut conn = self.conn.clone();
         Ok(inv.invoke_async(&mut conn).await?)
-    }
-
-    /// Remembers what was written for contacts (`Some((hash, email))`), or forgets it
-    /// (`None`: the record is gone), so an unchanged contact costs nothing next time and a
-    /// record is known by the email it holds.
-    pub async fn set_written(&self, written: &[(&str, Option<(&str, &str)>)]) -> Result<(), BufferError> {
-        if written.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for (cid, w) in written {
-            match w {
-                Some((hash, email)) => pipe
-                    .cmd("HSET")
-                    .arg(self.keys.written())
-                    .arg(*cid)
-                    .arg(format!("{hash} {email}"))
-                    .ignore(),
-                None => pipe.cmd("HDEL").arg(self.keys.written()).arg(*cid).ignore(),
-            };
-        }
-        let mut conn = self.conn.clone();
-        Ok(pipe.query_async(&mut conn).await?)
-    }
-
-    /// The email of the record last written for each contact (None where nothing is known).
-    pub async fn written_emails(&self, cids: &[&str]) -> Result<Vec<Option<String>>, BufferError> {
-        if cids.is_empty() {
-            return Ok(vec![]);
-        }
-        let mut conn = self.conn.clone();
-        let values: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.keys.written())
-            .arg(cids)
-            .query_async(&mut conn)
-            .await?;
-        Ok(values
-            .into_iter()
-            .map(|v| v.and_then(|v| v.split_once(' ').map(|(_, e)| e.to_owned())))
-            .collect())
     }
 
     /// Up to `n` contacts that must be re-read from Nylas (they took over a shared email).
     pub async fn take_refresh(&self, n: usize) -> Result<Vec<String>, BufferError> {
         let mut conn = self.conn.clone();
         Ok(redis::cmd("SPOP")
-            .arg(self.keys.refresh())
+            .arg(self.dest.refresh())
             .arg(n)
             .query_async(&mut conn)
             .await?)
@@ -387,16 +538,21 @@ impl WriteBuffer {
 
     /// Asks for contacts to be re-read from Nylas and pushed forced at the start of the next
     /// flush (an operator's retry of rejected records); returns how many were not asked yet.
-    /// Schedule a flush afterwards ([`crate::schedule_flush`]).
+    /// Schedule a flush afterwards.
     pub async fn request_refresh(&self, cids: &[&str]) -> Result<u64, BufferError> {
         let mut conn = self.conn.clone();
         let mut added = 0;
         for chunk in cids.chunks(500) {
-            let n: u64 = redis::cmd("SADD")
-                .arg(self.keys.refresh())
-                .arg(chunk)
-                .query_async(&mut conn)
-                .await?;
+            let n: u64 = redis::Script::new(&format!(
+                "{}return redis.call('SADD', KEYS[1], unpack(ARGV, 1, #ARGV - 1))",
+                crmsync_tenants::LIVE_GUARD
+            ))
+            .key(self.dest.refresh())
+            .key(self.dest.live())
+            .arg(chunk)
+            .arg(self.dest.dest())
+            .invoke_async(&mut conn)
+            .await?;
             added += n;
         }
         Ok(added)
@@ -406,7 +562,7 @@ impl WriteBuffer {
     pub async fn feed_stats(&self) -> Result<BTreeMap<String, u64>, BufferError> {
         let mut conn = self.conn.clone();
         Ok(redis::cmd("HGETALL")
-            .arg(self.keys.feed_stats())
+            .arg(self.tenant.feed_stats())
             .query_async(&mut conn)
             .await?)
     }
@@ -416,53 +572,43 @@ impl WriteBuffer {
         let mut conn = self.conn.clone();
         let (n, feed, refresh): (u64, Option<u64>, u64) = redis::pipe()
             .cmd("HLEN")
-            .arg(self.keys.buffer())
+            .arg(self.dest.queue())
             .cmd("GET")
-            .arg(self.keys.buffer_feed())
+            .arg(self.dest.feed_waiting())
             .cmd("SCARD")
-            .arg(self.keys.refresh())
+            .arg(self.dest.refresh())
             .query_async(&mut conn)
             .await?;
         Ok((n, feed.unwrap_or(0), refresh))
     }
 }
 
-fn parse_entry(key: &str, value: &str) -> Result<Entry, BufferError> {
+fn parse_entry(key: &str, value: &str, rid: &str) -> Result<Entry, BufferError> {
     let corrupt = |error: String| BufferError::Corrupt {
         key: key.to_owned(),
         error,
     };
-    let (src, rest) = value.split_once('\n').ok_or_else(|| corrupt("no source".into()))?;
-    let mut parts = rest.splitn(4, '\t');
-    let (Some(op), Some(email), Some(from), Some(json)) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(corrupt("not op/email/from/json".into()));
+    type Raw = (String, String, String, String, String, u64, String, String);
+    let (op, src, cid, rk, from, _at, hash, rec): Raw = serde_json::from_str(value).map_err(|e| corrupt(e.to_string()))?;
+    let record = || -> Result<CrmRecord, BufferError> {
+        Ok(serde_json::from_str::<Stored>(&rec)
+            .map_err(|e| corrupt(e.to_string()))?
+            .record())
     };
-    let s: Stored = serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
-    let record = || ZohoContact {
-        first_name: s.first.clone(),
-        last_name: s.last.clone(),
-        email: s.email.clone(),
-        phone: s.phone.clone(),
-        account_name: s.account.clone(),
-        title: s.title.clone(),
-    };
-    let op = match op {
-        "upsert" => Op::Upsert(record()),
-        "move" => Op::Move {
-            from: from.to_owned(),
-            record: record(),
-        },
-        "delete" => Op::Delete {
-            email: email.to_owned(),
-        },
+    let op = match op.as_str() {
+        "upsert" => Op::Upsert(record()?),
+        "move" => Op::Move(record()?),
+        "delete" => Op::Delete,
         other => return Err(corrupt(format!("unknown op `{other}`"))),
     };
     Ok(Entry {
-        source: Source::decode(src),
-        contact_id: s.c,
-        at_ms: s.at,
-        hash: s.h,
+        key: key.to_owned(),
+        source: Source::decode(&src),
+        contact_id: cid,
+        rk,
+        from,
+        hash,
+        rid: Some(rid.to_owned()).filter(|r| r != "-" && !r.is_empty()),
         op,
     })
 }
@@ -473,34 +619,38 @@ mod tests {
 
     #[test]
     fn record_hash_sees_every_field_and_absent_differs_from_empty() {
-        let r = ZohoContact {
+        let r = CrmRecord {
             first_name: Some("Ada".into()),
             last_name: "Lovelace".into(),
             email: "ada@example.com".into(),
             phone: None,
-            account_name: None,
+            company: None,
             title: None,
         };
         let mut other = r.clone();
         other.phone = Some(String::new());
         assert_ne!(record_hash(&r), record_hash(&other));
+        let mut moved = r.clone();
+        moved.first_name = None;
+        moved.last_name = "AdaLovelace".into();
+        assert_ne!(record_hash(&r), record_hash(&moved), "field boundaries count");
         assert_eq!(record_hash(&r), record_hash(&r.clone()));
-        assert_eq!(record_hash(&r).len(), 16);
+        assert_eq!(record_hash(&r).len(), 8);
+        assert_eq!(email_key("ada@example.com").len(), 11);
+        assert_ne!(email_key("ada@example.com"), email_key("ada@example.co"));
     }
 
     #[test]
-    fn entries_parse_from_their_stored_form() {
-        let v = "run:r1\nmove\tnew@x.io\told@x.io\t{\"c\":\"c1\",\"at\":5,\"h\":\"ab\",\"last\":\"L\",\"email\":\"new@x.io\"}";
-        let e = parse_entry("c1", v).expect("parses");
+    fn entries_parse_from_their_stored_form_whatever_the_ids_hold() {
+        let v = r#"["move","run:r1","c\"1\t\n\\é","rkNEW","rkOLD",5,"h1","{\"last\":\"L\",\"email\":\"new@x.io\"}"]"#;
+        let e = parse_entry("c:c\"1\t\n\\é", v, "3652397").expect("parses");
         assert_eq!(e.source, Source::Run("r1".into()));
-        assert!(matches!(e.op, Op::Move { ref from, .. } if from == "old@x.io"));
-        let d = parse_entry("x:gone@x.io", "feed\ndelete\tgone@x.io\t\t{\"c\":\"c9\"}").expect("parses");
-        assert_eq!(
-            d.op,
-            Op::Delete {
-                email: "gone@x.io".into()
-            }
-        );
-        assert_eq!(d.contact_id, "c9");
+        assert_eq!(e.contact_id, "c\"1\t\n\\é");
+        assert_eq!((e.rk.as_str(), e.from.as_str()), ("rkNEW", "rkOLD"));
+        assert_eq!(e.rid.as_deref(), Some("3652397"));
+        assert!(matches!(e.op, Op::Move(ref r) if r.email == "new@x.io"));
+        let d = parse_entry("x:rk", r#"["delete","feed","c9","rk","",7,"",""]"#, "-").expect("parses");
+        assert_eq!((d.op, d.rid), (Op::Delete, None));
+        assert!(parse_entry("c:x", "upsert\tbroken", "-").is_err());
     }
 }

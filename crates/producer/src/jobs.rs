@@ -31,9 +31,9 @@ impl BackfillPage {
     }
 }
 
-/// Settings of the backfill queue. A page job makes a Nylas read and up to two Zoho upserts,
-/// so transient failures are retried for about half an hour (8 attempts, backoff from 2 s
-/// doubling to a 5-minute cap) before the page is dead-lettered and the run marked failed.
+/// Settings of the backfill queue. A page job makes a Nylas read and pushes into the write
+/// buffer, so transient failures are retried for about half an hour (8 attempts, backoff from
+/// 2 s doubling to a 5-minute cap) before the page is dead-lettered and the run marked failed.
 pub fn backfill_queue(namespace: &str) -> QueueConfig {
     QueueConfig::new(BACKFILL_QUEUE)
         .namespace(namespace)
@@ -52,9 +52,12 @@ pub const WRITES_QUEUE: &str = "writes";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlushWrites {
     pub tenant: String,
+    /// Scheduled by a push for a full batch (counted until it starts).
+    #[serde(default)]
+    pub full: bool,
 }
 
-/// Settings of the writes queue: a flush makes one Zoho call, so transient failures are
+/// Settings of the writes queue: a flush makes a CRM call or two, so transient failures are
 /// retried for about half an hour (budget and throttling defer without using attempts).
 pub fn writes_queue(namespace: &str) -> QueueConfig {
     QueueConfig::new(WRITES_QUEUE)
@@ -66,15 +69,50 @@ pub fn writes_queue(namespace: &str) -> QueueConfig {
         })
 }
 
-/// Schedules a flush of a tenant's write buffer, once per `key` (idempotent enqueue), now or
-/// after `delay`.
+/// Why a flush is enqueued: each trigger names its idempotency key here, and only here, so
+/// one cause never enqueues two flushes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlushTrigger<'a> {
+    /// A push filled a batch (the push counts them: no key needed).
+    Full,
+    /// A run read its last page: write what waits, whatever the batch size.
+    Drain { run: &'a str, page: u32 },
+    /// A run failed or was cancelled: what it read is still written, without waiting for a
+    /// full batch.
+    RunEnded { run: &'a str },
+    /// Change-feed records wait; one flush per window slot.
+    FeedWindow { slot: u64 },
+    /// A flush left work behind (records to re-read, a partial batch once reading ended).
+    After { flush: &'a str },
+    /// An operator asked for rejected records to be re-read and written.
+    Operator { nonce: &'a str },
+}
+
+impl FlushTrigger<'_> {
+    fn key(&self, tenant: &str) -> Option<String> {
+        let k = match self {
+            FlushTrigger::Full => return None,
+            FlushTrigger::Drain { run, page } => format!("drain:{run}:{page}"),
+            FlushTrigger::RunEnded { run } => format!("ended:{run}"),
+            FlushTrigger::FeedWindow { slot } => format!("feed:{slot}"),
+            FlushTrigger::After { flush } => format!("after:{flush}"),
+            FlushTrigger::Operator { nonce } => format!("retry:{nonce}"),
+        };
+        Some(format!("flush:{tenant}:{k}"))
+    }
+}
+
+/// Schedules a flush of a tenant's write buffer, once per trigger, now or after `delay`.
 pub async fn schedule_flush(
     writes: &JobQueue<FlushWrites>,
     tenant: &str,
-    key: &str,
+    trigger: FlushTrigger<'_>,
     delay: Option<Duration>,
 ) -> Result<(), QueueError> {
-    let mut opts = EnqueueOptions::default().idempotency_key(format!("flush:{tenant}:{key}"));
+    let mut opts = EnqueueOptions::default();
+    if let Some(k) = trigger.key(tenant) {
+        opts = opts.idempotency_key(k);
+    }
     if let Some(d) = delay {
         opts = opts.delay(d);
     }
@@ -82,9 +120,33 @@ pub async fn schedule_flush(
         .enqueue_with(
             &FlushWrites {
                 tenant: tenant.to_owned(),
+                full: trigger == FlushTrigger::Full,
             },
             opts,
         )
         .await?;
     Ok(())
+}
+
+/// The queue of maintenance jobs.
+pub const MAINTENANCE_QUEUE: &str = "maintenance";
+
+/// Work that keeps Redis tidy, done by the fleet in the background.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Maintenance {
+    /// Delete the state of a destination a tenant no longer writes to (it was re-pointed),
+    /// in bounded steps.
+    PurgeDestination { tenant: String, dest: String },
+}
+
+/// Settings of the maintenance queue.
+pub fn maintenance_queue(namespace: &str) -> QueueConfig {
+    QueueConfig::new(MAINTENANCE_QUEUE)
+        .namespace(namespace)
+        .default_policy(RetryPolicy {
+            max_attempts: 8,
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(300),
+        })
 }

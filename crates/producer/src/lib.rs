@@ -1,18 +1,23 @@
 //! What crmsync puts in its queues and how it tracks the work: the job payloads, the queue
-//! settings, backfill runs (creation, progress, completion) and the per-tenant records the
-//! workers keep (shared-email owners, Zoho record ids, rejected records).
+//! settings, backfill runs (creation, progress, completion), and each destination's write
+//! buffer with the sync state it keeps (what was written where, who owns a shared email).
 //!
-//! **Boundary:** no HTTP here. Workers (`crates/worker`) call Nylas and Zoho and report to
-//! this crate; the CLI reads from it.
+//! **Boundary:** no HTTP here. Workers (`crates/worker`) call Nylas and the CRMs and report to
+//! this crate; the CLI reads from it. Key names come from `crmsync_tenants::{TenantKeys,
+//! DestKeys}`.
 
 mod buffer;
 mod jobs;
-mod keys;
+mod rejected;
 mod runs;
-mod tenant_state;
 
-pub use buffer::{BufferError, Change, Entry, FlushCount, Op, Pushed, Source, WriteBuffer, record_hash};
-pub use jobs::{BACKFILL_QUEUE, BackfillPage, FlushWrites, WRITES_QUEUE, backfill_queue, schedule_flush, writes_queue};
-pub use keys::TenantKeys;
+pub use buffer::{
+    BufferError, Change, Entry, FlushCount, Op, Pushed, Pushing, Rejection, SEEN_MS, Source, WriteBuffer, Written,
+    email_key, record_hash,
+};
+pub use jobs::{
+    BACKFILL_QUEUE, BackfillPage, FlushTrigger, FlushWrites, MAINTENANCE_QUEUE, Maintenance, WRITES_QUEUE,
+    backfill_queue, maintenance_queue, schedule_flush, writes_queue,
+};
+pub use rejected::Rejected;
 pub use runs::{PageCounts, Run, RunError, RunStatus, RunStore, StartOutcome};
-pub use tenant_state::{Rejection, TenantState};

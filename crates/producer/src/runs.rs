@@ -10,16 +10,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use crmsync_domain::SkipReason;
-use crmsync_queue::RedisConn;
+use crmsync_redis::RedisConn;
+use crmsync_tenants::TenantKeys;
 use redis::Script;
 use serde::Serialize;
 
-use crate::keys::TenantKeys;
-
 /// How long a run stays active without progress before another may start.
 pub const ACTIVE_TTL: Duration = Duration::from_secs(3600);
-/// How long a run's email set outlives its last page (it is deleted at completion).
-const EMAILS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 static START: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/start_run.lua")));
 static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/record_page.lua")));
@@ -31,6 +28,8 @@ pub enum RunError {
     Redis(#[from] redis::RedisError),
     #[error("no run `{0}`")]
     NotFound(String),
+    #[error("no tenant `{0}`; list tenants with `crmsync tenant list`")]
+    NoTenant(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,7 +170,7 @@ pub struct RunStore {
 }
 
 fn now_ms() -> u64 {
-    crmsync_queue::now_ms()
+    crmsync_redis::now_ms()
 }
 
 /// `YYYYMMDD-HHMMSS` (UTC) of a time in ms, for readable run ids.
@@ -222,6 +221,7 @@ impl RunStore {
             .key(k.active_run())
             .key(k.run(&id))
             .key(k.runs())
+            .key(k.live())
             .arg(&id)
             .arg(now)
             .arg(ACTIVE_TTL.as_millis() as u64)
@@ -229,6 +229,9 @@ impl RunStore {
             .arg(if force { 1 } else { 0 })
             .invoke_async(&mut conn)
             .await?;
+        if started < 0 {
+            return Err(RunError::NoTenant(tenant.to_owned()));
+        }
         if started == 1 {
             let _: () = redis::cmd("HSET")
                 .arg(self.index())
@@ -330,27 +333,6 @@ impl RunStore {
         Ok(RunStatus::parse(&status))
     }
 
-    /// Remembers the emails of a page's mapped contacts (for the run's shared-email count).
-    pub async fn add_emails(&self, tenant: &str, run_id: &str, emails: &[&str]) -> Result<(), RunError> {
-        if emails.is_empty() {
-            return Ok(());
-        }
-        let key = self.keys(tenant).run_emails(run_id);
-        let mut conn = self.conn.clone();
-        let _: () = redis::pipe()
-            .cmd("SADD")
-            .arg(&key)
-            .arg(emails)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(EMAILS_TTL.as_millis() as u64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
     /// Ends a running run as failed or cancelled; returns whether it was running.
     pub async fn end(&self, tenant: &str, run_id: &str, status: RunStatus, reason: &str) -> Result<bool, RunError> {
         let k = self.keys(tenant);
@@ -365,6 +347,26 @@ impl RunStore {
             .invoke_async(&mut conn)
             .await?;
         Ok(n == 1)
+    }
+}
+
+impl RunStore {
+    /// Forgets a removed tenant's runs in the fleet-wide run index (its own keys are purged
+    /// with the tenant); returns how many.
+    pub async fn forget_tenant(&self, tenant: &str) -> Result<u64, RunError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys(tenant).runs())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        let mut n = 0;
+        for chunk in ids.chunks(500) {
+            let d: u64 = redis::cmd("HDEL").arg(self.index()).arg(chunk).query_async(&mut conn).await?;
+            n += d;
+        }
+        Ok(n)
     }
 }
 

@@ -1,24 +1,40 @@
-//! The write buffer's scripts against a real Redis: how changes collapse, order, share
-//! emails and move records, as a flush would see them.
+//! The write buffer's scripts against a real Redis, called directly: how changes collapse,
+//! order, share emails and move records, as a flush would see them.
 
 use std::time::Duration;
 
-use crmsync_domain::ZohoContact;
-use crmsync_producer::{Change, Op, Source, WriteBuffer};
+use crmsync_domain::{CrmRecord, MatchKey};
+use crmsync_producer::{BufferError, Change, Entry, Op, Pushing, Source, WriteBuffer, Written, email_key};
+use crmsync_tenants::TenantKeys;
 use crmsync_testkit::RedisServer;
 
-fn buffer(redis: &RedisServer) -> WriteBuffer {
-    let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
-    WriteBuffer::new(conn, "crmsync", "t1")
+const DEST: &str = "0a1b2c3d4e5f";
+
+fn live(redis: &RedisServer, dest: &str) {
+    let _: () = redis::cmd("SET")
+        .arg(TenantKeys::new("crmsync", "t1").live())
+        .arg(dest)
+        .query(&mut redis.conn())
+        .expect("SET");
 }
 
-fn record(email: &str, last: &str) -> ZohoContact {
-    ZohoContact {
+fn buffer_of(redis: &RedisServer, mode: MatchKey) -> WriteBuffer {
+    live(redis, DEST);
+    let conn = crmsync_redis::connect(redis.client(), Duration::from_secs(5)).expect("conn");
+    WriteBuffer::new(conn, "crmsync", "t1", DEST, mode, 100)
+}
+
+fn buffer(redis: &RedisServer) -> WriteBuffer {
+    buffer_of(redis, MatchKey::Email)
+}
+
+fn record(email: &str, last: &str) -> CrmRecord {
+    CrmRecord {
         first_name: None,
         last_name: last.into(),
         email: email.into(),
         phone: None,
-        account_name: None,
+        company: None,
         title: None,
     }
 }
@@ -38,23 +54,58 @@ fn delete(cid: &str, at_s: u64) -> Change {
     }
 }
 
-/// Writes a taken batch as a flush would, remembering each record as written.
-async fn write_all(b: &WriteBuffer, flush: &str) -> Vec<(String, Op)> {
-    let batch = b.take(flush, 100, 1).await.expect("take");
-    let hashes: Vec<(String, String, String)> = batch
+fn unmap(cid: &str, at_s: u64) -> Change {
+    Change::Unmap {
+        contact_id: cid.into(),
+        at_ms: at_s * 1000,
+    }
+}
+
+/// What a flush does with an entry, in short.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Did {
+    /// Upsert of (email, last name).
+    Upsert(String, String),
+    /// Move of the record `rid` (when known) to (email, last name).
+    Move(Option<String>, String, String),
+    /// Deletion of the record `rid` (when known).
+    Delete(Option<String>),
+}
+
+fn did(e: &Entry) -> Did {
+    match &e.op {
+        Op::Upsert(r) => Did::Upsert(r.email.clone(), r.last_name.clone()),
+        Op::Move(r) => Did::Move(e.rid.clone(), r.email.clone(), r.last_name.clone()),
+        Op::Delete => Did::Delete(e.rid.clone()),
+    }
+}
+
+/// The record id the simulated CRM gives a contact's record (CRM ids have no spaces).
+fn rid(cid: &str) -> String {
+    format!("r-{}", cid.replace(' ', "_"))
+}
+
+/// Writes a taken batch as a flush would: every record written under [`rid`] (a move keeps
+/// the record it moves), every deletion done.
+async fn write_all(b: &WriteBuffer, flush: &str) -> Vec<(String, Did)> {
+    let batch = b.take(flush, 100, 1, false).await.expect("take");
+    let results: Vec<(&Entry, Written)> = batch
         .iter()
-        .filter_map(|e| match &e.op {
-            Op::Upsert(r) | Op::Move { record: r, .. } => Some((e.contact_id.clone(), e.hash.clone(), r.email.clone())),
-            Op::Delete { .. } => None,
+        .map(|e| {
+            let w = match (&e.op, &e.rid) {
+                (Op::Delete, _) => Written::Deleted,
+                (Op::Move(_), Some(rid)) => Written::Record(rid.clone()),
+                _ => Written::Record(rid(&e.contact_id)),
+            };
+            (e, w)
         })
         .collect();
-    let written: Vec<(&str, Option<(&str, &str)>)> = hashes
-        .iter()
-        .map(|(c, h, e)| (c.as_str(), Some((h.as_str(), e.as_str()))))
-        .collect();
-    b.set_written(&written).await.expect("written");
-    b.done(flush, "unused-active-run", &[]).await.expect("done");
-    batch.into_iter().map(|e| (e.contact_id, e.op)).collect()
+    b.done(flush, &results, &[], &[]).await.expect("done");
+    batch.iter().map(|e| (e.contact_id.clone(), did(e))).collect()
+}
+
+fn up(email: &str, last: &str) -> Did {
+    Did::Upsert(email.into(), last.into())
 }
 
 #[tokio::test]
@@ -84,8 +135,7 @@ async fn changes_collapse_to_the_latest_and_older_ones_are_stale() {
         (0, 1),
         "an older event arriving late changes nothing"
     );
-    let batch = write_all(&b, "f1").await;
-    assert_eq!(batch, vec![("c1".to_owned(), Op::Upsert(record("a@x.io", "Two")))]);
+    assert_eq!(write_all(&b, "f1").await, vec![("c1".to_owned(), up("a@x.io", "Two"))]);
     let p = b
         .push(&Source::Feed, false, &[upsert("c1", 13, "a@x.io", "Two")])
         .await
@@ -125,10 +175,7 @@ async fn two_events_in_one_second_have_the_contact_re_read() {
         .await
         .expect("push");
     assert_eq!(p.stale, 1);
-    assert_eq!(
-        write_all(&b, "f1").await,
-        vec![("c1".to_owned(), Op::Upsert(record("a@x.io", "Fresh")))]
-    );
+    assert_eq!(write_all(&b, "f1").await, vec![("c1".to_owned(), up("a@x.io", "Fresh"))]);
 }
 
 #[tokio::test]
@@ -142,18 +189,16 @@ async fn an_email_change_moves_the_record_and_a_later_deletion_deletes_it_where_
     b.push(&Source::Feed, false, &[upsert("c1", 11, "new@x.io", "L")])
         .await
         .expect("push");
-    // Deleted before the move ran: the record still sits under the old email.
+    // Deleted before the move ran: the record still sits under the old email, and that is
+    // the one deleted (by the id crmsync wrote it under).
     b.push(&Source::Feed, false, &[delete("c1", 12)]).await.expect("push");
-    let batch = write_all(&b, "f2").await;
-    assert_eq!(
-        batch,
-        vec![(
-            "c1".to_owned(),
-            Op::Delete {
-                email: "old@x.io".into()
-            }
-        )]
-    );
+    let batch = b.take("f2", 100, 1, false).await.expect("take");
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].rk, email_key("old@x.io"));
+    assert_eq!(did(&batch[0]), Did::Delete(Some("r-c1".into())));
+    b.done("f2", &[(&batch[0], Written::Deleted)], &[], &[])
+        .await
+        .expect("done");
 
     b.push(&Source::Feed, false, &[upsert("c2", 20, "p@x.io", "L")])
         .await
@@ -162,20 +207,24 @@ async fn an_email_change_moves_the_record_and_a_later_deletion_deletes_it_where_
     b.push(&Source::Feed, false, &[upsert("c2", 21, "q@x.io", "L")])
         .await
         .expect("push");
-    let batch = write_all(&b, "f4").await;
     assert_eq!(
-        batch,
+        write_all(&b, "f4").await,
         vec![(
             "c2".to_owned(),
-            Op::Move {
-                from: "p@x.io".into(),
-                record: record("q@x.io", "L")
-            }
+            Did::Move(Some("r-c2".into()), "q@x.io".into(), "L".into())
         )]
     );
+    // The record is known under its new email now: an unchanged change costs nothing, and a
+    // deletion deletes it there.
+    let p = b
+        .push(&Source::Feed, false, &[upsert("c2", 22, "q@x.io", "L")])
+        .await
+        .expect("push");
+    assert_eq!(p.unchanged, 1);
+    b.push(&Source::Feed, false, &[delete("c2", 23)]).await.expect("push");
     assert_eq!(
-        b.written_emails(&["c2"]).await.expect("written"),
-        vec![Some("q@x.io".to_owned())]
+        write_all(&b, "f5").await,
+        vec![("c2".to_owned(), Did::Delete(Some("r-c2".into())))]
     );
 }
 
@@ -197,10 +246,7 @@ async fn a_shared_email_is_owned_by_the_smallest_id_and_passes_on_when_it_leaves
         .await
         .expect("push");
     assert_eq!((p.pushed, p.shared), (0, 1));
-    assert_eq!(
-        write_all(&b, "f2").await,
-        vec![("a".to_owned(), Op::Upsert(record("s@x.io", "Anna")))]
-    );
+    assert_eq!(write_all(&b, "f2").await, vec![("a".to_owned(), up("s@x.io", "Anna"))]);
     // The owner leaves: the next smallest is re-read, and its fields are written even though
     // they hash as what it wrote before (the record holds Anna's now).
     b.push(&Source::Feed, false, &[delete("a", 13)]).await.expect("push");
@@ -210,10 +256,7 @@ async fn a_shared_email_is_owned_by_the_smallest_id_and_passes_on_when_it_leaves
         .await
         .expect("push");
     assert_eq!(p.pushed, 1);
-    assert_eq!(
-        write_all(&b, "f3").await,
-        vec![("m".to_owned(), Op::Upsert(record("s@x.io", "Mike")))]
-    );
+    assert_eq!(write_all(&b, "f3").await, vec![("m".to_owned(), up("s@x.io", "Mike"))]);
     // Without the re-read, an unforced event with Mike's unchanged fields still writes them.
     b.push(&Source::Feed, false, &[upsert("a", 14, "s@x.io", "Anna")])
         .await
@@ -233,13 +276,74 @@ async fn a_shared_email_is_owned_by_the_smallest_id_and_passes_on_when_it_leaves
 }
 
 #[tokio::test]
+async fn a_contact_that_loses_its_email_has_its_record_deleted_and_gets_it_back() {
+    let redis = RedisServer::start();
+    let b = buffer(&redis);
+    b.push(&Source::Feed, false, &[upsert("c1", 10, "a@x.io", "L")])
+        .await
+        .expect("push");
+    write_all(&b, "f1").await;
+    b.push(&Source::Feed, false, &[unmap("c1", 11)]).await.expect("push");
+    assert_eq!(
+        write_all(&b, "f2").await,
+        vec![("c1".to_owned(), Did::Delete(Some("r-c1".into())))]
+    );
+    // Its email back: written again (the record is gone), and no deletion is left waiting.
+    let p = b
+        .push(&Source::Feed, false, &[upsert("c1", 12, "a@x.io", "L")])
+        .await
+        .expect("push");
+    assert_eq!((p.pushed, p.unchanged), (1, 0));
+    assert_eq!(write_all(&b, "f3").await, vec![("c1".to_owned(), up("a@x.io", "L"))]);
+    // An unmap while the record's deletion waits, then the email again: the deletion is moot.
+    b.push(&Source::Feed, false, &[unmap("c1", 13)]).await.expect("push");
+    b.push(&Source::Feed, false, &[upsert("c1", 14, "a@x.io", "L2")])
+        .await
+        .expect("push");
+    assert_eq!(write_all(&b, "f4").await, vec![("c1".to_owned(), up("a@x.io", "L2"))]);
+}
+
+#[tokio::test]
+async fn a_deletion_outranks_older_updates_and_yields_to_newer_ones() {
+    let redis = RedisServer::start();
+    let b = buffer(&redis);
+    // Tombstones are kept 96 hours from the deletion's own time: these events are recent.
+    let t = crmsync_redis::now_ms() / 1000 - 100;
+    b.push(&Source::Feed, false, &[upsert("c1", t + 10, "a@x.io", "L")])
+        .await
+        .expect("push");
+    write_all(&b, "f1").await;
+    b.push(&Source::Feed, false, &[delete("c1", t + 20)]).await.expect("push");
+    // An update stamped before the deletion (a late retry of Nylas's) is stale, and so is one
+    // in the same second.
+    for at in [t + 19, t + 20] {
+        let p = b
+            .push(&Source::Feed, false, &[upsert("c1", at, "a@x.io", "Ghost")])
+            .await
+            .expect("push");
+        assert_eq!(p.stale, 1, "at {}", at - t);
+    }
+    assert_eq!(
+        write_all(&b, "f2").await,
+        vec![("c1".to_owned(), Did::Delete(Some("r-c1".into())))]
+    );
+    // A newer one is the contact created again.
+    let p = b
+        .push(&Source::Feed, false, &[upsert("c1", t + 21, "a@x.io", "Back")])
+        .await
+        .expect("push");
+    assert_eq!(p.pushed, 1);
+    assert_eq!(write_all(&b, "f3").await, vec![("c1".to_owned(), up("a@x.io", "Back"))]);
+}
+
+#[tokio::test]
 async fn writes_to_one_email_never_overlap_between_flushes() {
     let redis = RedisServer::start();
     let b = buffer(&redis);
     b.push(&Source::Feed, false, &[upsert("m", 10, "s@x.io", "Mike")])
         .await
         .expect("push");
-    let first = b.take("f1", 100, 1).await.expect("take");
+    let first = b.take("f1", 100, 1, false).await.expect("take");
     assert_eq!(first.len(), 1);
     // While f1 writes it, another contact takes the email over: that write waits for f1.
     b.push(&Source::Feed, false, &[upsert("a", 11, "s@x.io", "Anna")])
@@ -248,20 +352,206 @@ async fn writes_to_one_email_never_overlap_between_flushes() {
     b.push(&Source::Feed, false, &[upsert("k", 11, "k@x.io", "Kim")])
         .await
         .expect("push");
-    let second = b.take("f2", 100, 1).await.expect("take");
+    let second = b.take("f2", 100, 1, false).await.expect("take");
     assert_eq!(
         second.iter().map(|e| e.contact_id.as_str()).collect::<Vec<_>>(),
         vec!["k"]
     );
-    b.done("f2", "unused", &[]).await.expect("done");
-    b.done("f1", "unused", &[]).await.expect("done");
-    let third = b.take("f3", 100, 1).await.expect("take");
+    b.done("f2", &[(&second[0], Written::Record("r-k".into()))], &[], &[])
+        .await
+        .expect("done");
+    b.done("f1", &[(&first[0], Written::Record("r-m".into()))], &[], &[])
+        .await
+        .expect("done");
+    let third = b.take("f3", 100, 1, false).await.expect("take");
     assert_eq!(
         third.iter().map(|e| e.contact_id.as_str()).collect::<Vec<_>>(),
         vec!["a"]
     );
     // A flush that runs again resumes its own batch, and one that is done finds nothing.
-    assert_eq!(b.take("f3", 100, 1).await.expect("take"), third);
-    b.done("f3", "unused", &[]).await.expect("done");
-    assert!(b.take("f3", 100, 1).await.expect("take").is_empty());
+    assert_eq!(b.take("f3", 100, 1, false).await.expect("take"), third);
+    b.done("f3", &[(&third[0], Written::Record("r-m".into()))], &[], &[])
+        .await
+        .expect("done");
+    assert!(b.take("f3", 100, 1, false).await.expect("take").is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_comes_back_after_its_lease_expired_unless_a_newer_change_replaced_it() {
+    let redis = RedisServer::start();
+    let b = buffer(&redis);
+    b.push(
+        &Source::Feed,
+        false,
+        &[upsert("c1", 10, "a@x.io", "A"), upsert("c2", 10, "b@x.io", "B")],
+    )
+    .await
+    .expect("push");
+    let held = b.take("gone", 100, 1, false).await.expect("take");
+    assert_eq!(held.len(), 2);
+    // While the flush is gone, c2 changes again.
+    b.push(&Source::Feed, false, &[upsert("c2", 11, "b@x.io", "B2")])
+        .await
+        .expect("push");
+    // Its lease ends (as an hour later).
+    let _: () = redis::cmd("ZADD")
+        .arg(b.keys().flushes())
+        .arg(0)
+        .arg("gone")
+        .query(&mut redis.conn())
+        .expect("ZADD");
+    let mut back = write_all(&b, "next").await;
+    back.sort();
+    assert_eq!(
+        back,
+        vec![("c1".to_owned(), up("a@x.io", "A")), ("c2".to_owned(), up("b@x.io", "B2"))],
+        "c1 came back; c2's newer change replaced its held one"
+    );
+    assert_eq!(b.waiting().await.expect("waiting"), (0, 0, 0), "nothing left, counters even");
+    // The flush that lost its batch records nothing.
+    let results: Vec<(&Entry, Written)> = held.iter().map(|e| (e, Written::Record("x".into()))).collect();
+    assert!(b.done("gone", &results, &[], &[]).await.expect("done").is_empty());
+}
+
+#[tokio::test]
+async fn ids_with_quotes_backslashes_tabs_newlines_and_non_ascii_are_just_ids() {
+    let redis = RedisServer::start();
+    let b = buffer(&redis);
+    let odd = ["c\"1", "c\\2", "c\t3", "c\n4", "cé5 ✓", "x:6", "c 7"];
+    let changes: Vec<Change> = odd
+        .iter()
+        .enumerate()
+        .map(|(i, cid)| upsert(cid, 10, &format!("p{i}@x.io"), cid))
+        .collect();
+    let p = b.push(&Source::Feed, false, &changes).await.expect("push");
+    assert_eq!(p.pushed, odd.len() as u64);
+    let mut written = write_all(&b, "f1").await;
+    written.sort();
+    let mut want: Vec<(String, Did)> = odd
+        .iter()
+        .enumerate()
+        .map(|(i, cid)| (cid.to_string(), up(&format!("p{i}@x.io"), cid)))
+        .collect();
+    want.sort();
+    assert_eq!(written, want);
+    // They change email, and are deleted: each by its own record.
+    let moves: Vec<Change> = odd
+        .iter()
+        .enumerate()
+        .map(|(i, cid)| upsert(cid, 11, &format!("q{i}@x.io"), cid))
+        .collect();
+    b.push(&Source::Feed, false, &moves).await.expect("push");
+    for (cid, d) in write_all(&b, "f2").await {
+        assert_eq!(d, Did::Move(Some(rid(&cid)), d_email(&d), cid.clone()), "{cid:?}");
+    }
+    let deletes: Vec<Change> = odd.iter().map(|cid| delete(cid, 12)).collect();
+    b.push(&Source::Feed, false, &deletes).await.expect("push");
+    let mut deleted = write_all(&b, "f3").await;
+    deleted.sort();
+    let mut want: Vec<(String, Did)> = odd
+        .iter()
+        .map(|cid| (cid.to_string(), Did::Delete(Some(rid(cid)))))
+        .collect();
+    want.sort();
+    assert_eq!(deleted, want);
+}
+
+fn d_email(d: &Did) -> String {
+    match d {
+        Did::Move(_, e, _) | Did::Upsert(e, _) => e.clone(),
+        Did::Delete(_) => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn matched_on_the_contact_id_every_contact_has_its_own_record() {
+    let redis = RedisServer::start();
+    let b = buffer_of(&redis, MatchKey::ContactId);
+    b.push(
+        &Source::Feed,
+        false,
+        &[upsert("c1", 10, "same@x.io", "One"), upsert("c2", 10, "same@x.io", "Two")],
+    )
+    .await
+    .expect("push");
+    let mut first = write_all(&b, "f1").await;
+    first.sort();
+    assert_eq!(
+        first,
+        vec![
+            ("c1".to_owned(), up("same@x.io", "One")),
+            ("c2".to_owned(), up("same@x.io", "Two"))
+        ],
+        "a shared email is two records"
+    );
+    // An email change is an update of the same record (its key is the contact).
+    let p = b
+        .push(&Source::Feed, false, &[upsert("c1", 11, "new@x.io", "One")])
+        .await
+        .expect("push");
+    assert_eq!(p.pushed, 1);
+    assert_eq!(write_all(&b, "f2").await, vec![("c1".to_owned(), up("new@x.io", "One"))]);
+    b.push(&Source::Feed, false, &[delete("c2", 12)]).await.expect("push");
+    assert_eq!(
+        write_all(&b, "f3").await,
+        vec![("c2".to_owned(), Did::Delete(Some("r-c2".into())))]
+    );
+}
+
+#[tokio::test]
+async fn a_notification_is_accepted_once_however_many_copies_arrive_at_once() {
+    let redis = RedisServer::start();
+    let b = buffer(&redis);
+    let change = [upsert("c1", 10, "a@x.io", "L")];
+    let copies = (0..30).map(|_| b.push_notification(&Source::Feed, false, &change, Some("n-1")));
+    let outcomes = futures_util::future::join_all(copies).await;
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Pushing::Pushed(_))))
+        .count();
+    let duplicates = outcomes.iter().filter(|o| matches!(o, Ok(Pushing::Duplicate))).count();
+    assert_eq!((accepted, duplicates), (1, 29));
+}
+
+#[tokio::test]
+async fn nothing_is_written_for_a_destination_the_tenant_left() {
+    let redis = RedisServer::start();
+    let b = buffer(&redis);
+    b.push(&Source::Feed, false, &[upsert("c1", 10, "a@x.io", "L")])
+        .await
+        .expect("push");
+    live(&redis, "ffffffffffff");
+    let before: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.conn()).expect("KEYS");
+    let err = b
+        .push(&Source::Feed, false, &[upsert("c2", 10, "b@x.io", "L")])
+        .await
+        .expect_err("gone");
+    assert!(matches!(err, BufferError::Gone), "{err}");
+    assert!(matches!(b.take("f1", 100, 1, false).await, Err(BufferError::Gone)));
+    let after: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.conn()).expect("KEYS");
+    assert_eq!(before.len(), after.len(), "no key written");
+}
+
+#[tokio::test]
+async fn full_batches_are_scheduled_once_each() {
+    let redis = RedisServer::start();
+    let b = buffer(&redis);
+    let page = |from: usize, n: usize| -> Vec<Change> {
+        (from..from + n)
+            .map(|i| upsert(&format!("c{i:04}"), 10, &format!("p{i}@x.io"), "L"))
+            .collect()
+    };
+    let run = Source::Run("r1".into());
+    assert_eq!(b.push(&run, false, &page(0, 250)).await.expect("push").schedule, 2);
+    assert_eq!(b.push(&run, false, &page(250, 30)).await.expect("push").schedule, 0);
+    assert_eq!(b.push(&run, false, &page(280, 30)).await.expect("push").schedule, 1);
+    // A scheduled flush starting counts off; then 210 wait, covered by the other two.
+    assert_eq!(b.take("s1", 100, 100, true).await.expect("take").len(), 100);
+    assert_eq!(b.push(&run, false, &page(310, 5)).await.expect("push").schedule, 0);
+    // A run counts the distinct emails it mapped.
+    let emails: u64 = redis::cmd("SCARD")
+        .arg(TenantKeys::new("crmsync", "t1").run_emails("r1"))
+        .query(&mut redis.conn())
+        .expect("SCARD");
+    assert_eq!(emails, 315);
 }

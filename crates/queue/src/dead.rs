@@ -18,6 +18,8 @@ pub struct DeadLetter {
     pub attempts: Option<u32>,
     /// Why the job died: its last error, or the decode error of an undecodable entry.
     pub reason: String,
+    /// The reason's code (`c`; absent in entries written before codes were recorded).
+    pub code: Option<String>,
     /// The payload, lossily decoded as UTF-8 (JSON for every job this queue wrote).
     pub payload: Option<String>,
     /// The stream entry it was moved from.
@@ -58,6 +60,7 @@ pub(crate) fn from_entry(e: &reply::Entry) -> DeadLetter {
         job_id: get("id"),
         attempts: get("a").and_then(|a| a.parse().ok()),
         reason: get("e").unwrap_or_default(),
+        code: get("c"),
         payload: get("p"),
         source_entry: get("src"),
         dead_at_ms: get("dead_at").and_then(|a| a.parse().ok()),

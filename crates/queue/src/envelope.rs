@@ -50,6 +50,8 @@ pub(crate) struct Envelope {
     pub enqueued_at_ms: u64,
     pub idempotency_key: Option<String>,
     pub last_error: Option<String>,
+    /// Its code (`c`).
+    pub last_code: Option<String>,
     pub payload: Vec<u8>,
 }
 
@@ -71,6 +73,7 @@ impl Envelope {
             enqueued_at_ms: crate::now_ms(),
             idempotency_key,
             last_error: None,
+            last_code: None,
             payload,
         }
     }
@@ -90,6 +93,9 @@ impl Envelope {
         }
         if let Some(e) = &self.last_error {
             f.push(("e", e.clone().into_bytes()));
+        }
+        if let Some(c) = &self.last_code {
+            f.push(("c", c.clone().into_bytes()));
         }
         f.push(("p", self.payload.clone()));
         f
@@ -139,6 +145,7 @@ impl Envelope {
             enqueued_at_ms: num("t")?.unwrap_or(0),
             idempotency_key: text("k")?,
             last_error: text("e")?,
+            last_code: text("c")?,
             payload,
         })
     }

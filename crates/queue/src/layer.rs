@@ -33,8 +33,9 @@ pub struct JobInfo {
     pub enqueued_at_ms: u64,
     /// When this delivery became due (entered the stream), ms.
     pub ready_at_ms: u64,
-    /// The error of the previous attempt, if any.
+    /// The error of the previous attempt, if any, and its code.
     pub last_error: Option<String>,
+    pub last_code: Option<String>,
 }
 
 /// Missing [`JobInfo`]: the task did not come from a [`crate::RedisStreamBackend`].
@@ -56,18 +57,20 @@ pub(crate) fn decide(info: &JobInfo, error: Option<&BoxDynError>, now_ms: u64) -
     };
     let attempt = info.attempt;
     let max = info.policy.max_attempts;
-    let exhausted = |reason: String| Settlement::Dead {
+    let exhausted = |code: &str, reason: String| Settlement::Dead {
         attempts: Some(attempt),
         reason: format!("{reason} (attempt {attempt} of {max})"),
+        code: Some(code.to_owned()),
     };
-    let retry = |run_at_ms: u64, reason: String| {
+    let retry = |run_at_ms: u64, code: &str, reason: String| {
         if attempt >= max {
-            exhausted(reason)
+            exhausted(code, reason)
         } else {
             Settlement::Requeue {
                 run_at_ms,
                 attempts: attempt,
                 error: Some(reason),
+                code: Some(code.to_owned()),
                 counter: "retried",
             }
         }
@@ -77,22 +80,28 @@ pub(crate) fn decide(info: &JobInfo, error: Option<&BoxDynError>, now_ms: u64) -
             run_at_ms: *until_ms,
             attempts: attempt.saturating_sub(1),
             error: info.last_error.clone(),
+            code: info.last_code.clone(),
             counter: "deferred",
         },
-        Some(JobError::RetryAt { at_ms, reason }) => retry(*at_ms, reason.clone()),
-        Some(JobError::Permanent(reason)) => Settlement::Dead {
+        Some(JobError::RetryAt { at_ms, code, reason }) => retry(*at_ms, code, reason.clone()),
+        Some(JobError::Permanent { code, reason }) => Settlement::Dead {
             attempts: Some(attempt),
             reason: reason.clone(),
+            code: Some((*code).to_owned()),
         },
-        Some(JobError::Retry(reason)) => {
-            retry(now_ms + info.policy.backoff(attempt).as_millis() as u64, reason.clone())
-        }
+        Some(JobError::Retry { code, reason }) => retry(
+            now_ms + info.policy.backoff(attempt).as_millis() as u64,
+            code,
+            reason.clone(),
+        ),
         None if error.downcast_ref::<AbortError>().is_some() => Settlement::Dead {
             attempts: Some(attempt),
             reason: error.to_string(),
+            code: Some(crate::error::codes::OTHER.to_owned()),
         },
         None => retry(
             now_ms + info.policy.backoff(attempt).as_millis() as u64,
+            crate::error::codes::OTHER,
             error.to_string(),
         ),
     }
@@ -208,6 +217,7 @@ mod tests {
             enqueued_at_ms: 0,
             ready_at_ms: 0,
             last_error: Some("earlier".into()),
+            last_code: Some("EARLIER".into()),
         }
     }
 
@@ -223,17 +233,19 @@ mod tests {
     #[test]
     fn retry_uses_an_attempt_and_full_jitter_backoff() {
         for _ in 0..200 {
-            match decide(&info(2, 3), Some(&boxed(JobError::retry("flaky"))), 1_000) {
+            match decide(&info(2, 3), Some(&boxed(JobError::retry("FLAKY", "flaky"))), 1_000) {
                 Settlement::Requeue {
                     run_at_ms,
                     attempts,
                     error,
+                    code,
                     counter,
                 } => {
                     // Attempt 2 failed: backoff is uniform in [0, base * 2^1] = [0, 200] ms.
                     assert!((1_000..=1_200).contains(&run_at_ms), "{run_at_ms}");
                     assert_eq!(attempts, 2);
                     assert_eq!(error.as_deref(), Some("flaky"));
+                    assert_eq!(code.as_deref(), Some("FLAKY"));
                     assert_eq!(counter, "retried");
                 }
                 other => panic!("unexpected {other:?}"),
@@ -243,12 +255,13 @@ mod tests {
 
     #[test]
     fn last_attempt_goes_to_dead_letter_with_its_error() {
-        let s = decide(&info(3, 3), Some(&boxed(JobError::retry("still flaky"))), 1_000);
+        let s = decide(&info(3, 3), Some(&boxed(JobError::retry("FLAKY", "still flaky"))), 1_000);
         assert_eq!(
             s,
             Settlement::Dead {
                 attempts: Some(3),
-                reason: "still flaky (attempt 3 of 3)".into()
+                reason: "still flaky (attempt 3 of 3)".into(),
+                code: Some("FLAKY".into()),
             }
         );
     }
@@ -259,6 +272,7 @@ mod tests {
             &info(1, 1),
             Some(&boxed(JobError::Defer {
                 until_ms: 9_000,
+                code: "BUDGET",
                 reason: "budget".into(),
             })),
             1_000,
@@ -269,6 +283,7 @@ mod tests {
                 run_at_ms: 9_000,
                 attempts: 0,
                 error: Some("earlier".into()),
+                code: Some("EARLIER".into()),
                 counter: "deferred"
             }
         );
@@ -280,6 +295,7 @@ mod tests {
             &info(1, 5),
             Some(&boxed(JobError::RetryAt {
                 at_ms: 5_000,
+                code: "TOO_MANY_REQUESTS",
                 reason: "429".into(),
             })),
             1_000,
@@ -292,12 +308,17 @@ mod tests {
                 ..
             }
         ));
-        let s = decide(&info(1, 5), Some(&boxed(JobError::permanent("INVALID_DATA"))), 1_000);
+        let s = decide(
+            &info(1, 5),
+            Some(&boxed(JobError::permanent("INVALID_DATA", "refused"))),
+            1_000,
+        );
         assert_eq!(
             s,
             Settlement::Dead {
                 attempts: Some(1),
-                reason: "INVALID_DATA".into()
+                reason: "refused".into(),
+                code: Some("INVALID_DATA".into()),
             }
         );
     }

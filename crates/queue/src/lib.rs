@@ -41,7 +41,7 @@ pub use config::{QueueConfig, Retention, RetryPolicy};
 pub use conn::{RedisConn, RedisTarget, connect};
 pub use dead::DeadLetter;
 pub use envelope::JobId;
-pub use error::{JobError, QueueError};
+pub use error::{Code, JobError, QueueError, codes};
 pub use identity::worker_identity;
 pub use keys::Keys;
 pub use layer::{JobInfo, SettleLayer, SettleService};
@@ -49,17 +49,4 @@ pub use producer::{EnqueueOptions, Enqueued, JobQueue, PromoteReport};
 pub use redrive::{RedriveReport, Redriven, Refused};
 pub use stats::{Counters, QueueStats, WorkerStatus};
 
-/// Milliseconds since the Unix epoch, the time unit of every score and timestamp in Redis.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Converts a wall-clock time to milliseconds since the Unix epoch (0 before the epoch).
-pub fn system_time_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crmsync_redis::{now_ms, system_time_ms};

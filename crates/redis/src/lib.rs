@@ -15,9 +15,13 @@
 //! one Cluster node; the few fleet-wide keys are only reached by single-key commands and
 //! non-atomic pipelines, which a Cluster connection splits by node.
 
+mod purge;
+
 use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+pub use purge::{PurgeReport, purge_matching};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
@@ -25,6 +29,24 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tracing::{info, warn};
+
+/// Milliseconds since the Unix epoch (0 before it): the one clock every crate stamps with.
+pub fn now_ms() -> u64 {
+    system_time_ms(std::time::SystemTime::now())
+}
+
+/// Converts a wall-clock time to milliseconds since the Unix epoch (0 before the epoch).
+pub fn system_time_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The Redis hash tag of a tenant's keys: `{<namespace>:t:<id>}`. Every key of a tenant
+/// carries it, so a tenant's keys share one Cluster slot and its scripts run on one node.
+pub fn tenant_tag(namespace: &str, id: &str) -> String {
+    format!("{{{namespace}:t:{id}}}")
+}
 
 /// How long opening a connection to one server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -150,7 +150,15 @@ impl SecretKey {
     }
 }
 
-impl crmsync_zoho::Sealer for SecretKey {
+/// Encrypts values at rest (the tenant store's key implements it; the sinks' token caches
+/// take one). `context` binds a sealed value to its place, so it cannot be moved to another
+/// tenant or field.
+pub trait Sealer: Send + Sync {
+    fn seal(&self, context: &str, plaintext: &str) -> String;
+    fn open(&self, context: &str, sealed: &str) -> Result<String, String>;
+}
+
+impl Sealer for SecretKey {
     fn seal(&self, context: &str, plaintext: &str) -> String {
         SecretKey::seal(self, context, plaintext)
     }

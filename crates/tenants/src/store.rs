@@ -1,10 +1,43 @@
 //! The tenant store in Redis.
 
-use crmsync_redis::RedisConn;
+use std::sync::LazyLock;
+
+use crmsync_redis::{RedisConn, now_ms};
+use redis::Script;
 use serde::{Deserialize, Serialize};
 
+use crate::crm::{Crm, ZohoConnection};
 use crate::secret::{Secret, SecretError, SecretKey};
-use crate::tenant::{Edition, NylasSettings, Tenant, TenantError, ZohoSettings, tenant_tag};
+use crate::tenant::{Edition, NylasSettings, Tenant, TenantError, new_dest_id, tenant_tag};
+
+/// Writes a tenant's JSON and its live destination together; with ARGV[3] = `add` only when
+/// absent, with `update` only when the stored JSON is still ARGV[4] (compare-and-set).
+/// KEYS[1] tenant JSON, KEYS[2] live destination; ARGV[1] JSON, ARGV[2] destination,
+/// ARGV[3] mode, ARGV[4] expected JSON. Returns 1 when written.
+static WRITE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if ARGV[3] == 'add' then
+  if cur then return 0 end
+elseif cur ~= ARGV[4] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+return 1",
+    )
+});
+/// Removes a tenant's JSON and live destination; returns the JSON (nil when absent).
+static REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return false end
+redis.call('DEL', KEYS[1], KEYS[2])
+return cur",
+    )
+});
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -20,21 +53,36 @@ pub enum StoreError {
     NotFound(String),
     #[error("stored tenant `{0}` is unreadable: {1}")]
     Corrupt(String, String),
+    #[error("tenant `{0}` was changed by someone else at the same time; run the command again")]
+    Conflict(String),
 }
 
 /// The stored form: non-secret settings in clear, secrets sealed. A boundary: it is what sits
-/// in Redis, so fields are only ever added (with defaults).
+/// in Redis, so fields are only ever added (with defaults). Tenants stored before the `crm`
+/// object keep their Zoho settings in the `zoho_*` fields; they are read as a Zoho connection.
 #[derive(Serialize, Deserialize)]
 struct Stored {
     id: String,
+    #[serde(default)]
+    dest: String,
+    #[serde(default)]
+    crm_rev: u32,
     nylas_grant_id: String,
     nylas_api_key: String,
     nylas_api_uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crm: Option<StoredCrm>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     zoho_region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     zoho_accounts_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     zoho_api_domain: Option<String>,
-    zoho_client_id: String,
-    zoho_client_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zoho_client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zoho_client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     zoho_refresh_token: Option<String>,
     daily_credits: u64,
     budget_share: f64,
@@ -56,6 +104,59 @@ struct Stored {
     updated_at_ms: u64,
 }
 
+/// A CRM connection as stored (secrets sealed).
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum StoredCrm {
+    Zoho {
+        region: Option<String>,
+        accounts_url: Option<String>,
+        api_domain: Option<String>,
+        client_id: String,
+        client_secret: String,
+        refresh_token: Option<String>,
+    },
+}
+
+impl Stored {
+    /// The CRM connection, from the `crm` object or the legacy `zoho_*` fields.
+    fn crm(&self) -> Result<StoredCrm, StoreError> {
+        if let Some(c) = &self.crm {
+            return Ok(c.clone());
+        }
+        match (&self.zoho_client_id, &self.zoho_client_secret) {
+            (Some(id), Some(secret)) => Ok(StoredCrm::Zoho {
+                region: self.zoho_region.clone(),
+                accounts_url: self.zoho_accounts_url.clone(),
+                api_domain: self.zoho_api_domain.clone(),
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+                refresh_token: self.zoho_refresh_token.clone(),
+            }),
+            _ => Err(StoreError::Corrupt(self.id.clone(), "no CRM connection".into())),
+        }
+    }
+}
+
+/// What an update changed beyond the stored settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Updated {
+    /// The destination the tenant wrote to before, when it now writes elsewhere: its state is
+    /// no longer read and should be deleted.
+    pub old_dest: Option<String>,
+    /// The destination now.
+    pub dest: String,
+    /// Some CRM setting changed (cached tokens are no longer used).
+    pub connection_changed: bool,
+}
+
+/// A removed tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub id: String,
+    pub dest: String,
+}
+
 fn default_rps() -> f64 {
     crate::tenant::DEFAULT_RPS
 }
@@ -66,13 +167,6 @@ pub struct TenantStore {
     conn: RedisConn,
     namespace: String,
     key: Option<SecretKey>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl TenantStore {
@@ -103,7 +197,13 @@ impl TenantStore {
     }
 
     fn tenant_key(&self, id: &str) -> String {
-        format!("{}:tenant", tenant_tag(&self.namespace, id))
+        crate::TenantKeys::new(&self.namespace, id).tenant()
+    }
+
+    /// String: the tenant's live destination id. Every script that writes a tenant's state
+    /// checks it first, so nothing is written for a removed tenant or an old destination.
+    pub fn live_key(namespace: &str, id: &str) -> String {
+        crate::TenantKeys::new(namespace, id).live()
     }
 
     fn ctx(id: &str, field: &str) -> String {
@@ -112,21 +212,33 @@ impl TenantStore {
 
     fn seal(&self, t: &Tenant) -> Result<Stored, StoreError> {
         let k = self.key()?;
+        let crm = match &t.crm {
+            Crm::Zoho(z) => StoredCrm::Zoho {
+                region: z.region.clone(),
+                accounts_url: z.accounts_url.clone(),
+                api_domain: z.api_domain.clone(),
+                client_id: z.client_id.clone(),
+                client_secret: k.seal(&Self::ctx(&t.id, "zoho.client_secret"), z.client_secret.expose()),
+                refresh_token: z
+                    .refresh_token
+                    .as_ref()
+                    .map(|r| k.seal(&Self::ctx(&t.id, "zoho.refresh_token"), r.expose())),
+            },
+        };
         Ok(Stored {
             id: t.id.clone(),
+            dest: t.dest.clone(),
+            crm_rev: t.crm_rev,
             nylas_grant_id: t.nylas.grant_id.clone(),
             nylas_api_key: k.seal(&Self::ctx(&t.id, "nylas.api_key"), t.nylas.api_key.expose()),
             nylas_api_uri: t.nylas.api_uri.clone(),
-            zoho_region: t.zoho.region.clone(),
-            zoho_accounts_url: t.zoho.accounts_url.clone(),
-            zoho_api_domain: t.zoho.api_domain.clone(),
-            zoho_client_id: t.zoho.client_id.clone(),
-            zoho_client_secret: k.seal(&Self::ctx(&t.id, "zoho.client_secret"), t.zoho.client_secret.expose()),
-            zoho_refresh_token: t
-                .zoho
-                .refresh_token
-                .as_ref()
-                .map(|r| k.seal(&Self::ctx(&t.id, "zoho.refresh_token"), r.expose())),
+            crm: Some(crm),
+            zoho_region: None,
+            zoho_accounts_url: None,
+            zoho_api_domain: None,
+            zoho_client_id: None,
+            zoho_client_secret: None,
+            zoho_refresh_token: None,
             daily_credits: t.daily_credits,
             budget_share: t.budget_share,
             edition: t.edition.map(|e| e.as_str().to_owned()),
@@ -149,24 +261,35 @@ impl TenantStore {
     fn open(&self, s: Stored) -> Result<Tenant, StoreError> {
         let k = self.key()?;
         let open = |field: &str, v: &str| k.open(&Self::ctx(&s.id, field), v).map(Secret::new);
+        let crm = match s.crm()? {
+            StoredCrm::Zoho {
+                region,
+                accounts_url,
+                api_domain,
+                client_id,
+                client_secret,
+                refresh_token,
+            } => Crm::Zoho(ZohoConnection {
+                region,
+                accounts_url,
+                api_domain,
+                client_id,
+                client_secret: open("zoho.client_secret", &client_secret)?,
+                refresh_token: refresh_token
+                    .as_deref()
+                    .map(|r| open("zoho.refresh_token", r))
+                    .transpose()?,
+            }),
+        };
         Ok(Tenant {
+            dest: s.dest.clone(),
+            crm_rev: s.crm_rev,
             nylas: NylasSettings {
                 grant_id: s.nylas_grant_id.clone(),
                 api_key: open("nylas.api_key", &s.nylas_api_key)?,
                 api_uri: s.nylas_api_uri.clone(),
             },
-            zoho: ZohoSettings {
-                region: s.zoho_region.clone(),
-                accounts_url: s.zoho_accounts_url.clone(),
-                api_domain: s.zoho_api_domain.clone(),
-                client_id: s.zoho_client_id.clone(),
-                client_secret: open("zoho.client_secret", &s.zoho_client_secret)?,
-                refresh_token: s
-                    .zoho_refresh_token
-                    .as_deref()
-                    .map(|r| open("zoho.refresh_token", r))
-                    .transpose()?,
-            },
+            crm,
             daily_credits: s.daily_credits,
             budget_share: s.budget_share,
             edition: s.edition.as_deref().and_then(Edition::parse),
@@ -189,21 +312,30 @@ impl TenantStore {
         })
     }
 
-    /// Adds a new tenant; refuses an existing id.
-    pub async fn add(&self, mut t: Tenant) -> Result<(), StoreError> {
+    fn to_json(t: &Stored) -> Result<String, StoreError> {
+        serde_json::to_string(t).map_err(|e| StoreError::Corrupt(t.id.clone(), e.to_string()))
+    }
+
+    /// Adds a new tenant; refuses an existing id. The tenant gets a new destination, so a
+    /// re-added id shares nothing with the tenant it once was.
+    pub async fn add(&self, mut t: Tenant) -> Result<Tenant, StoreError> {
         t.validate()?;
         t.created_at_ms = now_ms();
         t.updated_at_ms = t.created_at_ms;
-        let json =
-            serde_json::to_string(&self.seal(&t)?).map_err(|e| StoreError::Corrupt(t.id.clone(), e.to_string()))?;
+        t.dest = new_dest_id();
+        t.crm_rev = 1;
+        let json = Self::to_json(&self.seal(&t)?)?;
         let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.tenant_key(&t.id))
+        let written: i64 = WRITE
+            .key(self.tenant_key(&t.id))
+            .key(Self::live_key(&self.namespace, &t.id))
             .arg(json)
-            .arg("NX")
-            .query_async(&mut conn)
+            .arg(&t.dest)
+            .arg("add")
+            .arg("")
+            .invoke_async(&mut conn)
             .await?;
-        if set.is_none() {
+        if written == 0 {
             return Err(StoreError::Exists(t.id));
         }
         let _: () = redis::pipe()
@@ -218,31 +350,63 @@ impl TenantStore {
             .ignore()
             .query_async(&mut conn)
             .await?;
-        Ok(())
+        Ok(t)
     }
 
-    /// Replaces an existing tenant (after `get` and a change).
-    pub async fn update(&self, mut t: Tenant) -> Result<(), StoreError> {
+    /// Replaces an existing tenant (after `get` and a change). The store keeps the destination
+    /// unless the CRM connection now points elsewhere ([`Crm::same_destination`]); then the
+    /// tenant gets a new one, and [`Updated::old_dest`] names the state to delete.
+    pub async fn update(&self, t: Tenant) -> Result<Updated, StoreError> {
+        self.write_update(t, false).await
+    }
+
+    /// [`TenantStore::update`] after a new grant of access (a code exchange): cached tokens are
+    /// dropped even if the CRM answered with the same refresh token.
+    pub async fn update_reauthorized(&self, t: Tenant) -> Result<Updated, StoreError> {
+        self.write_update(t, true).await
+    }
+
+    async fn write_update(&self, mut t: Tenant, reauthorized: bool) -> Result<Updated, StoreError> {
         t.validate()?;
-        t.updated_at_ms = now_ms();
-        let json =
-            serde_json::to_string(&self.seal(&t)?).map_err(|e| StoreError::Corrupt(t.id.clone(), e.to_string()))?;
-        let old = self.stored(&t.id).await?;
-        let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.tenant_key(&t.id))
-            .arg(json)
-            .arg("XX")
-            .query_async(&mut conn)
-            .await?;
-        if set.is_none() {
-            return Err(StoreError::NotFound(t.id));
+        let (raw, old) = self.stored(&t.id).await?;
+        let old_grant = old.nylas_grant_id.clone();
+        let old = self.open(old)?;
+        // `t` was read before: if the stored tenant changed since, this would undo that change.
+        if t.updated_at_ms != old.updated_at_ms {
+            return Err(StoreError::Conflict(t.id));
         }
-        if old.nylas_grant_id != t.nylas.grant_id {
+        t.updated_at_ms = now_ms().max(old.updated_at_ms + 1);
+        t.dest = old.dest.clone();
+        t.crm_rev = old.crm_rev;
+        t.created_at_ms = old.created_at_ms;
+        let mut old_dest = None;
+        if !old.crm.same_destination(&t.crm) {
+            t.dest = new_dest_id();
+            old_dest = Some(old.dest.clone());
+        }
+        let connection_changed = reauthorized || !old.crm.same_connection(&t.crm);
+        if connection_changed {
+            t.crm_rev = old.crm_rev.wrapping_add(1);
+        }
+        let json = Self::to_json(&self.seal(&t)?)?;
+        let mut conn = self.conn.clone();
+        let written: i64 = WRITE
+            .key(self.tenant_key(&t.id))
+            .key(Self::live_key(&self.namespace, &t.id))
+            .arg(json)
+            .arg(&t.dest)
+            .arg("update")
+            .arg(&raw)
+            .invoke_async(&mut conn)
+            .await?;
+        if written == 0 {
+            return Err(StoreError::Conflict(t.id));
+        }
+        if old_grant != t.nylas.grant_id {
             let _: () = redis::pipe()
                 .cmd("HDEL")
                 .arg(self.grants_key())
-                .arg(&old.nylas_grant_id)
+                .arg(&old_grant)
                 .ignore()
                 .cmd("HSET")
                 .arg(self.grants_key())
@@ -252,7 +416,11 @@ impl TenantStore {
                 .query_async(&mut conn)
                 .await?;
         }
-        Ok(())
+        Ok(Updated {
+            old_dest,
+            dest: t.dest,
+            connection_changed,
+        })
     }
 
     /// The tenant a Nylas grant belongs to.
@@ -265,42 +433,89 @@ impl TenantStore {
             .await?)
     }
 
-    async fn stored(&self, id: &str) -> Result<Stored, StoreError> {
+    /// The stored JSON and its parsed form. A tenant stored before destinations existed gets
+    /// one now (written back with a compare-and-set, so every reader agrees on it).
+    async fn stored(&self, id: &str) -> Result<(String, Stored), StoreError> {
         let mut conn = self.conn.clone();
         let json: Option<String> = redis::cmd("GET")
             .arg(self.tenant_key(id))
             .query_async(&mut conn)
             .await?;
         let json = json.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(id.to_owned(), e.to_string()))
+        let mut s: Stored = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(id.to_owned(), e.to_string()))?;
+        if !s.dest.is_empty() {
+            return Ok((json, s));
+        }
+        s.crm = Some(s.crm()?);
+        (s.zoho_region, s.zoho_accounts_url, s.zoho_api_domain) = (None, None, None);
+        (s.zoho_client_id, s.zoho_client_secret, s.zoho_refresh_token) = (None, None, None);
+        s.dest = new_dest_id();
+        s.crm_rev = 1;
+        let upgraded = Self::to_json(&s)?;
+        let written: i64 = WRITE
+            .key(self.tenant_key(id))
+            .key(Self::live_key(&self.namespace, id))
+            .arg(&upgraded)
+            .arg(&s.dest)
+            .arg("update")
+            .arg(&json)
+            .invoke_async(&mut conn)
+            .await?;
+        if written == 0 {
+            // Another reader upgraded it first: read theirs.
+            return Box::pin(self.stored(id)).await;
+        }
+        Ok((upgraded, s))
     }
 
     /// A tenant with its secrets opened (needs the key).
     pub async fn get(&self, id: &str) -> Result<Tenant, StoreError> {
-        let s = self.stored(id).await?;
+        let (_, s) = self.stored(id).await?;
         self.open(s)
     }
 
-    /// Removes a tenant. Returns whether it existed.
-    pub async fn remove(&self, id: &str) -> Result<bool, StoreError> {
-        if let Ok(old) = self.stored(id).await {
-            let mut conn = self.conn.clone();
-            let _: () = redis::cmd("HDEL")
-                .arg(self.grants_key())
-                .arg(&old.nylas_grant_id)
-                .query_async(&mut conn)
-                .await?;
-        }
+    /// Removes a tenant: its settings and its live destination go in one step, so from then on
+    /// no script writes any of its state. The rest of its keys are deleted by
+    /// [`TenantStore::purge`]. Returns what was removed (None: no such tenant).
+    pub async fn remove(&self, id: &str) -> Result<Option<Removed>, StoreError> {
         let mut conn = self.conn.clone();
-        let (n, _): (i64, i64) = redis::pipe()
-            .cmd("DEL")
-            .arg(self.tenant_key(id))
-            .cmd("SREM")
+        let raw: Option<String> = REMOVE
+            .key(self.tenant_key(id))
+            .key(Self::live_key(&self.namespace, id))
+            .invoke_async(&mut conn)
+            .await?;
+        let _: () = redis::cmd("SREM")
             .arg(self.index_key())
             .arg(id)
             .query_async(&mut conn)
             .await?;
-        Ok(n == 1)
+        let Some(raw) = raw else { return Ok(None) };
+        let s: Option<Stored> = serde_json::from_str(&raw).ok();
+        if let Some(s) = &s {
+            // Only if the grant still names this tenant (another may have taken it since).
+            let owner: Option<String> = redis::cmd("HGET")
+                .arg(self.grants_key())
+                .arg(&s.nylas_grant_id)
+                .query_async(&mut conn)
+                .await?;
+            if owner.as_deref() == Some(id) {
+                let _: () = redis::cmd("HDEL")
+                    .arg(self.grants_key())
+                    .arg(&s.nylas_grant_id)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+        }
+        Ok(Some(Removed {
+            id: id.to_owned(),
+            dest: s.map(|s| s.dest).unwrap_or_default(),
+        }))
+    }
+
+    /// Deletes every key under the tenant's hash tag, `batch` keys per `UNLINK`. Call it after
+    /// [`TenantStore::remove`] (nothing writes a removed tenant's keys any more).
+    pub async fn purge(&self, id: &str, batch: usize) -> Result<crmsync_redis::PurgeReport, StoreError> {
+        Ok(crmsync_redis::purge_matching(&self.conn, &tenant_tag(&self.namespace, id), batch).await?)
     }
 
     /// Tenant ids, sorted.
@@ -317,7 +532,7 @@ impl TenantStore {
     /// A tenant for display: non-secret settings, and secrets masked (`****abcd` when the key
     /// opens them, `(sealed)` without a key). Never the secrets themselves.
     pub async fn view(&self, id: &str) -> Result<serde_json::Value, StoreError> {
-        let s = self.stored(id).await?;
+        let (_, s) = self.stored(id).await?;
         let mask = |field: &str, v: Option<&str>| -> serde_json::Value {
             match (v, &self.key) {
                 (None, _) => serde_json::Value::Null,
@@ -328,21 +543,33 @@ impl TenantStore {
                 (Some(_), None) => "(sealed)".into(),
             }
         };
+        let crm = match s.crm()? {
+            StoredCrm::Zoho {
+                region,
+                accounts_url,
+                api_domain,
+                client_id,
+                client_secret,
+                refresh_token,
+            } => serde_json::json!({
+                "kind": "zoho",
+                "region": region,
+                "accounts_url": accounts_url,
+                "api_domain": api_domain,
+                "client_id": client_id,
+                "client_secret": mask("zoho.client_secret", Some(&client_secret)),
+                "refresh_token": mask("zoho.refresh_token", refresh_token.as_deref()),
+            }),
+        };
         Ok(serde_json::json!({
             "id": s.id,
+            "dest": s.dest,
             "nylas": {
                 "grant_id": s.nylas_grant_id,
                 "api_uri": s.nylas_api_uri,
                 "api_key": mask("nylas.api_key", Some(&s.nylas_api_key)),
             },
-            "zoho": {
-                "region": s.zoho_region,
-                "accounts_url": s.zoho_accounts_url,
-                "api_domain": s.zoho_api_domain,
-                "client_id": s.zoho_client_id,
-                "client_secret": mask("zoho.client_secret", Some(&s.zoho_client_secret)),
-                "refresh_token": mask("zoho.refresh_token", s.zoho_refresh_token.as_deref()),
-            },
+            "crm": crm,
             "daily_credits": s.daily_credits,
             "budget_share": s.budget_share,
             "edition": s.edition,

@@ -1,13 +1,9 @@
 //! The tenant model and its validation.
 
-use crmsync_zoho::ZohoOrg;
+pub use crmsync_redis::tenant_tag;
 
+use crate::crm::Crm;
 use crate::secret::Secret;
-
-/// The Redis hash tag of a tenant's keys: `{<namespace>:t:<id>}`.
-pub fn tenant_tag(namespace: &str, id: &str) -> String {
-    format!("{{{namespace}:t:{id}}}")
-}
 
 /// Where contacts come from: one Nylas grant.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,21 +12,6 @@ pub struct NylasSettings {
     pub api_key: Secret,
     /// `https://api.us.nylas.com`, `https://api.eu.nylas.com`, or any URL.
     pub api_uri: String,
-}
-
-/// Where contacts go: one Zoho CRM org.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ZohoSettings {
-    /// Data center code (`us`, `eu`, `in`, `au`, `jp`, `cn`, `ca`, `sa`, `uk`).
-    pub region: Option<String>,
-    /// Overrides the region's accounts server.
-    pub accounts_url: Option<String>,
-    /// Overrides the API domain the token endpoint returns.
-    pub api_domain: Option<String>,
-    pub client_id: String,
-    pub client_secret: Secret,
-    /// Set with `crmsync tenant set --zoho-refresh-token` or `crmsync zoho exchange-code`.
-    pub refresh_token: Option<Secret>,
 }
 
 /// A Zoho CRM edition: it sets the org's default concurrency and, with the number of user
@@ -102,8 +83,17 @@ pub const DEFAULT_CONCURRENCY: u32 = 10;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
     pub id: String,
+    /// The destination: names the remote org the tenant writes to, as far as crmsync knows it.
+    /// Every piece of sync state and every cached token is keyed by it, so it is new when the
+    /// tenant is added and whenever it is pointed elsewhere ([`Crm::same_destination`]): state
+    /// of one org is never used for another, and a re-added tenant starts from nothing. Set by
+    /// the store.
+    pub dest: String,
+    /// The connection's revision: raised by the store whenever any CRM setting changes,
+    /// secrets included; a cached access token of another revision is never used.
+    pub crm_rev: u32,
     pub nylas: NylasSettings,
-    pub zoho: ZohoSettings,
+    pub crm: Crm,
     /// The org's daily API-credit allowance (rolling 24 h).
     pub daily_credits: u64,
     /// Share of `daily_credits` crmsync may spend (0.5–1.0).
@@ -134,6 +124,12 @@ pub enum TenantError {
         "tenant `{0}` has no Zoho refresh token; run `crmsync zoho exchange-code {0} --code <grant code>` or `crmsync tenant set {0} --zoho-refresh-token ...`"
     )]
     NoRefreshToken(String),
+    #[error("tenant `{tenant}` writes to {kind}, not {wanted}")]
+    WrongCrm {
+        tenant: String,
+        kind: &'static str,
+        wanted: &'static str,
+    },
 }
 
 /// Checks a tenant id: it becomes part of Redis keys and hash tags.
@@ -149,11 +145,39 @@ pub fn validate_id(id: &str) -> Result<(), TenantError> {
     }
 }
 
-fn is_url(s: &str) -> bool {
+pub(crate) fn is_url(s: &str) -> bool {
     (s.starts_with("https://") || s.starts_with("http://")) && s.len() > "http://".len() + 1
 }
 
+/// A new destination id: 12 hex digits (48 random bits), short because it is in every key of
+/// the tenant's sync state.
+pub fn new_dest_id() -> String {
+    format!("{:012x}", rand::random::<u64>() >> 16)
+}
+
 impl Tenant {
+    /// A tenant with the default budget and limits (50,000 daily credits, a 0.8 share, 5
+    /// requests per second, the edition's concurrency); the store sets its destination.
+    pub fn new(id: impl Into<String>, nylas: NylasSettings, crm: Crm) -> Tenant {
+        Tenant {
+            id: id.into(),
+            dest: String::new(),
+            crm_rev: 0,
+            nylas,
+            crm,
+            daily_credits: 50_000,
+            budget_share: 0.8,
+            edition: None,
+            users: None,
+            requests_per_second: DEFAULT_RPS,
+            concurrency: None,
+            webhook_secret: None,
+            webhook_secret_next: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), TenantError> {
         validate_id(&self.id)?;
         let bad = |message: String| TenantError::Invalid {
@@ -172,29 +196,7 @@ impl Tenant {
                 self.nylas.api_uri
             )));
         }
-        if self.zoho.client_id.trim().is_empty() || self.zoho.client_secret.expose().trim().is_empty() {
-            return Err(bad("the Zoho client id and client secret are required".into()));
-        }
-        match (&self.zoho.region, &self.zoho.accounts_url) {
-            (_, Some(u)) if !is_url(u) => return Err(bad(format!("the Zoho accounts URL `{u}` is not a URL"))),
-            (Some(r), None) if crmsync_zoho::dc::data_center(r).is_none() => {
-                return Err(bad(format!(
-                    "unknown Zoho region `{r}` (one of: {})",
-                    crmsync_zoho::dc::codes()
-                )));
-            }
-            (None, None) => {
-                return Err(bad(
-                    "set a Zoho region (--zoho-region) or accounts URL (--zoho-accounts-url)".into(),
-                ));
-            }
-            _ => {}
-        }
-        if let Some(d) = &self.zoho.api_domain
-            && !is_url(d)
-        {
-            return Err(bad(format!("the Zoho API domain `{d}` is not a URL")));
-        }
+        self.crm.validate().map_err(bad)?;
         if self.daily_credits == 0 {
             return Err(bad("daily credits must be a positive number".into()));
         }
@@ -235,35 +237,16 @@ impl Tenant {
         (self.daily_credits as f64 * self.budget_share).floor() as u64
     }
 
-    /// The accounts server: the override, else the region's.
-    pub fn accounts_url(&self) -> Option<String> {
-        self.zoho.accounts_url.clone().or_else(|| {
-            self.zoho
-                .region
-                .as_deref()
-                .and_then(crmsync_zoho::dc::data_center)
-                .map(|d| d.accounts_url.to_owned())
-        })
-    }
-
-    /// The Zoho org as the client needs it.
-    pub fn zoho_org(&self, namespace: &str) -> Result<ZohoOrg, TenantError> {
-        let refresh = self
-            .zoho
-            .refresh_token
-            .as_ref()
-            .ok_or_else(|| TenantError::NoRefreshToken(self.id.clone()))?;
-        Ok(ZohoOrg {
+    /// The tenant's Zoho connection, with its refresh token (required to write).
+    pub fn zoho(&self) -> Result<&crate::crm::ZohoConnection, TenantError> {
+        let z = self.crm.zoho().ok_or_else(|| TenantError::WrongCrm {
             tenant: self.id.clone(),
-            key_tag: tenant_tag(namespace, &self.id),
-            accounts_url: self.accounts_url().ok_or_else(|| TenantError::Invalid {
-                tenant: self.id.clone(),
-                message: "no Zoho region or accounts URL".into(),
-            })?,
-            api_domain_override: self.zoho.api_domain.clone(),
-            client_id: self.zoho.client_id.clone(),
-            client_secret: self.zoho.client_secret.expose().to_owned(),
-            refresh_token: refresh.expose().to_owned(),
-        })
+            kind: self.crm.kind().as_str(),
+            wanted: "zoho",
+        })?;
+        if z.refresh_token.is_none() {
+            return Err(TenantError::NoRefreshToken(self.id.clone()));
+        }
+        Ok(z)
     }
 }

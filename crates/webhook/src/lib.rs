@@ -5,9 +5,10 @@
 //! (`compressed_delivery`), the grant's tenant (an unknown grant is acknowledged and counted, so
 //! Nylas does not retry it for days), the signature (`x-nylas-signature`, HMAC-SHA256 of the
 //! raw bytes under the tenant's secret or, during a rotation, the next one: 401 otherwise), the
-//! event type (`contact.updated`, `contact.deleted`; 400 otherwise), deduplication on the
-//! notification id (kept 96 hours, past Nylas's 72-hour retry horizon), then the change is
-//! pushed into the tenant's write buffer and a flush is scheduled. It never calls a CRM: it
+//! event type (`contact.updated`, `contact.deleted`; 400 otherwise), then the change is pushed
+//! into the write buffer of the tenant's destination, deduplicated on the notification id in
+//! the same atomic step (ids are kept 96 hours, past Nylas's 72-hour retry horizon), and a
+//! flush is scheduled. It never calls a CRM: it
 //! answers in milliseconds. Nothing is recorded for a refused request, and no body is logged.
 //!
 //! `GET /healthz` (liveness) and `GET /readyz` (Redis reachable) serve orchestrators.
@@ -26,16 +27,13 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use crmsync_domain::{FieldLimits, MapOutcome, map_contact};
-use crmsync_producer::{Change, FlushWrites, Source, TenantKeys, WriteBuffer};
+use crmsync_domain::{MapOutcome, map_contact};
+use crmsync_producer::{Change, FlushTrigger, FlushWrites, Pushing, Source, WriteBuffer};
 use crmsync_queue::{JobQueue, RedisConn, now_ms};
 use crmsync_tenants::TenantStore;
 use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
-
-/// How long a notification id is remembered (Nylas retries for up to 72 hours).
-const DEDUPE_TTL_SECS: u64 = 96 * 3600;
 
 /// Settings of the receiver.
 #[derive(Debug, Clone)]
@@ -239,7 +237,8 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
     let Some(tenant_id) = r.tenants.tenant_of_grant(grant).await? else {
         // Acknowledged: Nylas would otherwise retry it for days. Counted for operators.
         r.count("unknown_grant").await;
-        warn!(grant, notification = %note.id, "Webhook for a grant no tenant has; acknowledged and dropped");
+        // Both come from whoever sent the request: escaped and cut before they are logged.
+        warn!(grant = %shown(grant), notification = %shown(&note.id), "Webhook for a grant no tenant has; acknowledged and dropped");
         return Ok((
             StatusCode::OK,
             axum::Json(json!({ "status": "ignored", "reason": "unknown grant" })),
@@ -250,7 +249,20 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
         r.count("unsigned").await;
         return Ok(reject(StatusCode::UNAUTHORIZED, "missing x-nylas-signature"));
     };
-    let tenant = r.tenants.get(&tenant_id).await?;
+    let tenant = match r.tenants.get(&tenant_id).await {
+        Ok(t) => t,
+        // Removed between the grant lookup and now: as an unknown grant.
+        Err(crmsync_tenants::StoreError::NotFound(_)) => {
+            r.count("unknown_grant").await;
+            return Ok((
+                StatusCode::OK,
+                axum::Json(json!({ "status": "ignored", "reason": "unknown grant" })),
+            )
+                .into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let profile = crmsync_sink::profile(tenant.crm.kind());
     let secrets = [tenant.webhook_secret.as_ref(), tenant.webhook_secret_next.as_ref()];
     if !secrets
         .iter()
@@ -258,7 +270,7 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
         .any(|s| signature::verify(s.expose(), &raw, signature))
     {
         r.count("bad_signature").await;
-        warn!(tenant = %tenant_id, notification = %note.id, "Webhook with a wrong signature refused");
+        warn!(tenant = %tenant_id, notification = %shown(&note.id), "Webhook with a wrong signature refused");
         return Ok(reject(StatusCode::UNAUTHORIZED, "signature does not match"));
     }
     let contact_id = note
@@ -271,7 +283,7 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
     let at_ms = note.time.map(|t| t * 1000).unwrap_or_else(now_ms);
     let change = match note.kind.as_str() {
         "contact.updated" => match crmsync_nylas::parse_contact(&note.data.object) {
-            Ok(c) => match map_contact(&c, &FieldLimits::ZOHO) {
+            Ok(c) => match map_contact(&c, &profile.field_limits) {
                 MapOutcome::Mapped { record, .. } => Change::Upsert {
                     contact_id: c.id,
                     at_ms,
@@ -304,40 +316,49 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
         }
     };
 
-    let keys = TenantKeys::new(&r.opts.namespace, &tenant_id);
-    let seen_key = format!("{}:seen:{}", keys.tag(), note.id);
-    let mut conn = r.conn.clone();
-    let seen: bool = redis::cmd("EXISTS").arg(&seen_key).query_async(&mut conn).await?;
-    if seen {
-        r.count("duplicate").await;
-        return Ok((StatusCode::OK, axum::Json(json!({ "status": "duplicate" }))).into_response());
-    }
-    let buffer = WriteBuffer::new(r.conn.clone(), &r.opts.namespace, &tenant_id);
-    let pushed = buffer.push(&Source::Feed, false, std::slice::from_ref(&change)).await?;
-    tracing::debug!(tenant = %tenant_id, notification = %note.id, kind = %note.kind, at_ms, ?pushed, change = ?match &change {
-        Change::Upsert { contact_id, record, .. } => format!("upsert {contact_id} {}", record.email),
-        Change::Delete { contact_id, .. } => format!("delete {contact_id}"),
-        Change::Unmap { contact_id, .. } => format!("unmap {contact_id}"),
-    }, "Recorded a change");
-    // Remembered only once recorded: a delivery that failed half-way is retried by Nylas.
-    let _: () = redis::cmd("SET")
-        .arg(&seen_key)
-        .arg(1)
-        .arg("EX")
-        .arg(DEDUPE_TTL_SECS)
-        .query_async(&mut conn)
-        .await?;
-    // A flush after the window, and one at once for every 100 changes.
+    let buffer = WriteBuffer::new(
+        r.conn.clone(),
+        &r.opts.namespace,
+        &tenant_id,
+        &tenant.dest,
+        profile.match_key,
+        profile.max_batch,
+    );
+    // The notification id is checked and remembered in the same atomic step as the push: a
+    // delivery is accepted once, however many copies arrive at once, and one that failed
+    // half-way is retried by Nylas.
+    let pushed = match buffer
+        .push_notification(&Source::Feed, false, std::slice::from_ref(&change), Some(&note.id))
+        .await?
+    {
+        Pushing::Duplicate => {
+            r.count("duplicate").await;
+            return Ok((StatusCode::OK, axum::Json(json!({ "status": "duplicate" }))).into_response());
+        }
+        Pushing::Pushed(p) => p,
+    };
+    tracing::debug!(tenant = %tenant_id, kind = %shown(&note.kind), at_ms, ?pushed, "Recorded a change");
+    // A flush after the window, and one at once for every full batch.
     let window_ms = r.opts.flush_window.as_millis().max(1) as u64;
     let slot = now_ms() / window_ms;
-    schedule_flush(r, &tenant_id, &format!("feed:{slot}"), Some(r.opts.flush_window)).await?;
-    if pushed.pushed > 0 && pushed.total % 100 < pushed.pushed {
-        schedule_flush(r, &tenant_id, &format!("n{}", pushed.total / 100), None).await?;
+    schedule_flush(r, &tenant_id, FlushTrigger::FeedWindow { slot }, Some(r.opts.flush_window)).await?;
+    for _ in 0..pushed.schedule {
+        schedule_flush(r, &tenant_id, FlushTrigger::Full, None).await?;
     }
     r.count("accepted").await;
     Ok((StatusCode::OK, axum::Json(json!({ "status": "accepted" }))).into_response())
 }
 
-async fn schedule_flush(r: &Receiver, tenant: &str, key: &str, delay: Option<Duration>) -> anyhow::Result<()> {
-    Ok(crmsync_producer::schedule_flush(&r.writes, tenant, key, delay).await?)
+/// A value from the request, safe to log: control characters escaped, at most 80 characters.
+fn shown(s: &str) -> String {
+    crmsync_sink::clean(s, 80)
+}
+
+async fn schedule_flush(
+    r: &Receiver,
+    tenant: &str,
+    trigger: FlushTrigger<'_>,
+    delay: Option<Duration>,
+) -> anyhow::Result<()> {
+    Ok(crmsync_producer::schedule_flush(&r.writes, tenant, trigger, delay).await?)
 }

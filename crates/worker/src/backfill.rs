@@ -1,20 +1,20 @@
 //! The backfill page job: read one Nylas page, enqueue the next page at once (pages
-//! pipeline across workers), map the contacts, push them into the tenant's write buffer
-//! (which flush jobs write to Zoho in full batches of 100), and count the page into its run
-//! (once, however often the job runs).
+//! pipeline across workers), map the contacts with the CRM's field limits, push them into the
+//! destination's write buffer (which flush jobs write in full batches), and count the page into
+//! its run (once, however often the job runs).
 //!
-//! Re-running a page is safe: the next page's enqueue is idempotent, a buffered record for an
-//! email replaces the waiting one, upserts match on Email, and the page's counts are recorded
-//! once.
+//! Re-running a page is safe: the next page's enqueue is idempotent, a buffered record for a
+//! contact replaces the waiting one, writes match on the CRM's key, and the page's counts are
+//! recorded once.
 
-use crmsync_domain::{FieldLimits, MapOutcome, ZohoContact, map_contact};
+use crmsync_domain::{CrmRecord, MapOutcome, map_contact};
 use crmsync_nylas::Grant;
-use crmsync_producer::{BackfillPage, Change, PageCounts, RunStatus, Source};
+use crmsync_producer::{BackfillPage, Change, FlushTrigger, PageCounts, RunStatus, Source};
 use crmsync_queue::{EnqueueOptions, JobError, JobInfo, now_ms};
 use crmsync_tenants::{StoreError, Tenant};
 use tracing::{debug, info, warn};
 
-use crate::context::Context;
+use crate::context::{Context, profile};
 use crate::{errors, flush};
 
 /// Runs one page; marks the run failed when the page fails for good.
@@ -22,38 +22,50 @@ pub async fn run_page(ctx: &Context, job: BackfillPage, info: &JobInfo) -> Resul
     let res = page(ctx, &job).await;
     if let Err(e) = &res {
         let final_attempt = match e {
-            JobError::Permanent(_) => true,
-            JobError::Retry(_) | JobError::RetryAt { .. } => info.attempt >= info.policy.max_attempts,
+            JobError::Permanent { .. } => true,
+            JobError::Retry { .. } | JobError::RetryAt { .. } => info.attempt >= info.policy.max_attempts,
             JobError::Defer { .. } => false,
         };
         if final_attempt {
             let reason = format!("page {} failed: {e}", job.page);
             warn!(tenant = %job.tenant, run = %job.run_id, %reason, "Backfill run failed");
-            let _ = ctx.runs.end(&job.tenant, &job.run_id, RunStatus::Failed, &reason).await;
+            if let Err(error) = ctx.runs.end(&job.tenant, &job.run_id, RunStatus::Failed, &reason).await {
+                warn!(tenant = %job.tenant, run = %job.run_id, %error, "Could not mark the run failed; it ends when its lock expires");
+            }
             // What the run already read still gets written.
-            let _ = flush::enqueue(ctx, &job.tenant, &format!("failed:{}", job.run_id), None).await;
+            if let Err(error) = flush::enqueue(ctx, &job.tenant, FlushTrigger::RunEnded { run: &job.run_id }, None).await {
+                warn!(tenant = %job.tenant, run = %job.run_id, %error, "Could not schedule the failed run's last writes; the next flush writes them");
+            }
         }
     }
     res
 }
 
-pub(crate) async fn load_tenant(ctx: &Context, id: &str) -> Result<Tenant, JobError> {
-    ctx.tenants.get(id).await.map_err(|e| match e {
-        StoreError::Redis(e) => errors::redis(e),
-        other => JobError::permanent(other),
-    })
+/// The tenant, or None when it no longer exists (its jobs end quietly: it was removed).
+pub(crate) async fn load_tenant(ctx: &Context, id: &str) -> Result<Option<Tenant>, JobError> {
+    match ctx.tenants.get(id).await {
+        Ok(t) => Ok(Some(t)),
+        Err(StoreError::NotFound(_)) => {
+            info!(tenant = %id, "The tenant no longer exists; its job is dropped");
+            Ok(None)
+        }
+        Err(StoreError::Redis(e)) => Err(errors::redis(e)),
+        Err(other) => Err(errors::tenant(other)),
+    }
 }
 
 async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
     let run = ctx.runs.get(&job.tenant, &job.run_id).await.map_err(|e| match e {
-        crmsync_producer::RunError::NotFound(r) => JobError::permanent(format!("run {r} no longer exists")),
+        crmsync_producer::RunError::NotFound(r) => JobError::permanent("RUN_GONE", format!("run {r} no longer exists")),
         other => errors::redis(other),
     })?;
     if run.status != RunStatus::Running {
         debug!(run = %job.run_id, status = run.status.as_str(), "Run not running; page dropped");
         return Ok(());
     }
-    let tenant = load_tenant(ctx, &job.tenant).await?;
+    let Some(tenant) = load_tenant(ctx, &job.tenant).await? else {
+        return Ok(());
+    };
     let grant = Grant {
         api_uri: &tenant.nylas.api_uri,
         grant_id: &tenant.nylas.grant_id,
@@ -88,9 +100,10 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
         contacts_read: nylas_page.contacts.len() as u64,
         ..PageCounts::default()
     };
-    let mut mapped: Vec<(String, ZohoContact)> = Vec::new();
+    let limits = profile(&tenant).field_limits;
+    let mut mapped: Vec<(String, CrmRecord)> = Vec::new();
     for c in &nylas_page.contacts {
-        match map_contact(c, &FieldLimits::ZOHO) {
+        match map_contact(c, &limits) {
             MapOutcome::Mapped { record, adjustments } => {
                 if !adjustments.is_empty() {
                     counts.adjusted += 1;
@@ -101,11 +114,6 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
         }
     }
     counts.mapped = mapped.len() as u64;
-    let emails: Vec<&str> = mapped.iter().map(|(_, r)| r.email.as_str()).collect();
-    ctx.runs
-        .add_emails(&job.tenant, &job.run_id, &emails)
-        .await
-        .map_err(errors::redis)?;
     // Shared emails are settled by the buffer: the contact with the smallest id owns an
     // email, whatever order pages run in. The run counts merged contacts when it completes.
     // Nylas stamps changes in whole seconds: a read is stamped at its second too, so a change
@@ -120,25 +128,19 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
         })
         .collect();
     let pushed = ctx
-        .buffer(&job.tenant)
+        .buffer(&tenant)
         .push(&Source::Run(job.run_id.clone()), job.force, &changes)
         .await
-        .map_err(errors::redis)?;
+        .map_err(errors::buffer)?;
     counts.unchanged = pushed.unchanged;
-    // One flush per 100 records pushed: full batches, the cheapest per record.
-    for k in (pushed.total - pushed.pushed) / 100 + 1..=pushed.total / 100 {
-        flush::enqueue(ctx, &job.tenant, &format!("n{k}"), None).await?;
+    // One flush per full batch pushed (the push counts them): the cheapest per record.
+    for _ in 0..pushed.schedule {
+        flush::enqueue(ctx, &job.tenant, FlushTrigger::Full, None).await?;
     }
 
     let status = ctx
         .runs
-        .record_page(
-            &job.tenant,
-            &job.run_id,
-            job.page,
-            nylas_page.next_cursor.is_some(),
-            &counts,
-        )
+        .record_page(&job.tenant, &job.run_id, job.page, nylas_page.next_cursor.is_some(), &counts)
         .await
         .map_err(errors::redis)?;
     match status {
@@ -147,7 +149,18 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
             info!(tenant = %job.tenant, run = %job.run_id, pages = job.page + 1, "Backfill run completed")
         }
         // Every page is read: write what waits, whatever the batch size.
-        _ => flush::enqueue(ctx, &job.tenant, &format!("drain:{}:{}", job.run_id, job.page), None).await?,
+        _ => {
+            flush::enqueue(
+                ctx,
+                &job.tenant,
+                FlushTrigger::Drain {
+                    run: &job.run_id,
+                    page: job.page,
+                },
+                None,
+            )
+            .await?
+        }
     }
     Ok(())
 }

@@ -1,14 +1,17 @@
-//! What every handler needs: Redis, the tenant store, the API clients, the run store.
+//! What every handler needs: Redis, the tenant store, the API clients, the run store, and the
+//! sink of a tenant (its CRM's client under the fleet's limits).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crmsync_limits::Limiter;
+use crmsync_limits::{LimitLayer, LimitSettings, Limiter};
 use crmsync_nylas::NylasClient;
-use crmsync_producer::{BackfillPage, FlushWrites, RunStore, TenantState, WriteBuffer};
+use crmsync_producer::{BackfillPage, FlushWrites, Maintenance, RunStore, WriteBuffer};
 use crmsync_queue::{JobQueue, RedisConn};
-use crmsync_tenants::{SecretKey, TenantStore};
-use crmsync_zoho::{TokenBroker, ZohoClient};
+use crmsync_sink::zoho::{TokenBroker, ZohoHttp, ZohoOrg, ZohoSink};
+use crmsync_sink::{CrmSink, SinkProfile};
+use crmsync_tenants::{Crm, DestKeys, SecretKey, Tenant, TenantKeys, TenantStore};
+use tower_layer::Layer;
 
 /// Settings shared by the handlers.
 #[derive(Debug, Clone)]
@@ -17,9 +20,9 @@ pub struct ContextOptions {
     pub namespace: String,
     /// Contacts per Nylas page (at most 200).
     pub page_size: u32,
-    /// Timeout of each Nylas or Zoho request.
+    /// Timeout of each Nylas or CRM request.
     pub http_timeout: Duration,
-    /// Zoho seconds per real second: 1 against Zoho. A simulator compressing its day sets
+    /// CRM seconds per real second: 1 against a CRM. A simulator compressing its day sets
     /// more; the credit window, token lifetimes and the token-request window shrink alike.
     pub time_scale: f64,
 }
@@ -44,10 +47,12 @@ pub struct Context {
     pub tenants: TenantStore,
     pub runs: RunStore,
     pub nylas: NylasClient,
-    pub zoho: ZohoClient,
+    pub http: reqwest::Client,
+    pub zoho_tokens: TokenBroker,
     pub limiter: Limiter,
     pub backfill: JobQueue<BackfillPage>,
     pub writes: JobQueue<FlushWrites>,
+    pub maintenance: JobQueue<Maintenance>,
 }
 
 impl Context {
@@ -58,30 +63,63 @@ impl Context {
         let target = crmsync_queue::RedisTarget::parse(&opts.redis_url)
             .map_err(|e| anyhow::anyhow!("invalid Redis URL (CRMSYNC_REDIS_URL): {e}"))?;
         let conn = crmsync_queue::connect(&target, Duration::from_secs(5))?;
-        let http = ZohoClient::http_client(opts.http_timeout)?;
-        let broker =
+        let http = crmsync_sink::zoho::http_client(opts.http_timeout)?;
+        let zoho_tokens =
             TokenBroker::new(conn.clone(), http.clone(), Arc::new(key.clone())).with_time_scale(opts.time_scale);
         Ok(Self {
             tenants: TenantStore::new(conn.clone(), &opts.namespace, Some(key)),
             runs: RunStore::new(conn.clone(), &opts.namespace),
             nylas: NylasClient::new(opts.http_timeout)?,
-            zoho: ZohoClient::new(http, broker),
+            http,
+            zoho_tokens,
             limiter: Limiter::new(conn.clone(), &opts.namespace)
                 .with_window(crmsync_limits::DAY.div_f64(opts.time_scale.max(1e-6)))
                 .with_lease_ttl(opts.http_timeout * 2),
             backfill: JobQueue::new(conn.clone(), crmsync_producer::backfill_queue(&opts.namespace)),
             writes: JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&opts.namespace)),
+            maintenance: JobQueue::new(conn.clone(), crmsync_producer::maintenance_queue(&opts.namespace)),
             target,
             conn,
             opts,
         })
     }
 
-    pub fn buffer(&self, tenant: &str) -> WriteBuffer {
-        WriteBuffer::new(self.conn.clone(), &self.opts.namespace, tenant)
+    /// The keys of the tenant's current destination.
+    pub fn dest_keys(&self, tenant: &Tenant) -> DestKeys {
+        TenantKeys::new(&self.opts.namespace, &tenant.id).dest(&tenant.dest)
     }
 
-    pub fn tenant_state(&self, tenant: &str) -> TenantState {
-        TenantState::new(self.conn.clone(), &self.opts.namespace, tenant)
+    /// The write buffer of the tenant's current destination.
+    pub fn buffer(&self, tenant: &Tenant) -> WriteBuffer {
+        let p = profile(tenant);
+        WriteBuffer::new(
+            self.conn.clone(),
+            &self.opts.namespace,
+            &tenant.id,
+            &tenant.dest,
+            p.match_key,
+            p.max_batch,
+        )
     }
+
+    /// The tenant's CRM, its calls under the destination's limits.
+    pub fn sink(&self, tenant: &Tenant) -> Result<Box<dyn CrmSink>, crmsync_tenants::TenantError> {
+        let limits = LimitLayer::new(
+            self.limiter.clone(),
+            self.dest_keys(tenant),
+            LimitSettings::of(tenant),
+        );
+        Ok(match &tenant.crm {
+            Crm::Zoho(_) => {
+                let org = ZohoOrg::of(&self.opts.namespace, tenant)?;
+                let http = ZohoHttp::new(self.http.clone(), self.zoho_tokens.clone(), org);
+                Box::new(ZohoSink::new(limits.layer(http)))
+            }
+        })
+    }
+}
+
+/// What the tenant's CRM needs known before any call (field limits, match key, batch size).
+pub fn profile(tenant: &Tenant) -> &'static SinkProfile {
+    crmsync_sink::profile(tenant.crm.kind())
 }

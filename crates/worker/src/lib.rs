@@ -1,13 +1,13 @@
-//! The worker: the job handlers ([`backfill`] pages, [`flush`] writes) and the worker process
-//! ([`run`]), which runs them under apalis on the Redis Streams queues until SIGTERM, then
-//! drains.
+//! The worker: the job handlers ([`backfill`] pages, [`flush`] writes, [`maintenance`]) and
+//! the worker process ([`run`]), which runs them under apalis on the Redis Streams queues
+//! until SIGTERM, then drains.
 
 pub mod backfill;
-mod calls;
 pub mod codes;
 mod context;
 mod errors;
 pub mod flush;
+pub mod maintenance;
 mod metrics;
 
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use apalis::layers::catch_panic::CatchPanicLayer;
 use apalis_core::monitor::Monitor;
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
-pub use context::{Context, ContextOptions};
-use crmsync_producer::{BackfillPage, FlushWrites};
+pub use context::{Context, ContextOptions, profile};
+use crmsync_producer::{BackfillPage, FlushWrites, Maintenance};
 use crmsync_queue::runtime::{self, Handles};
 use crmsync_queue::{JobError, JobInfo, RedisStreamBackend, worker_identity};
 use tracing::info;
@@ -50,7 +50,7 @@ fn panic_to_retry(p: &Box<dyn std::any::Any + Send>) -> JobError {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    JobError::retry(format!("handler panicked: {msg}"))
+    JobError::retry("PANIC", format!("handler panicked: {msg}"))
 }
 
 /// Runs a worker process until SIGTERM/SIGINT, then drains.
@@ -66,10 +66,20 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     let writes_cfg = crmsync_producer::writes_queue(&opts.context.namespace)
         .concurrency(opts.concurrency)
         .visibility_timeout(opts.visibility_timeout);
+    // Maintenance is background work: a couple at a time is plenty.
+    let maintenance_cfg = crmsync_producer::maintenance_queue(&opts.context.namespace)
+        .concurrency(2)
+        .visibility_timeout(opts.visibility_timeout);
     if let Some(addr) = opts.metrics_listen {
-        metrics::serve(addr, ctx.conn.clone(), vec![backfill_cfg.clone(), writes_cfg.clone()]).await?;
+        metrics::serve(
+            addr,
+            ctx.conn.clone(),
+            vec![backfill_cfg.clone(), writes_cfg.clone(), maintenance_cfg.clone()],
+        )
+        .await?;
     }
     let (h2, c2) = (handles.clone(), ctx.clone());
+    let (h3, c3) = (handles.clone(), ctx.clone());
     let monitor = Monitor::new()
         .register(move |_| {
             let backend = RedisStreamBackend::<BackfillPage>::with_connection(
@@ -99,6 +109,21 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
                 .data(c2.clone())
                 .build(|job: FlushWrites, info: JobInfo, ctx: Data<Arc<Context>>| async move {
                     flush::run_flush(&ctx, job, &info).await
+                })
+        })
+        .register(move |_| {
+            let backend = RedisStreamBackend::<Maintenance>::with_connection(
+                c3.target.clone(),
+                c3.conn.clone(),
+                maintenance_cfg.clone(),
+            );
+            h3.push(backend.handle());
+            WorkerBuilder::new(worker_identity("maintenance"))
+                .backend(backend)
+                .layer(CatchPanicLayer::with_panic_handler(panic_to_retry))
+                .data(c3.clone())
+                .build(|job: Maintenance, ctx: Data<Arc<Context>>| async move {
+                    maintenance::run_maintenance(&ctx, job).await
                 })
         });
     info!(concurrency = opts.concurrency, "crmsync worker started");

@@ -31,7 +31,7 @@ async fn run_job(job: ProbeJob, info: JobInfo, conn: crmsync_queue::RedisConn) -
         .arg(&record)
         .query_async(&mut conn)
         .await
-        .map_err(JobError::retry)?;
+        .map_err(|e| JobError::retry("SEMAPHORE", e))?;
     if info.attempt <= job.sleep_until_attempt {
         tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
     }
@@ -43,7 +43,7 @@ async fn run_job(job: ProbeJob, info: JobInfo, conn: crmsync_queue::RedisConn) -
         .arg(&record)
         .query_async(&mut conn)
         .await
-        .map_err(JobError::retry)?;
+        .map_err(|e| JobError::retry("SEMAPHORE", e))?;
     Ok(())
 }
 
@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         WorkerBuilder::new(worker_identity("probe"))
             .backend(backend)
             .layer(CatchPanicLayer::with_panic_handler(
-                |_: &Box<dyn std::any::Any + Send>| JobError::retry("job panicked"),
+                |_: &Box<dyn std::any::Any + Send>| JobError::retry("PANIC", "job panicked"),
             ))
             .build(move |job: ProbeJob, info: JobInfo| run_job(job, info, job_conn.clone()))
     });

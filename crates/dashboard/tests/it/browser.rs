@@ -90,7 +90,7 @@ async fn dashboard_renders_the_fleet_in_headless_chromium() {
     let browser = chromium();
     let redis = RedisServer::start();
     let seeded = seed(&redis).await;
-    seed_history(&redis);
+    seed_history(&redis).await;
 
     let port = free_port();
     let mut child = dashboard(&redis, port);

@@ -46,31 +46,30 @@ async fn series_sum_counters_credits_and_429s_per_minute() {
     hincr(&mut c, format!("{{{NS}:writes}}:stats:{}", m30 * 60 + 2), "done", 9);
 
     // acme's ledger: three live buckets and one that left the window but is not yet pruned.
+    let (acme, beta) = (
+        crate::support::dest(&redis, "acme").await,
+        crate::support::dest(&redis, "beta").await,
+    );
     let (m600, gone) = (cur - 600, cur - 1_441);
     for (bucket, credits) in [(m1, 5), (m30, 7), (m600, 11), (gone, 100)] {
-        hincr(
-            &mut c,
-            format!("{{{NS}:t:acme}}:credits"),
-            &format!("b:{bucket}"),
-            credits,
-        );
-        hincr(&mut c, format!("{{{NS}:t:acme}}:credits"), "sum", credits);
+        hincr(&mut c, acme.ledger(), &format!("b:{bucket}"), credits);
+        hincr(&mut c, acme.ledger(), "sum", credits);
         let _: i64 = redis::cmd("ZADD")
-            .arg(format!("{{{NS}:t:acme}}:credits:idx"))
+            .arg(acme.ledger_index())
             .arg(bucket)
             .arg(bucket)
             .query(&mut c)
             .expect("zadd");
     }
-    hincr(&mut c, format!("{{{NS}:t:beta}}:credits"), &format!("b:{m1}"), 2);
-    hincr(&mut c, format!("{{{NS}:t:beta}}:credits"), "sum", 2);
+    hincr(&mut c, beta.ledger(), &format!("b:{m1}"), 2);
+    hincr(&mut c, beta.ledger(), "sum", 2);
     let _: () = redis::cmd("SET")
-        .arg(format!("{{{NS}:t:acme}}:429s:{m30}"))
+        .arg(acme.throttled(m30))
         .arg(3)
         .query(&mut c)
         .expect("set");
     let _: () = redis::cmd("SET")
-        .arg(format!("{{{NS}:t:beta}}:429s:{m30}"))
+        .arg(beta.throttled(m30))
         .arg(1)
         .query(&mut c)
         .expect("set");
@@ -131,7 +130,7 @@ async fn series_sum_counters_credits_and_429s_per_minute() {
     let limiter = crmsync_limits::Limiter::new(crate::support::conn(&redis), NS);
     assert_eq!(
         limiter
-            .budget("acme", &settings(1_440, 1.0))
+            .budget(&crate::support::dest(&redis, "acme").await, &settings(1_440, 1.0))
             .await
             .expect("budget")
             .used,

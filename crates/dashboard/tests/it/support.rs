@@ -6,11 +6,9 @@ use std::time::Duration;
 use apalis_core::worker::builder::WorkerBuilder;
 use crmsync_dashboard::Fleet;
 use crmsync_limits::{CallOutcome, LimitSettings, Limiter, Priority, Wait};
-use crmsync_producer::{
-    BackfillPage, FlushWrites, PageCounts, Rejection, RunStatus, RunStore, StartOutcome, TenantState,
-};
+use crmsync_producer::{BackfillPage, FlushWrites, PageCounts, RunStatus, RunStore, StartOutcome};
 use crmsync_queue::{EnqueueOptions, JobError, JobQueue, RedisConn, RedisStreamBackend, RetryPolicy, worker_identity};
-use crmsync_tenants::{NylasSettings, Secret, SecretKey, Tenant, TenantStore, ZohoSettings};
+use crmsync_tenants::{Crm, DestKeys, NylasSettings, Secret, SecretKey, Tenant, TenantKeys, TenantStore, ZohoConnection};
 use crmsync_testkit::{RedisServer, eventually};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -29,32 +27,33 @@ pub fn fleet(redis: &RedisServer) -> Fleet {
 }
 
 pub fn tenant(id: &str, daily_credits: u64, budget_share: f64) -> Tenant {
-    Tenant {
-        id: id.into(),
-        nylas: NylasSettings {
+    let mut t = Tenant::new(
+        id,
+        NylasSettings {
             grant_id: format!("grant-{id}"),
             api_key: Secret::new("nyk_v0_SECRET_API_KEY_123"),
             api_uri: "https://api.us.nylas.com".into(),
         },
-        zoho: ZohoSettings {
+        Crm::Zoho(ZohoConnection {
             region: Some("eu".into()),
             accounts_url: None,
             api_domain: None,
             client_id: "1000.CLIENTID".into(),
             client_secret: Secret::new("CLIENT_SECRET_VALUE_xyz"),
             refresh_token: Some(Secret::new("1000.REFRESH_TOKEN_VALUE_abc")),
-        },
-        daily_credits,
-        budget_share,
-        edition: None,
-        users: None,
-        requests_per_second: 100.0,
-        concurrency: Some(25),
-        webhook_secret: None,
-        webhook_secret_next: None,
-        created_at_ms: 0,
-        updated_at_ms: 0,
-    }
+        }),
+    );
+    t.daily_credits = daily_credits;
+    t.budget_share = budget_share;
+    t.requests_per_second = 100.0;
+    t.concurrency = Some(25);
+    t
+}
+
+/// The keys of a tenant's destination, from its stored settings.
+pub async fn dest(redis: &RedisServer, id: &str) -> DestKeys {
+    let view = TenantStore::new(conn(redis), NS, None).view(id).await.expect("tenant");
+    TenantKeys::new(NS, id).dest(view["dest"].as_str().expect("dest"))
 }
 
 pub async fn add_tenants(redis: &RedisServer, tenants: &[(&str, u64, f64)]) {
@@ -163,9 +162,10 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
         assert_eq!(status, RunStatus::Running);
     }
     let acme = settings(1_000, 0.8);
+    let acme_dest = dest(redis, "acme").await;
     for cost in [10, 10, 10] {
         let p = limiter
-            .acquire("acme", &acme, cost, true, Priority::Backfill)
+            .acquire(&acme_dest, &acme, cost, true, Priority::Backfill)
             .await
             .expect("redis")
             .expect("permit");
@@ -180,16 +180,23 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
             .await
             .expect("finish");
     }
-    TenantState::new(c.clone(), NS, "acme")
-        .add_rejections(&[Rejection {
-            run_id: run.id.clone(),
-            contact_id: "c-17".into(),
-            email: "broken@example.com".into(),
-            code: "INVALID_DATA".into(),
-            field: Some("Phone".into()),
-            message: "invalid data".into(),
-        }])
-        .await
+    // A record the CRM refused, as a flush records it.
+    let _: String = redis::cmd("XADD")
+        .arg(acme_dest.rejected())
+        .arg("*")
+        .arg("run")
+        .arg(&run.id)
+        .arg("contact")
+        .arg("c-17")
+        .arg("email")
+        .arg("broken@example.com")
+        .arg("code")
+        .arg("INVALID_DATA")
+        .arg("field")
+        .arg("Phone")
+        .arg("message")
+        .arg("invalid data")
+        .query(&mut redis.conn())
         .expect("rejection");
 
     // globex: paused by an operator; its last run failed.
@@ -209,7 +216,7 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
     // hooli: a 429 cooldown of a minute.
     let hooli = settings(20_000, 0.5);
     let p = limiter
-        .acquire("hooli", &hooli, 1, false, Priority::Change)
+        .acquire(&dest(redis, "hooli").await, &hooli, 1, false, Priority::Change)
         .await
         .expect("redis")
         .expect("permit");
@@ -227,9 +234,10 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
 
     // initech: spend its 100 allowed credits 7 at a time until the budget pauses it.
     let initech = settings(125, 0.8);
+    let initech_dest = dest(redis, "initech").await;
     loop {
         match limiter
-            .acquire("initech", &initech, 7, false, Priority::Change)
+            .acquire(&initech_dest, &initech, 7, false, Priority::Change)
             .await
             .expect("redis")
         {
@@ -273,7 +281,7 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
         redis,
         backfill_cfg.concurrency(1),
         "backfill",
-        |_: BackfillPage| async { Err(JobError::permanent(DEAD_REASON)) },
+        |_: BackfillPage| async { Err(JobError::permanent("INVALID_DATA", DEAD_REASON)) },
     );
     eventually(Duration::from_secs(20), "hooli's page dead-lettered", || async {
         let s = backfill.stats().await.expect("stats");
@@ -293,11 +301,14 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
     let writes_worker = start_worker(redis, writes_cfg, "writes", move |_: FlushWrites| {
         let g = g.clone();
         async move {
-            let _held = g.acquire().await.map_err(JobError::retry)?;
+            let _held = g.acquire().await.map_err(|e| JobError::retry("SEMAPHORE", e))?;
             Ok(())
         }
     });
-    let flush = FlushWrites { tenant: "acme".into() };
+    let flush = FlushWrites {
+        tenant: "acme".into(),
+        full: false,
+    };
     for _ in 0..3 {
         writes.enqueue(&flush).await.expect("enqueue");
     }
@@ -320,7 +331,8 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
 
 /// Queue counters, credits and 429s over the last hour and day, as workers would have left
 /// them (for the charts).
-pub fn seed_history(redis: &RedisServer) {
+pub async fn seed_history(redis: &RedisServer) {
+    let (acme, hooli) = (dest(redis, "acme").await, dest(redis, "hooli").await);
     let mut c = redis.conn();
     let now_s = crmsync_queue::now_ms() / 1000;
     let cur_min = now_s / 60;
@@ -356,23 +368,23 @@ pub fn seed_history(redis: &RedisServer) {
         // Credits per minute for acme (the ledger's buckets are minutes with a 24 h window).
         let credits = 1 + m % 4;
         pipe.cmd("HINCRBY")
-            .arg(format!("{{{NS}:t:acme}}:credits"))
+            .arg(acme.ledger())
             .arg(format!("b:{minute}"))
             .arg(credits)
             .ignore();
         pipe.cmd("HINCRBY")
-            .arg(format!("{{{NS}:t:acme}}:credits"))
+            .arg(acme.ledger())
             .arg("sum")
             .arg(credits)
             .ignore();
         pipe.cmd("ZADD")
-            .arg(format!("{{{NS}:t:acme}}:credits:idx"))
+            .arg(acme.ledger_index())
             .arg(minute)
             .arg(minute)
             .ignore();
         if m % 9 == 0 {
             pipe.cmd("INCRBY")
-                .arg(format!("{{{NS}:t:hooli}}:429s:{minute}"))
+                .arg(hooli.throttled(minute))
                 .arg(m / 9)
                 .ignore();
         }
@@ -381,17 +393,17 @@ pub fn seed_history(redis: &RedisServer) {
     for h in 1..24u64 {
         let minute = cur_min - h * 60;
         pipe.cmd("HINCRBY")
-            .arg(format!("{{{NS}:t:acme}}:credits"))
+            .arg(acme.ledger())
             .arg(format!("b:{minute}"))
             .arg(8 + h % 5)
             .ignore();
         pipe.cmd("HINCRBY")
-            .arg(format!("{{{NS}:t:acme}}:credits"))
+            .arg(acme.ledger())
             .arg("sum")
             .arg(8 + h % 5)
             .ignore();
         pipe.cmd("ZADD")
-            .arg(format!("{{{NS}:t:acme}}:credits:idx"))
+            .arg(acme.ledger_index())
             .arg(minute)
             .arg(minute)
             .ignore();

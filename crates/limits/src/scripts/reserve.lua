@@ -4,7 +4,8 @@
 -- A bucket's credits leave the window when the whole bucket is older than the window, i.e.
 -- up to one bucket later than the exact moment: the ledger errs on the side of spending less.
 -- KEYS[1] ledger hash, KEYS[2] bucket index zset, KEYS[3] the tenant's pending change-feed
--- work (the headroom applies only while there is some: near the cap it goes first)
+-- work (the headroom applies only while there is some: near the cap it goes first),
+-- KEYS[4] the last budget pause (for display; set when a reservation is refused)
 -- ARGV[1] now ms, ARGV[2] cost, ARGV[3] cap (credits allowed), ARGV[4] window ms,
 -- ARGV[5] bucket ms, ARGV[6] headroom (credits this caller must leave for others),
 -- ARGV[7] mode: `reserve`, or `peek` (only report)
@@ -43,10 +44,14 @@ if cost > limit then return {0, -1, used} end
 -- When do enough credits leave? Walk the live buckets from the oldest.
 local need = used + cost - limit
 local freed = 0
+local until = now + window
 for _, b in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   freed = freed + tonumber(redis.call('HGET', KEYS[1], 'b:' .. b) or '0')
   if freed >= need then
-    return {0, (tonumber(b) + span) * bms, used}
+    until = (tonumber(b) + span) * bms
+    break
   end
 end
-return {0, now + window, used}
+redis.call('HSET', KEYS[4], 'until', until, 'used', used, 'allowed', cap)
+redis.call('PEXPIREAT', KEYS[4], until)
+return {0, until, used}

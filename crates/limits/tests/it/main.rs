@@ -5,11 +5,30 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crmsync_limits::{CallOutcome, LimitSettings, Limiter, Priority, Wait};
+use crmsync_tenants::{DestKeys, TenantKeys};
 use crmsync_testkit::RedisServer;
 
+/// The destination every test tenant writes to.
+const DEST: &str = "0123456789ab";
+/// The tenants of these tests.
+const TENANTS: [&str; 9] = ["t1", "t", "t2", "r", "c", "big", "x", "y", "z"];
+
+/// A limiter of its own connection (a worker process); the test tenants are live.
 fn limiter(redis: &RedisServer, window: Duration) -> Limiter {
+    for t in TENANTS {
+        let _: () = redis::cmd("SET")
+            .arg(TenantKeys::new("crmsync", t).live())
+            .arg(DEST)
+            .query(&mut redis.conn())
+            .expect("live");
+    }
     let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     Limiter::new(conn, "crmsync").with_window(window)
+}
+
+/// The keys of a test tenant's destination.
+fn dest(tenant: &str) -> DestKeys {
+    TenantKeys::new("crmsync", tenant).dest(DEST)
 }
 
 fn settings(daily: u64, share: f64) -> LimitSettings {
@@ -36,7 +55,7 @@ async fn credit_reservations_never_pass_the_cap_and_resume_when_credits_leave() 
         handles.push(tokio::spawn(async move {
             let mut waits = Vec::new();
             for _ in 0..10 {
-                match l.acquire("t1", &s, 7, false, Priority::Change).await.expect("redis") {
+                match l.acquire(&dest("t1"), &s, 7, false, Priority::Change).await.expect("redis") {
                     Ok(p) => {
                         granted.fetch_add(7, Ordering::SeqCst);
                         l.finish(
@@ -79,7 +98,7 @@ async fn credit_reservations_never_pass_the_cap_and_resume_when_credits_leave() 
         until_ms > now && until_ms <= now + window.as_millis() as u64 + 50,
         "resumes within a window"
     );
-    let b = workers[0].budget("t1", &s).await.expect("budget");
+    let b = workers[0].budget(&dest("t1"), &s).await.expect("budget");
     assert_eq!(b.budget_paused_until_ms, Some(until_ms));
     assert_eq!(b.used, spent as u64);
 
@@ -88,7 +107,7 @@ async fn credit_reservations_never_pass_the_cap_and_resume_when_credits_leave() 
     ))
     .await;
     let p = workers[1]
-        .acquire("t1", &s, 7, false, Priority::Change)
+        .acquire(&dest("t1"), &s, 7, false, Priority::Change)
         .await
         .expect("redis")
         .expect("credits came back");
@@ -112,15 +131,15 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
     let l = limiter(&redis, Duration::from_secs(60));
     let s = settings(1_000, 1.0);
     let p = l
-        .acquire("t", &s, 10, false, Priority::Backfill)
+        .acquire(&dest("t"), &s, 10, false, Priority::Backfill)
         .await
         .expect("redis")
         .expect("permit");
     l.finish(p, &s, CallOutcome::NotSent).await.expect("finish");
-    assert_eq!(l.budget("t", &s).await.expect("budget").used, 0);
+    assert_eq!(l.budget(&dest("t"), &s).await.expect("budget").used, 0);
 
     let p = l
-        .acquire("t", &s, 10, false, Priority::Backfill)
+        .acquire(&dest("t"), &s, 10, false, Priority::Backfill)
         .await
         .expect("redis")
         .expect("permit");
@@ -134,16 +153,16 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
     )
     .await
     .expect("finish");
-    assert_eq!(l.budget("t", &s).await.expect("budget").used, 400);
+    assert_eq!(l.budget(&dest("t"), &s).await.expect("budget").used, 400);
 
     // While change-feed work waits, backfill may go up to 900 (90%); the change feed up to 1,000.
     let _: () = redis::cmd("SET")
-        .arg("{crmsync:t:t}:buffer:feed")
+        .arg(dest("t").feed_waiting())
         .arg(3)
         .query(&mut redis.conn())
         .expect("set");
     let mut used = 400;
-    while let Ok(p) = l.acquire("t", &s, 50, false, Priority::Backfill).await.expect("redis") {
+    while let Ok(p) = l.acquire(&dest("t"), &s, 50, false, Priority::Backfill).await.expect("redis") {
         used += 50;
         l.finish(
             p,
@@ -157,7 +176,7 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
     }
     assert_eq!(used, 900);
     let p = l
-        .acquire("t", &s, 50, false, Priority::Change)
+        .acquire(&dest("t"), &s, 50, false, Priority::Change)
         .await
         .expect("redis")
         .expect("change feed still runs");
@@ -171,7 +190,7 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
     .await
     .expect("finish");
     let too_big = l
-        .acquire("t2", &settings(10, 1.0), 11, false, Priority::Change)
+        .acquire(&dest("t2"), &settings(10, 1.0), 11, false, Priority::Change)
         .await
         .expect("redis");
     assert!(matches!(too_big, Err(Wait::TooLarge { cost: 11, allowed: 10 })));
@@ -192,7 +211,7 @@ async fn rate_is_shared_by_every_worker() {
         handles.push(tokio::spawn(async move {
             for _ in 0..7 {
                 let p = l
-                    .acquire("r", &s, 1, false, Priority::Change)
+                    .acquire(&dest("r"), &s, 1, false, Priority::Change)
                     .await
                     .expect("redis")
                     .expect("permit");
@@ -231,17 +250,17 @@ async fn concurrency_leases_cap_parallel_calls_and_expire() {
         .with_lease_ttl(Duration::from_millis(800))
         .with_max_lease_wait(Duration::from_millis(200));
     let a = l
-        .acquire("c", &s, 1, false, Priority::Change)
+        .acquire(&dest("c"), &s, 1, false, Priority::Change)
         .await
         .expect("redis")
         .expect("1st");
     let _dead = l
-        .acquire("c", &s, 1, false, Priority::Change)
+        .acquire(&dest("c"), &s, 1, false, Priority::Change)
         .await
         .expect("redis")
         .expect("2nd");
     assert_eq!(
-        l.acquire("c", &s, 1, false, Priority::Change)
+        l.acquire(&dest("c"), &s, 1, false, Priority::Change)
             .await
             .expect("redis")
             .err(),
@@ -257,14 +276,14 @@ async fn concurrency_leases_cap_parallel_calls_and_expire() {
     .await
     .expect("finish");
     let b = l
-        .acquire("c", &s, 1, false, Priority::Change)
+        .acquire(&dest("c"), &s, 1, false, Priority::Change)
         .await
         .expect("redis")
         .expect("a slot came free");
     // `_dead` is never finished (its worker was killed): its lease expires on its own.
     let slow = l.clone().with_max_lease_wait(Duration::from_secs(3));
     let c = slow
-        .acquire("c", &s, 1, false, Priority::Change)
+        .acquire(&dest("c"), &s, 1, false, Priority::Change)
         .await
         .expect("redis")
         .expect("the dead lease expired");
@@ -291,21 +310,21 @@ async fn concurrency_leases_cap_parallel_calls_and_expire() {
     let mut held = Vec::new();
     for _ in 0..10 {
         held.push(
-            l.acquire("big", &wide, 10, true, Priority::Change)
+            l.acquire(&dest("big"), &wide, 10, true, Priority::Change)
                 .await
                 .expect("redis")
                 .expect("complex"),
         );
     }
     assert_eq!(
-        l.acquire("big", &wide, 10, true, Priority::Change)
+        l.acquire(&dest("big"), &wide, 10, true, Priority::Change)
             .await
             .expect("redis")
             .err(),
         Some(Wait::Busy)
     );
     let small = l
-        .acquire("big", &wide, 1, false, Priority::Change)
+        .acquire(&dest("big"), &wide, 1, false, Priority::Change)
         .await
         .expect("redis")
         .expect("small upserts still go");
@@ -342,7 +361,7 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
         limiter(&redis, Duration::from_secs(3600)),
     );
     let p = a
-        .acquire("x", &s, 1, false, Priority::Change)
+        .acquire(&dest("x"), &s, 1, false, Priority::Change)
         .await
         .expect("redis")
         .expect("permit");
@@ -358,21 +377,21 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
         .await
         .expect("finish")
         .expect("cooldown");
-    match b.acquire("x", &s, 1, false, Priority::Change).await.expect("redis") {
+    match b.acquire(&dest("x"), &s, 1, false, Priority::Change).await.expect("redis") {
         Err(Wait::Cooldown { until_ms }) => assert_eq!(until_ms, until),
         other => panic!("the other worker must cool down too: {other:?}"),
     }
-    let budget = b.budget("x", &s).await.expect("budget");
+    let budget = b.budget(&dest("x"), &s).await.expect("budget");
     assert_eq!(budget.rate_factor, 0.5);
     assert_eq!(budget.used, 0, "a 429 is not charged");
 
     let _: () = redis::cmd("DEL")
-        .arg("{crmsync:t:x}:cooldown")
+        .arg(dest("x").cooldown())
         .query(&mut redis.conn())
         .expect("del");
     for _ in 0..5 {
         let p = b
-            .acquire("x", &s, 1, false, Priority::Change)
+            .acquire(&dest("x"), &s, 1, false, Priority::Change)
             .await
             .expect("redis")
             .expect("permit");
@@ -387,18 +406,18 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
         .expect("finish");
     }
     assert!(
-        (b.budget("x", &s).await.expect("budget").rate_factor - 0.6).abs() < 1e-9,
+        (b.budget(&dest("x"), &s).await.expect("budget").rate_factor - 0.6).abs() < 1e-9,
         "additive increase"
     );
 
     a.pause("x", "maintenance").await.expect("pause");
     assert!(matches!(
-        b.acquire("x", &s, 1, false, Priority::Change).await.expect("redis"),
+        b.acquire(&dest("x"), &s, 1, false, Priority::Change).await.expect("redis"),
         Err(Wait::Paused { .. })
     ));
     assert!(a.resume("x").await.expect("resume"));
     assert!(
-        b.acquire("x", &s, 1, false, Priority::Change)
+        b.acquire(&dest("x"), &s, 1, false, Priority::Change)
             .await
             .expect("redis")
             .is_ok()
@@ -406,7 +425,7 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
 
     let mut allowed = 0;
     for _ in 0..200 {
-        if a.retry_allowed("y").await.expect("budget") {
+        if a.retry_allowed(&dest("y")).await.expect("budget") {
             allowed += 1;
         }
     }
@@ -439,7 +458,7 @@ async fn each_429_is_counted_per_minute_for_the_dashboard() {
         },
     ] {
         let p = l
-            .acquire("z", &s, 3, false, Priority::Change)
+            .acquire(&dest("z"), &s, 3, false, Priority::Change)
             .await
             .expect("redis")
             .expect("permit");
@@ -447,7 +466,7 @@ async fn each_429_is_counted_per_minute_for_the_dashboard() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let now_minute = crmsync_queue::now_ms() / 60_000;
-    let counts = l.throttled_per_minute("z", minute - 2, now_minute).await.expect("read");
+    let counts = l.throttled_per_minute(&dest("z"), minute - 2, now_minute).await.expect("read");
     assert_eq!(counts.iter().sum::<u64>(), 2, "two 429s: {counts:?}");
     assert_eq!(counts[..2], [0, 0], "nothing in earlier minutes");
     let mut conn = redis.conn();
@@ -455,7 +474,7 @@ async fn each_429_is_counted_per_minute_for_the_dashboard() {
     assert!(!keys.is_empty() && keys.len() <= 2, "{keys:?}");
     let mut total = 0;
     for key in &keys {
-        assert!(key.starts_with("{crmsync:t:z}:429s:"), "the tenant's hash tag: {key}");
+        assert!(key.starts_with(&format!("{}:429s:", dest("z").prefix())), "the destination's keys: {key}");
         let n: u64 = redis::cmd("GET").arg(key).query(&mut conn).expect("get");
         total += n;
         let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).expect("ttl");
@@ -464,9 +483,9 @@ async fn each_429_is_counted_per_minute_for_the_dashboard() {
     assert_eq!(total, 2);
 
     // Only the answered call is charged (a 429 is not); the ledger reads back by bucket.
-    let ledger = l.ledger("z").await.expect("ledger");
+    let ledger = l.ledger(&dest("z")).await.expect("ledger");
     assert_eq!(ledger.bucket_ms, 60_000);
     assert_eq!(ledger.used(), 3);
-    assert_eq!(ledger.used(), l.budget("z", &s).await.expect("budget").used);
+    assert_eq!(ledger.used(), l.budget(&dest("z"), &s).await.expect("budget").used);
     assert!(ledger.buckets.iter().all(|(start, _)| start % 60_000 == 0));
 }

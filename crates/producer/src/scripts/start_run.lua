@@ -1,7 +1,9 @@
 -- Start a backfill run unless one is active for the tenant.
--- KEYS[1] active-run key, KEYS[2] run hash, KEYS[3] runs zset
+-- KEYS[1] active-run key, KEYS[2] run hash, KEYS[3] runs zset, KEYS[4] the tenant's live key
 -- ARGV[1] run id, ARGV[2] now ms, ARGV[3] active TTL ms, ARGV[4] tenant, ARGV[5] force (0/1)
--- Returns {1, run id} when started, {0, active run id} when one is running.
+-- Returns {1, run id} when started, {0, active run id} when one is running, {-1, ''} when the
+-- tenant does not exist (nothing is written for a removed tenant).
+if redis.call('EXISTS', KEYS[4]) == 0 then return {-1, ''} end
 local active = redis.call('GET', KEYS[1])
 if active then return {0, active} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])

@@ -124,10 +124,12 @@ where
         Ok((env, _)) => Held {
             attempts_before: env.attempts,
             last_error: env.last_error.clone(),
+            last_code: env.last_code.clone(),
         },
         Err(_) => Held {
             attempts_before: 0,
             last_error: None,
+            last_code: None,
         },
     };
     if let Ok(mut h) = inner.held.lock() {
@@ -145,6 +147,7 @@ where
                 enqueued_at_ms: env.enqueued_at_ms,
                 ready_at_ms: entry_ms(&entry.id),
                 last_error: env.last_error.clone(),
+                last_code: env.last_code.clone(),
             };
             let task = TaskBuilder::new(args)
                 .task_id(TaskId::from_string(env.id))
@@ -154,17 +157,14 @@ where
                 .build();
             if let Err(returned) = tx.send(task) {
                 // The worker is gone: hand the entry back untouched.
+                let info = returned.0.ctx().data().get::<JobInfo>();
                 let _ = inner.settle_tx.send(SettleMsg::Settle {
                     entry_id: entry.id,
                     outcome: Settlement::Requeue {
                         run_at_ms: 0,
                         attempts: attempt - 1,
-                        error: returned
-                            .0
-                            .ctx()
-                            .data()
-                            .get::<JobInfo>()
-                            .and_then(|i| i.last_error.clone()),
+                        error: info.and_then(|i| i.last_error.clone()),
+                        code: info.and_then(|i| i.last_code.clone()),
                         counter: "released",
                     },
                     done: None,
@@ -178,6 +178,7 @@ where
                 outcome: Settlement::Dead {
                     attempts: None,
                     reason: format!("undecodable entry: {reason}"),
+                    code: Some(crate::error::codes::UNDECODABLE.to_owned()),
                 },
                 done: None,
             });

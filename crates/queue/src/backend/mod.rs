@@ -45,6 +45,7 @@ pub(crate) struct Held {
     /// Attempts used before this delivery.
     pub attempts_before: u32,
     pub last_error: Option<String>,
+    pub last_code: Option<String>,
 }
 
 /// State shared by a backend, its background tasks, its settle layer and its handle.
@@ -107,6 +108,7 @@ impl BackendHandle {
                 run_at_ms: 0,
                 attempts: h.attempts_before,
                 error: h.last_error,
+                code: h.last_code,
                 counter: "released",
             };
             match settle::settle_one(&self.inner, &entry_id, &outcome).await {
@@ -243,6 +245,7 @@ where
                                 run_at_ms: 0,
                                 attempts: info.attempt.saturating_sub(1),
                                 error: info.last_error.clone(),
+                                code: info.last_code.clone(),
                                 counter: "released",
                             },
                             done: None,

@@ -23,10 +23,16 @@ pub(crate) enum Settlement {
         run_at_ms: u64,
         attempts: u32,
         error: Option<String>,
+        /// The error's code.
+        code: Option<String>,
         counter: &'static str,
     },
     /// Move to the dead-letter stream.
-    Dead { attempts: Option<u32>, reason: String },
+    Dead {
+        attempts: Option<u32>,
+        reason: String,
+        code: Option<String>,
+    },
 }
 
 pub(crate) enum SettleMsg {
@@ -137,25 +143,28 @@ async fn record(inner: &Inner, batch: &[SettleMsg]) -> redis::RedisResult<()> {
 /// Records one non-success outcome. Returns false when the entry was no longer ours.
 pub(crate) async fn settle_one(inner: &Inner, entry_id: &str, outcome: &Settlement) -> redis::RedisResult<bool> {
     let now = crate::now_ms();
-    let (mode, run_at, attempts, text, counter) = match outcome {
+    let (mode, run_at, attempts, text, code, counter) = match outcome {
         Settlement::Ack => return Ok(true),
         Settlement::Requeue {
             run_at_ms,
             attempts,
             error,
+            code,
             counter,
         } => (
             "requeue",
             *run_at_ms,
             attempts.to_string(),
             error.clone().unwrap_or_default(),
+            code.clone().unwrap_or_default(),
             *counter,
         ),
-        Settlement::Dead { attempts, reason } => (
+        Settlement::Dead { attempts, reason, code } => (
             "dead",
             0,
             attempts.map(|a| a.to_string()).unwrap_or_default(),
             reason.clone(),
+            code.clone().unwrap_or_default(),
             "dead",
         ),
     };
@@ -178,6 +187,7 @@ pub(crate) async fn settle_one(inner: &Inner, entry_id: &str, outcome: &Settleme
         .arg(counter)
         .arg(inner.keys.job_prefix())
         .arg(&inner.cfg.name)
+        .arg(code)
         .invoke_async(&mut conn)
         .await?;
     // Counted once: a retried recording finds the entry no longer ours.

@@ -28,13 +28,15 @@ for _, row in ipairs(pending) do
     local out = {}
     for i = 1, #fields, 2 do
       local k = fields[i]
-      if k ~= 'a' and k ~= 'e' then
+      if k ~= 'a' and k ~= 'e' and k ~= 'c' then
         out[#out + 1] = k
         out[#out + 1] = fields[i + 1]
       end
     end
     out[#out + 1] = 'a'
     out[#out + 1] = tostring(used)
+    out[#out + 1] = 'c'
+    out[#out + 1] = 'LEASE_EXPIRED'
     out[#out + 1] = 'e'
     if used >= max then
       out[#out + 1] = note .. ' (all ' .. max .. ' attempts used)'

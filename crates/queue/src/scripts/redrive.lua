@@ -20,7 +20,7 @@ for i = 2, #ARGV do
     for j = 1, #fields, 2 do
       local k = fields[j]
       has[k] = true
-      if k ~= 'a' and k ~= 'e' and k ~= 't' and k ~= 'src' and k ~= 'dead_at' and k ~= 'queue' then
+      if k ~= 'a' and k ~= 'e' and k ~= 'c' and k ~= 't' and k ~= 'src' and k ~= 'dead_at' and k ~= 'queue' then
         job[#job + 1] = k
         job[#job + 1] = fields[j + 1]
       end

@@ -6,7 +6,7 @@
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] mode: requeue | dead, ARGV[4] run-at ms,
 -- ARGV[5] now ms, ARGV[6] attempts consumed ('' keeps the entry's own), ARGV[7] error / reason text,
 -- ARGV[8] dead-letter max length, ARGV[9] stats TTL s, ARGV[10] stats counter,
--- ARGV[11] job hash key prefix, ARGV[12] queue name
+-- ARGV[11] job hash key prefix, ARGV[12] queue name, ARGV[13] the error's code ('' for none)
 -- Returns 1 when settled, 0 when the entry was no longer ours (reclaimed by another worker).
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
   return 0
@@ -19,7 +19,7 @@ local job_id = nil
 for i = 1, #fields, 2 do
   local k = fields[i]
   if k == 'id' then job_id = fields[i + 1] end
-  if k ~= 'e' and not (k == 'a' and ARGV[6] ~= '') then
+  if k ~= 'e' and k ~= 'c' and not (k == 'a' and ARGV[6] ~= '') then
     out[#out + 1] = k
     out[#out + 1] = fields[i + 1]
   end
@@ -31,6 +31,10 @@ end
 if ARGV[7] ~= '' then
   out[#out + 1] = 'e'
   out[#out + 1] = ARGV[7]
+end
+if ARGV[13] ~= '' then
+  out[#out + 1] = 'c'
+  out[#out + 1] = ARGV[13]
 end
 if ARGV[3] == 'dead' then
   out[#out + 1] = 'src'

@@ -32,10 +32,10 @@ async fn queue_stats_come_straight_from_redis() {
             match job {
                 Job::Quick => Ok(()),
                 Job::Hold => {
-                    let _permit = g.acquire().await.map_err(JobError::retry)?;
+                    let _permit = g.acquire().await.map_err(|e| JobError::retry("SEMAPHORE", e))?;
                     Ok(())
                 }
-                Job::Fail => Err(JobError::permanent("bad record")),
+                Job::Fail => Err(JobError::permanent("INVALID_DATA", "bad record")),
             }
         }
     });

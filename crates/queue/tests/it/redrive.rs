@@ -47,7 +47,7 @@ async fn exhausted_job_is_redriven_with_fresh_attempts_and_acked_once_fixed() {
                 .expect("lock")
                 .push((s.n, info.attempt, info.last_error.clone(), info.job_id.clone()));
             if b.load(Ordering::SeqCst) {
-                Err(JobError::retry("INVALID_TOKEN: the token was revoked"))
+                Err(JobError::retry("INVALID_TOKEN", "INVALID_TOKEN: the token was revoked"))
             } else {
                 Ok(())
             }
@@ -150,7 +150,7 @@ async fn undecodable_dead_letters_are_refused_and_stay() {
         async move {
             r.fetch_add(1, Ordering::SeqCst);
             if f.load(Ordering::SeqCst) {
-                Err(JobError::permanent("zoho: down"))
+                Err(JobError::permanent("ZOHO_UNAVAILABLE", "zoho: down"))
             } else {
                 Ok(())
             }

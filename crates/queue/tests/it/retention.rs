@@ -29,7 +29,7 @@ fn worker(
         let (gate, ran) = (gate.clone(), ran.clone());
         async move {
             if let Job::Hold = job {
-                let _p = gate.acquire().await.map_err(JobError::retry)?;
+                let _p = gate.acquire().await.map_err(|e| JobError::retry("SEMAPHORE", e))?;
             }
             ran.fetch_add(1, Ordering::SeqCst);
             Ok::<(), JobError>(())

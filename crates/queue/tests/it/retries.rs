@@ -33,14 +33,14 @@ fn handler(
             };
             let later = |ms: u64| SystemTime::now() + Duration::from_millis(ms);
             match b {
-                Behaviour::AlwaysFail => Err(JobError::retry(format!("failure #{runs}"))),
+                Behaviour::AlwaysFail => Err(JobError::retry("FLAKY", format!("failure #{runs}"))),
                 Behaviour::RetryAtThenSucceed { after_ms } if runs == 1 => {
-                    Err(JobError::retry_at(later(after_ms), "429 Retry-After"))
+                    Err(JobError::retry_at(later(after_ms), "TOO_MANY_REQUESTS", "429 Retry-After"))
                 }
                 Behaviour::DeferTwiceThenSucceed { after_ms } if runs <= 2 => {
-                    Err(JobError::defer(later(after_ms), "budget spent"))
+                    Err(JobError::defer(later(after_ms), "BUDGET", "budget spent"))
                 }
-                Behaviour::Permanent => Err(JobError::permanent("INVALID_DATA: Email")),
+                Behaviour::Permanent => Err(JobError::permanent("INVALID_DATA", "INVALID_DATA: Email")),
                 _ => Ok(()),
             }
         })

@@ -2,36 +2,33 @@
 
 use std::time::Duration;
 
-use crmsync_tenants::{NylasSettings, Secret, SecretError, SecretKey, StoreError, Tenant, TenantStore, ZohoSettings};
+use crmsync_tenants::{
+    Crm, NylasSettings, Secret, SecretError, SecretKey, StoreError, Tenant, TenantKeys, TenantStore, ZohoConnection,
+};
 use crmsync_testkit::RedisServer;
 
 fn tenant(id: &str) -> Tenant {
-    Tenant {
-        id: id.into(),
-        nylas: NylasSettings {
+    Tenant::new(
+        id,
+        NylasSettings {
             grant_id: "grant-1".into(),
             api_key: Secret::new("nyk_v0_SECRET_API_KEY_123"),
             api_uri: "https://api.us.nylas.com".into(),
         },
-        zoho: ZohoSettings {
+        Crm::Zoho(ZohoConnection {
             region: Some("eu".into()),
             accounts_url: None,
             api_domain: None,
             client_id: "1000.CLIENTID".into(),
             client_secret: Secret::new("CLIENT_SECRET_VALUE_xyz"),
             refresh_token: Some(Secret::new("1000.REFRESH_TOKEN_VALUE_abc")),
-        },
-        daily_credits: 50_000,
-        budget_share: 0.8,
-        edition: None,
-        users: None,
-        requests_per_second: crmsync_tenants::DEFAULT_RPS,
-        concurrency: None,
-        webhook_secret: None,
-        webhook_secret_next: None,
-        created_at_ms: 0,
-        updated_at_ms: 0,
-    }
+        }),
+    )
+}
+
+fn zoho(t: &mut Tenant) -> &mut ZohoConnection {
+    let Crm::Zoho(z) = &mut t.crm;
+    z
 }
 
 fn store(redis: &RedisServer, key: Option<SecretKey>) -> TenantStore {
@@ -60,7 +57,10 @@ async fn tenants_round_trip_with_secrets_sealed_at_rest() {
     }
     let got = s.get("acme").await.expect("get");
     assert_eq!(got.nylas.api_key.expose(), "nyk_v0_SECRET_API_KEY_123");
-    assert_eq!(got.accounts_url().as_deref(), Some("https://accounts.zoho.eu"));
+    assert_eq!(
+        got.crm.zoho().and_then(|z| z.accounts_url()).as_deref(),
+        Some("https://accounts.zoho.eu")
+    );
     assert!(format!("{got:?}").contains("<redacted>") && !format!("{got:?}").contains("SECRET_API_KEY"));
 
     let view = s.view("acme").await.expect("view").to_string();
@@ -100,7 +100,7 @@ async fn tenants_round_trip_with_secrets_sealed_at_rest() {
     ));
     assert!(none.view("acme").await.expect("view").to_string().contains("(sealed)"));
 
-    assert!(s.remove("acme").await.expect("remove"));
+    assert!(s.remove("acme").await.expect("remove").is_some());
     assert_eq!(s.tenant_of_grant("grant-2").await.expect("grant"), None);
     assert!(matches!(s.get("acme").await, Err(StoreError::NotFound(_))));
 }
@@ -135,7 +135,7 @@ async fn out_of_range_settings_are_refused_with_a_clear_message() {
             .contains("invalid tenant id")
     );
     let mut t = tenant("mars");
-    t.zoho.region = Some("mars".into());
+    zoho(&mut t).region = Some("mars".into());
     assert!(
         s.add(t)
             .await
@@ -144,4 +144,138 @@ async fn out_of_range_settings_are_refused_with_a_clear_message() {
             .contains("unknown Zoho region `mars`")
     );
     assert!(s.ids().await.expect("ids").is_empty(), "nothing stored");
+}
+
+fn live(redis: &RedisServer, id: &str) -> Option<String> {
+    redis::cmd("GET")
+        .arg(TenantKeys::new("crmsync", id).live())
+        .query(&mut redis.conn())
+        .expect("GET")
+}
+
+/// A tenant's destination names the org it writes to: kept while settings that do not change
+/// the org change (a budget, a rotated client secret: cached tokens are dropped then), new when
+/// it points elsewhere (another accounts server, client or grant), and new again when a removed
+/// id is added back.
+#[tokio::test]
+async fn the_destination_follows_where_the_tenant_writes() {
+    let redis = RedisServer::start();
+    let s = store(&redis, Some(SecretKey::from_base64(&SecretKey::generate()).expect("key")));
+    let added = s.add(tenant("acme")).await.expect("add");
+    assert_eq!(added.dest.len(), 12);
+    assert_eq!(live(&redis, "acme").as_deref(), Some(added.dest.as_str()));
+
+    let mut t = s.get("acme").await.expect("get");
+    t.budget_share = 0.9;
+    let u = s.update(t).await.expect("update");
+    assert_eq!((u.old_dest.as_deref(), u.connection_changed), (None, false));
+    assert_eq!(u.dest, added.dest);
+
+    let mut t = s.get("acme").await.expect("get");
+    let rev = t.crm_rev;
+    zoho(&mut t).client_secret = Secret::new("ROTATED_SECRET");
+    let u = s.update(t).await.expect("update");
+    assert_eq!((u.old_dest.as_deref(), u.connection_changed), (None, true));
+    let t = s.get("acme").await.expect("get");
+    assert_eq!((t.dest.as_str(), t.crm_rev), (added.dest.as_str(), rev + 1));
+
+    let mut dests = vec![added.dest.clone()];
+    for change in [
+        |z: &mut ZohoConnection| z.accounts_url = Some("https://accounts.example.test".into()),
+        |z: &mut ZohoConnection| z.client_id = "1000.OTHER".into(),
+        |z: &mut ZohoConnection| z.refresh_token = Some(Secret::new("1000.ANOTHER_GRANT")),
+    ] {
+        let mut t = s.get("acme").await.expect("get");
+        let before = t.dest.clone();
+        change(zoho(&mut t));
+        let u = s.update(t).await.expect("update");
+        assert_eq!(u.old_dest.as_deref(), Some(before.as_str()));
+        assert!(u.connection_changed);
+        assert!(!dests.contains(&u.dest), "a destination is never reused");
+        assert_eq!(live(&redis, "acme").as_deref(), Some(u.dest.as_str()));
+        dests.push(u.dest);
+    }
+
+    let removed = s.remove("acme").await.expect("remove").expect("it existed");
+    assert_eq!(&removed.dest, dests.last().expect("dest"));
+    assert_eq!(live(&redis, "acme"), None, "nothing may write for it any more");
+    let stale = s.get("acme").await;
+    assert!(matches!(stale, Err(StoreError::NotFound(_))));
+    let again = s.add(tenant("acme")).await.expect("re-add");
+    assert!(!dests.contains(&again.dest), "a re-added tenant is a new one");
+}
+
+/// An update racing another one is refused instead of overwriting it.
+#[tokio::test]
+async fn concurrent_updates_never_lose_one_silently() {
+    let redis = RedisServer::start();
+    let s = store(&redis, Some(SecretKey::from_base64(&SecretKey::generate()).expect("key")));
+    s.add(tenant("acme")).await.expect("add");
+    let (mut a, mut b) = (s.get("acme").await.expect("get"), s.get("acme").await.expect("get"));
+    a.budget_share = 0.6;
+    b.daily_credits = 7;
+    s.update(a).await.expect("first");
+    assert!(matches!(s.update(b).await, Err(StoreError::Conflict(_))));
+    let t = s.get("acme").await.expect("get");
+    assert_eq!((t.budget_share, t.daily_credits), (0.6, 50_000));
+}
+
+/// A tenant stored before destinations existed (Zoho settings in `zoho_*` fields) is read as
+/// a Zoho connection and gets a destination once, for every reader.
+#[tokio::test]
+async fn a_tenant_stored_before_destinations_gets_one_when_first_read() {
+    let redis = RedisServer::start();
+    let key = SecretKey::from_base64(&SecretKey::generate()).expect("key");
+    let s = store(&redis, Some(key.clone()));
+    let ctx = |f: &str| format!("tenant:old:{f}");
+    let legacy = serde_json::json!({
+        "id": "old",
+        "nylas_grant_id": "grant-old",
+        "nylas_api_key": key.seal(&ctx("nylas.api_key"), "nyk_old"),
+        "nylas_api_uri": "https://api.us.nylas.com",
+        "zoho_region": "us",
+        "zoho_accounts_url": null,
+        "zoho_api_domain": null,
+        "zoho_client_id": "1000.OLD",
+        "zoho_client_secret": key.seal(&ctx("zoho.client_secret"), "cs_old"),
+        "zoho_refresh_token": key.seal(&ctx("zoho.refresh_token"), "rt_old"),
+        "daily_credits": 5000,
+        "budget_share": 0.8
+    });
+    let _: () = redis::cmd("SET")
+        .arg(TenantKeys::new("crmsync", "old").tenant())
+        .arg(legacy.to_string())
+        .query(&mut redis.conn())
+        .expect("SET");
+    let t = s.get("old").await.expect("get");
+    assert_eq!(t.dest.len(), 12);
+    assert_eq!(live(&redis, "old").as_deref(), Some(t.dest.as_str()));
+    let z = t.crm.zoho().expect("zoho");
+    assert_eq!((z.client_id.as_str(), z.client_secret.expose()), ("1000.OLD", "cs_old"));
+    assert_eq!(s.get("old").await.expect("again").dest, t.dest, "once for every reader");
+}
+
+/// Purging a removed tenant deletes every key under its hash tag, and nobody else's.
+#[tokio::test]
+async fn purge_deletes_every_key_of_the_tenant_and_no_other() {
+    let redis = RedisServer::start();
+    let s = store(&redis, Some(SecretKey::from_base64(&SecretKey::generate()).expect("key")));
+    s.add(tenant("acme")).await.expect("add");
+    let mut other = tenant("acme2");
+    other.nylas.grant_id = "grant-2".into();
+    s.add(other).await.expect("add");
+    let mut c = redis.conn();
+    for i in 0..1_234 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{{crmsync:t:acme}}:d:x:k{i}"))
+            .arg(1)
+            .query(&mut c)
+            .expect("SET");
+    }
+    s.remove("acme").await.expect("remove");
+    let report = s.purge("acme", 100).await.expect("purge");
+    assert_eq!(report.deleted, 1_234);
+    let left: Vec<String> = redis::cmd("KEYS").arg("{crmsync:t:acme}*").query(&mut c).expect("KEYS");
+    assert!(left.is_empty(), "{left:?}");
+    assert!(s.get("acme2").await.is_ok(), "another tenant's keys stay");
 }

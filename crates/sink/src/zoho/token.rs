@@ -10,17 +10,61 @@
 //! - every token request is logged in a 10-minute window, and the broker stops short of the
 //!   limit instead of getting the refresh token blocked.
 //!
-//! Keys (per tenant hash tag `T`): `T:zoho:token` (hash: `sealed`, `api_domain`,
-//! `expires_at`), `T:zoho:lock`, `T:zoho:token_requests` (zset of request times).
+//! - a token belongs to one destination and one connection revision: it is cached under the
+//!   destination's keys and carries the revision, so a re-pointed tenant never uses the old
+//!   org's token and changed credentials invalidate it at once, fleet-wide; a refresh finishing
+//!   after the tenant moved on (or was removed) stores nothing (the write checks the tenant's
+//!   live destination in the same script).
+//!
+//! Keys (per destination prefix `D` = `{<ns>:t:<tenant>}:d:<dest>`): `D:zoho:token` (hash:
+//! `sealed`, `api_domain`, `expires_at`, `refresh_at`, `rev`), `D:zoho:lock`,
+//! `D:zoho:token_requests` (zset of request times).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use crmsync_redis::RedisConn;
+use crmsync_redis::{RedisConn, now_ms};
+use crmsync_tenants::Sealer;
+use redis::Script;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::error::ZohoError;
+use super::retry::{ZohoError, redis_err};
+
+/// Stores a fresh token unless the tenant moved on. KEYS[1] token hash, KEYS[2] the tenant's
+/// live destination; ARGV[1] destination, ARGV[2] expires at (ms), then field/value pairs.
+static STORE_TOKEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1",
+    )
+});
+/// Takes the refresh lock unless the tenant moved on. KEYS[1] lock, KEYS[2] live destination;
+/// ARGV[1] destination, ARGV[2] lock id, ARGV[3] TTL ms. Returns 1 when taken.
+static LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+return 0",
+    )
+});
+/// Counts a token request in the window unless the tenant moved on. KEYS[1] requests zset,
+/// KEYS[2] live destination; ARGV[1] destination, ARGV[2] now, ARGV[3] member, ARGV[4] window
+/// ms. Returns 1 when counted.
+static COUNT_REQUEST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1",
+    )
+});
 
 /// Token requests we allow ourselves per window: Zoho's 10, less one kept for an operator's
 /// manual `crmsync zoho exchange-code`.
@@ -41,26 +85,18 @@ const LOCK_TTL: Duration = Duration::from_secs(15);
 /// How long a worker waits for another worker's refresh.
 const WAIT_FOR_OTHERS: Duration = Duration::from_secs(20);
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Encrypts secrets at rest (implemented by the tenant store's key). `context` binds a sealed
-/// value to its place, so it cannot be moved to another tenant or field.
-pub trait Sealer: Send + Sync {
-    fn seal(&self, context: &str, plaintext: &str) -> String;
-    fn open(&self, context: &str, sealed: &str) -> Result<String, String>;
-}
-
 /// One tenant's Zoho org, as the client needs it. Secrets are held in memory only.
 #[derive(Clone)]
 pub struct ZohoOrg {
     pub tenant: String,
-    /// Redis hash tag of the tenant's keys, e.g. `{crmsync:t:acme}`.
-    pub key_tag: String,
+    /// Prefix of the destination's keys, e.g. `{crmsync:t:acme}:d:0a1b2c3d4e5f`.
+    pub dest_prefix: String,
+    /// The tenant's live-destination key and the destination this org is: a token is only
+    /// stored while they agree.
+    pub live_key: String,
+    pub dest: String,
+    /// The connection revision: a cached token of another revision is not used.
+    pub rev: u32,
     pub accounts_url: String,
     /// Use this API domain instead of the one the token endpoint returns.
     pub api_domain_override: Option<String>,
@@ -73,6 +109,8 @@ impl std::fmt::Debug for ZohoOrg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZohoOrg")
             .field("tenant", &self.tenant)
+            .field("dest", &self.dest)
+            .field("rev", &self.rev)
             .field("accounts_url", &self.accounts_url)
             .field("api_domain_override", &self.api_domain_override)
             .field("client_id", &self.client_id)
@@ -83,8 +121,35 @@ impl std::fmt::Debug for ZohoOrg {
 }
 
 impl ZohoOrg {
+    /// The org of a tenant's Zoho connection; fails without a refresh token.
+    pub fn of(namespace: &str, t: &crmsync_tenants::Tenant) -> Result<ZohoOrg, crmsync_tenants::TenantError> {
+        let z = t.zoho()?;
+        let refresh = z
+            .refresh_token
+            .as_ref()
+            .ok_or_else(|| crmsync_tenants::TenantError::NoRefreshToken(t.id.clone()))?;
+        Ok(ZohoOrg {
+            tenant: t.id.clone(),
+            dest_prefix: crmsync_tenants::TenantKeys::new(namespace, &t.id)
+                .dest(&t.dest)
+                .prefix()
+                .to_owned(),
+            live_key: crmsync_tenants::TenantStore::live_key(namespace, &t.id),
+            dest: t.dest.clone(),
+            rev: t.crm_rev,
+            accounts_url: z.accounts_url().ok_or_else(|| crmsync_tenants::TenantError::Invalid {
+                tenant: t.id.clone(),
+                message: "no Zoho region or accounts URL".into(),
+            })?,
+            api_domain_override: z.api_domain.clone(),
+            client_id: z.client_id.clone(),
+            client_secret: z.client_secret.expose().to_owned(),
+            refresh_token: refresh.expose().to_owned(),
+        })
+    }
+
     fn key(&self, name: &str) -> String {
-        format!("{}:zoho:{name}", self.key_tag)
+        format!("{}:zoho:{name}", self.dest_prefix)
     }
 }
 
@@ -124,13 +189,6 @@ struct TokenResponse {
     refresh_token: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
-}
-
-fn redis_err(e: redis::RedisError) -> ZohoError {
-    ZohoError::Unavailable {
-        status: None,
-        message: format!("redis: {e}"),
-    }
 }
 
 /// The fleet-wide token cache. Cheap to clone.
@@ -177,16 +235,19 @@ impl TokenBroker {
             }
             let lock_id = format!("{:016x}", rand::random::<u64>());
             let mut conn = self.conn.clone();
-            let got: Option<String> = redis::cmd("SET")
-                .arg(org.key("lock"))
+            let got: i64 = LOCK
+                .key(org.key("lock"))
+                .key(&org.live_key)
+                .arg(&org.dest)
                 .arg(&lock_id)
-                .arg("NX")
-                .arg("PX")
                 .arg(LOCK_TTL.as_millis() as u64)
-                .query_async(&mut conn)
+                .invoke_async(&mut conn)
                 .await
                 .map_err(redis_err)?;
-            if got.is_some() {
+            if got < 0 {
+                return Err(ZohoError::Moved);
+            }
+            if got == 1 {
                 let res = self.refresh_locked(org).await;
                 let _: Result<i64, _> = redis::Script::new(
                     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
@@ -234,19 +295,24 @@ impl TokenBroker {
 
     async fn cached(&self, org: &ZohoOrg) -> Result<Option<AccessToken>, ZohoError> {
         let mut conn = self.conn.clone();
-        let (sealed, api_domain, expires_at, refresh_at): (Option<String>, Option<String>, Option<u64>, Option<u64>) =
-            redis::cmd("HMGET")
-                .arg(org.key("token"))
-                .arg("sealed")
-                .arg("api_domain")
-                .arg("expires_at")
-                .arg("refresh_at")
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
+        type Cached = (Option<String>, Option<String>, Option<u64>, Option<u64>, Option<u32>);
+        let (sealed, api_domain, expires_at, refresh_at, rev): Cached = redis::cmd("HMGET")
+            .arg(org.key("token"))
+            .arg("sealed")
+            .arg("api_domain")
+            .arg("expires_at")
+            .arg("refresh_at")
+            .arg("rev")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
         let (Some(sealed), Some(api_domain), Some(expires_at_ms)) = (sealed, api_domain, expires_at) else {
             return Ok(None);
         };
+        if rev != Some(org.rev) {
+            // Issued to credentials that have changed since: never used.
+            return Ok(None);
+        }
         match self.sealer.open(&org.key("token"), &sealed) {
             Ok(value) => Ok(Some(AccessToken {
                 value,
@@ -294,19 +360,19 @@ impl TokenBroker {
                 retry_at_ms: first + self.token_window_ms(),
             });
         }
-        let _: () = redis::pipe()
-            .cmd("ZADD")
-            .arg(org.key("token_requests"))
+        let counted: i64 = COUNT_REQUEST
+            .key(org.key("token_requests"))
+            .key(&org.live_key)
+            .arg(&org.dest)
             .arg(now)
             .arg(format!("{now}-{:08x}", rand::random::<u32>()))
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(org.key("token_requests"))
             .arg(self.token_window_ms())
-            .ignore()
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
+        if counted == 0 {
+            return Err(ZohoError::Moved);
+        }
 
         let form = [
             ("grant_type", "refresh_token"),
@@ -334,12 +400,11 @@ impl TokenBroker {
         let expires_at_ms = issued + lifetime_ms;
         let refresh_at_ms = refresh_at(issued, lifetime_ms);
         let sealed = self.sealer.seal(&org.key("token"), &value);
-        let _: () = redis::pipe()
-            .cmd("DEL")
-            .arg(org.key("token"))
-            .ignore()
-            .cmd("HSET")
-            .arg(org.key("token"))
+        let stored: i64 = STORE_TOKEN
+            .key(org.key("token"))
+            .key(&org.live_key)
+            .arg(&org.dest)
+            .arg(expires_at_ms)
             .arg("sealed")
             .arg(&sealed)
             .arg("api_domain")
@@ -348,15 +413,15 @@ impl TokenBroker {
             .arg(expires_at_ms)
             .arg("refresh_at")
             .arg(refresh_at_ms)
-            .ignore()
-            .cmd("PEXPIREAT")
-            .arg(org.key("token"))
-            .arg(expires_at_ms)
-            .ignore()
-            .query_async(&mut conn)
+            .arg("rev")
+            .arg(org.rev)
+            .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        info!(tenant = %org.tenant, expires_in, %api_domain, "Zoho access token refreshed");
+        if stored == 0 {
+            return Err(ZohoError::Moved);
+        }
+        info!(tenant = %org.tenant, dest = %org.dest, expires_in, %api_domain, "Zoho access token refreshed");
         Ok(AccessToken {
             value,
             api_domain,
@@ -384,10 +449,12 @@ async fn post_token(
     })?;
     let status = res.status().as_u16();
     crmsync_metrics::zoho_call("token", Some(status));
-    let bytes = res.bytes().await.map_err(|e| ZohoError::Unavailable {
-        status: Some(status),
-        message: e.to_string(),
-    })?;
+    let bytes = crate::read_capped(res, super::MAX_TOKEN_ANSWER)
+        .await
+        .map_err(|message| ZohoError::Unavailable {
+            status: Some(status),
+            message: format!("token endpoint: {message}"),
+        })?;
     if status >= 500 {
         return Err(ZohoError::Unavailable {
             status: Some(status),

@@ -1,5 +1,6 @@
-//! Zoho's data centers. A token works only in the DC that issued it; always call the
-//! `api_domain` the token endpoint returns (overridable per tenant).
+//! Zoho's data centers: where a tenant's accounts server is. A token works only in the DC that
+//! issued it; the sink always calls the `api_domain` the token endpoint returns (overridable
+//! per tenant).
 
 /// One data center.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

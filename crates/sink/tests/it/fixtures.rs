@@ -1,6 +1,7 @@
-//! Data-driven mapping tests: each `fixtures/<case>.in.json` holds Nylas contacts as the API
-//! sends them; `fixtures/<case>.out.json` holds what crmsync sends to Zoho (records after the
-//! shared-email merge) and what it skips, with reasons and adjustments.
+//! Data-driven mapping tests: each `fixtures/<crm>/<case>.in.json` holds Nylas contacts as the
+//! API sends them; `fixtures/<crm>/<case>.out.json` holds what crmsync sends to that CRM
+//! (records after the shared-email merge, for a CRM matching on email) and what it skips, with
+//! reasons and adjustments.
 //!
 //! Run with `UPDATE_FIXTURES=1` to rewrite the `.out.json` files from the current behaviour,
 //! then review the diff.
@@ -8,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crmsync_domain::{FieldLimits, MapOutcome, dedupe_by_email, map_contact};
+use crmsync_domain::{MapOutcome, dedupe_by_email, map_contact};
 use serde_json::{Value, json};
 
 fn run_case(input: &Value) -> Value {
@@ -21,7 +22,7 @@ fn run_case(input: &Value) -> Value {
     let mut adjustments = BTreeMap::new();
     for c in &contacts {
         let contact = crmsync_nylas::parse_contact(c).expect("fixture contact parses");
-        match map_contact(&contact, &FieldLimits::ZOHO) {
+        match map_contact(&contact, &crmsync_sink::zoho::LIMITS) {
             MapOutcome::Mapped {
                 record,
                 adjustments: adj,
@@ -44,7 +45,7 @@ fn run_case(input: &Value) -> Value {
         skipped.insert(id.to_owned(), json!("shared_email"));
     }
     json!({
-        "records": kept.iter().map(|(id, r)| json!({"nylas_id": id, "zoho": crmsync_zoho::record_json(r)})).collect::<Vec<_>>(),
+        "records": kept.iter().map(|(id, r)| json!({"nylas_id": id, "zoho": crmsync_sink::zoho::record_json(r)})).collect::<Vec<_>>(),
         "skipped": skipped,
         "adjustments": adjustments,
     })
@@ -52,7 +53,7 @@ fn run_case(input: &Value) -> Value {
 
 #[test]
 fn nylas_contacts_map_to_zoho_records_as_the_fixtures_say() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoho");
     let update = std::env::var_os("UPDATE_FIXTURES").is_some();
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .expect("fixtures dir")

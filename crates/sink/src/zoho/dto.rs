@@ -1,22 +1,15 @@
-//! Zoho's JSON, private to this crate.
+//! Zoho's answers, read by hand into the seam's types (private to this folder).
 
-use crmsync_domain::ZohoContact;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::error::ZohoError;
-use crate::{DeleteResult, RecordResult};
+use super::retry::ZohoError;
+use crate::{Outcome, clean};
 
-/// The JSON of one Contacts record as crmsync writes it. Absent optional fields are sent as
-/// `null`, so the CRM mirrors the address book (a removed phone number is cleared).
-pub fn record_json(r: &ZohoContact) -> Value {
-    json!({
-        "First_Name": r.first_name,
-        "Last_Name": r.last_name,
-        "Email": r.email,
-        "Phone": r.phone,
-        "Account_Name": r.account_name,
-        "Title": r.title,
-    })
+/// The outcome of deleting one id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DeleteResult {
+    Deleted { id: String },
+    Rejected { id: String, code: String, message: String },
 }
 
 pub(crate) fn error_code(body: &[u8]) -> Option<String> {
@@ -40,22 +33,22 @@ fn items(status: u16, body: &[u8], expected: usize) -> Result<Vec<Value>, ZohoEr
     Ok(data)
 }
 
-pub(crate) fn parse_upsert(status: u16, body: &[u8], expected: usize) -> Result<Vec<RecordResult>, ZohoError> {
+/// Per-record results of an upsert or update, in request order.
+pub(crate) fn parse_upsert(status: u16, body: &[u8], expected: usize) -> Result<Vec<Outcome>, ZohoError> {
     Ok(items(status, body, expected)?
         .iter()
         .map(|d| {
-            let id = d["details"]["id"].as_str().unwrap_or("").to_owned();
+            let id = clean(d["details"]["id"].as_str().unwrap_or(""), 64);
             if d["status"] == "success" {
-                if d["action"] == "update" {
-                    RecordResult::Updated { id }
-                } else {
-                    RecordResult::Inserted { id }
+                Outcome::Written {
+                    rid: id,
+                    inserted: d["action"] != "update",
                 }
             } else {
-                RecordResult::Rejected {
-                    code: d["code"].as_str().unwrap_or("UNKNOWN").to_owned(),
-                    field: d["details"]["api_name"].as_str().map(str::to_owned),
-                    message: d["message"].as_str().unwrap_or("").to_owned(),
+                Outcome::Rejected {
+                    code: clean(d["code"].as_str().unwrap_or("UNKNOWN"), 64),
+                    field: d["details"]["api_name"].as_str().map(|f| clean(f, 64)),
+                    message: clean(d["message"].as_str().unwrap_or(""), 300),
                 }
             }
         })
@@ -73,20 +66,12 @@ pub(crate) fn parse_delete(status: u16, body: &[u8], ids: &[String]) -> Result<V
             } else {
                 DeleteResult::Rejected {
                     id,
-                    code: d["code"].as_str().unwrap_or("UNKNOWN").to_owned(),
-                    message: d["message"].as_str().unwrap_or("").to_owned(),
+                    code: clean(d["code"].as_str().unwrap_or("UNKNOWN"), 64),
+                    message: clean(d["message"].as_str().unwrap_or(""), 300),
                 }
             }
         })
         .collect())
-}
-
-pub(crate) fn parse_search(body: &[u8]) -> Result<Vec<String>, ZohoError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| ZohoError::Decode(format!("search: {e}")))?;
-    Ok(v["data"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect())
-        .unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -100,16 +85,28 @@ mod tests {
             {"code":"MANDATORY_NOT_FOUND","details":{"api_name":"Last_Name","json_path":"$.data[1].Last_Name"},"message":"required field not found","status":"error"},
             {"code":"SUCCESS","duplicate_field":"Email","action":"update","details":{"id":"3"},"message":"record updated","status":"success"}]}"#;
         let r = parse_upsert(207, body, 3).expect("parsed");
-        assert_eq!(r[0], RecordResult::Inserted { id: "1".into() });
+        assert_eq!(
+            r[0],
+            Outcome::Written {
+                rid: "1".into(),
+                inserted: true
+            }
+        );
         assert_eq!(
             r[1],
-            RecordResult::Rejected {
+            Outcome::Rejected {
                 code: "MANDATORY_NOT_FOUND".into(),
                 field: Some("Last_Name".into()),
                 message: "required field not found".into()
             }
         );
-        assert_eq!(r[2], RecordResult::Updated { id: "3".into() });
+        assert_eq!(
+            r[2],
+            Outcome::Written {
+                rid: "3".into(),
+                inserted: false
+            }
+        );
         assert!(
             parse_upsert(200, body, 2).is_err(),
             "a count mismatch is an error, never a silent skip"

@@ -1,0 +1,158 @@
+//! Zoho calls as requests: what each one sends and what it costs, known before it is sent.
+
+use crmsync_domain::CrmRecord;
+use serde_json::{Value, json};
+
+use super::mapping::record_json;
+use crate::{Class, Cost, Priority, SinkRequest};
+
+/// Most records per upsert, update or delete (Zoho's limit).
+pub const MAX_BATCH: usize = 100;
+/// Upserts of more than this many records are "complex": at most 10 at once per org.
+pub const COMPLEX_RECORDS: usize = 10;
+
+/// What a call does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZohoOp {
+    /// `POST /crm/v6/Contacts/upsert`, matched on Email, no workflows (`trigger: []`).
+    Upsert(Vec<CrmRecord>),
+    /// `PUT /crm/v6/Contacts`: update records by id (a contact's record follows its new email).
+    Update(Vec<(String, CrmRecord)>),
+    /// `DELETE /crm/v6/Contacts?ids=...`.
+    Delete(Vec<String>),
+}
+
+/// One Zoho call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZohoCall {
+    pub op: ZohoOp,
+    pub priority: Priority,
+}
+
+/// Credits an insert, update or upsert of `records` records costs: 1 per 10 records, at
+/// least 1.
+pub fn write_cost(records: usize) -> u64 {
+    records.div_ceil(10).max(1) as u64
+}
+
+impl ZohoCall {
+    /// The operation's name, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self.op {
+            ZohoOp::Upsert(_) => "upsert",
+            ZohoOp::Update(_) => "update",
+            ZohoOp::Delete(_) => "delete",
+        }
+    }
+
+    /// Records (or ids) in the call: a call of more than [`MAX_BATCH`] is never sent.
+    pub fn len(&self) -> usize {
+        match &self.op {
+            ZohoOp::Upsert(r) => r.len(),
+            ZohoOp::Update(r) => r.len(),
+            ZohoOp::Delete(ids) => ids.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Method, path, query and JSON body.
+    pub(crate) fn http(&self) -> (reqwest::Method, &'static str, Vec<(&'static str, String)>, Option<Value>) {
+        match &self.op {
+            ZohoOp::Upsert(records) => (
+                reqwest::Method::POST,
+                "/crm/v6/Contacts/upsert",
+                vec![],
+                Some(json!({
+                    "data": records.iter().map(record_json).collect::<Vec<_>>(),
+                    "duplicate_check_fields": ["Email"],
+                    "trigger": [],
+                })),
+            ),
+            ZohoOp::Update(records) => {
+                let data: Vec<Value> = records
+                    .iter()
+                    .map(|(id, r)| {
+                        let mut v = record_json(r);
+                        if let Value::Object(m) = &mut v {
+                            m.insert("id".into(), Value::String(id.clone()));
+                        }
+                        v
+                    })
+                    .collect();
+                (
+                    reqwest::Method::PUT,
+                    "/crm/v6/Contacts",
+                    vec![],
+                    Some(json!({ "data": data, "trigger": [] })),
+                )
+            }
+            ZohoOp::Delete(ids) => (
+                reqwest::Method::DELETE,
+                "/crm/v6/Contacts",
+                vec![("ids", ids.join(","))],
+                None,
+            ),
+        }
+    }
+}
+
+impl SinkRequest for ZohoCall {
+    fn cost(&self) -> Cost {
+        match &self.op {
+            ZohoOp::Upsert(r) => Cost {
+                units: write_cost(r.len()),
+                class: if r.len() > COMPLEX_RECORDS { Class::Complex } else { Class::Plain },
+            },
+            ZohoOp::Update(r) => Cost {
+                units: write_cost(r.len()),
+                class: if r.len() > COMPLEX_RECORDS { Class::Complex } else { Class::Plain },
+            },
+            // Delete (up to 100 ids), like get and search: 1 credit.
+            ZohoOp::Delete(_) => Cost {
+                units: 1,
+                class: Class::Plain,
+            },
+        }
+    }
+
+    fn priority(&self) -> Priority {
+        self.priority
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_follow_zohos_table() {
+        assert_eq!(write_cost(1), 1);
+        assert_eq!(write_cost(10), 1);
+        assert_eq!(write_cost(11), 2);
+        assert_eq!(write_cost(100), 10);
+        let r = CrmRecord {
+            first_name: None,
+            last_name: "L".into(),
+            email: "a@b.co".into(),
+            phone: None,
+            company: None,
+            title: None,
+        };
+        let call = |op| ZohoCall {
+            op,
+            priority: Priority::Backfill,
+        };
+        assert_eq!(
+            call(ZohoOp::Upsert(vec![r.clone(); 11])).cost(),
+            Cost {
+                units: 2,
+                class: Class::Complex
+            }
+        );
+        assert_eq!(call(ZohoOp::Upsert(vec![r; 10])).cost().class, Class::Plain);
+        assert_eq!(call(ZohoOp::Delete(vec!["1".into(); 100])).cost().units, 1);
+    }
+}

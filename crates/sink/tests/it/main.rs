@@ -1,0 +1,4 @@
+//! The sinks against the simulator, with their token caches on a real Redis.
+
+mod fixtures;
+mod zoho;
