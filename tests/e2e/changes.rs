@@ -26,20 +26,14 @@ async fn current_book(sim: &RunningSim, grant: &str) -> Vec<Value> {
 /// pending, delayed or running.
 async fn settled(redis: &RedisServer, tenant: &str) -> bool {
     let mut c = redis.conn();
-    let tag = format!("{{crmsync:t:{tenant}}}");
-    let buffered: u64 = redis::cmd("HLEN")
-        .arg(format!("{tag}:buffer"))
-        .query(&mut c)
-        .unwrap_or(1);
-    let flushes: u64 = redis::cmd("ZCARD")
-        .arg(format!("{tag}:flushes"))
-        .query(&mut c)
-        .unwrap_or(1);
-    let refresh: u64 = redis::cmd("SCARD")
-        .arg(format!("{tag}:refresh"))
-        .query(&mut c)
-        .unwrap_or(1);
     let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
+    let Some(dest) = crmsync_e2e::dest_of(&conn, "crmsync", tenant).await else {
+        return false;
+    };
+    let d = crmsync_tenants::TenantKeys::new("crmsync", tenant).dest(&dest);
+    let buffered: u64 = redis::cmd("HLEN").arg(d.queue()).query(&mut c).unwrap_or(1);
+    let flushes: u64 = redis::cmd("ZCARD").arg(d.flushes()).query(&mut c).unwrap_or(1);
+    let refresh: u64 = redis::cmd("SCARD").arg(d.refresh()).query(&mut c).unwrap_or(1);
     let q: crmsync_queue::JobQueue<Value> =
         crmsync_queue::JobQueue::new(conn, crmsync_producer::writes_queue("crmsync"));
     let s = q.stats().await.expect("stats");

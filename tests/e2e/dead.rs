@@ -255,6 +255,7 @@ async fn dead_letters_are_filtered_shown_retried_after_a_fix_and_purged() {
             "acme",
             "--zoho-refresh-token",
             &acme.zoho.refresh_token,
+            "--same-org",
         ],
     );
     assert_eq!(code, 0, "{out}{err}");

@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod cluster;
 mod dead;
+mod lifecycle;
 mod metrics;
 mod queue_processes;
 mod rolling;

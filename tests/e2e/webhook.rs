@@ -25,19 +25,22 @@ fn contact_event(id: &str, grant: &str, contact: &str, email: &str, time: u64) -
 /// What the receiver recorded for tenant `acme`: buffered changes, known contacts, seen ids.
 fn recorded(redis: &RedisServer) -> (u64, u64, usize) {
     let mut c = redis.conn();
-    let buffered: u64 = redis::cmd("HLEN")
-        .arg("{crmsync:t:acme}:buffer")
-        .query(&mut c)
-        .expect("hlen");
-    let contacts: u64 = redis::cmd("HLEN")
-        .arg("{crmsync:t:acme}:contacts")
-        .query(&mut c)
-        .expect("hlen");
-    let seen: Vec<String> = redis::cmd("KEYS")
-        .arg("{crmsync:t:acme}:seen:*")
+    let t = crmsync_tenants::TenantKeys::new("crmsync", "acme");
+    let dest: String = redis::cmd("GET").arg(t.live()).query(&mut c).expect("live");
+    let d = t.dest(&dest);
+    let buffered: u64 = redis::cmd("HLEN").arg(d.queue()).query(&mut c).expect("hlen");
+    // The contact state lives in buckets: count every bucket's entries.
+    let buckets: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", d.contacts_prefix()))
         .query(&mut c)
         .expect("keys");
-    (buffered, contacts, seen.len())
+    let mut contacts = 0;
+    for b in buckets {
+        let n: u64 = redis::cmd("HLEN").arg(b).query(&mut c).expect("hlen");
+        contacts += n;
+    }
+    let seen: usize = redis::cmd("ZCARD").arg(t.seen()).query(&mut c).expect("zcard");
+    (buffered, contacts, seen)
 }
 
 /// `GET <url>?challenge=<c>` answers 200 with exactly `c`.

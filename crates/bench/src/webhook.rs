@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crmsync_domain::{CrmRecord, MapOutcome, map_contact};
-use crmsync_sink::CrmSink;
 use crmsync_producer::{BackfillPage, RunStore, WriteBuffer};
 use crmsync_queue::JobQueue;
 use crmsync_sim::webhooks::Notification;
 use crmsync_sim::{Mix, MutationPlan, RunningSim, SimConfig, TenantConfig, WebhookConfig};
+use crmsync_sink::CrmSink;
 use crmsync_tenants::{Secret, SecretKey, TenantStore};
 use crmsync_testkit::{ChildProcess, RedisServer, bin_path, free_port};
 use serde_json::Value;

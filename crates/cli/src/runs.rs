@@ -1,8 +1,8 @@
 //! `crmsync runs [<tenant>]`: backfill runs with their counts; `crmsync cancel <run id>`.
 
 use crmsync_producer::{FlushTrigger, FlushWrites, RunError, RunStatus, RunStore};
-use crmsync_tenants::TenantKeys;
 use crmsync_queue::JobQueue;
+use crmsync_tenants::TenantKeys;
 use crmsync_tenants::TenantStore;
 
 use crate::Env;

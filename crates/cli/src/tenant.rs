@@ -5,7 +5,9 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use crmsync_producer::{Maintenance, RunStatus, RunStore};
 use crmsync_queue::JobQueue;
-use crmsync_tenants::{Crm, Edition, NylasSettings, Secret, SecretKey, Tenant, TenantStore, Updated, ZohoConnection};
+use crmsync_tenants::{
+    Crm, Edition, NylasSettings, Secret, SecretKey, Tenant, TenantStore, UpdateOptions, Updated, ZohoConnection,
+};
 
 use crate::Env;
 
@@ -84,6 +86,11 @@ pub struct TenantFlags {
     /// Share of the daily credits crmsync may use, 0.5–1.0 [add default: 0.8].
     #[arg(long, allow_hyphen_values = true)]
     budget_share: Option<f64>,
+    /// With a new refresh token (`set` only): it re-authorizes the same org (say, after a
+    /// revoked grant), so crmsync keeps what it knows of that org. Without it, new credentials
+    /// are a new destination: its state starts empty and the next backfill writes every contact.
+    #[arg(long)]
+    same_org: bool,
 }
 
 fn store(env: &Env) -> anyhow::Result<TenantStore> {
@@ -187,7 +194,10 @@ pub async fn after_update(env: &Env, id: &str, u: &Updated) -> anyhow::Result<()
     if let Some(run) = runs.active(id).await? {
         let reason = "cancelled: the tenant was pointed at another destination";
         if runs.end(id, &run.id, RunStatus::Cancelled, reason).await? {
-            println!("  backfill run {} cancelled: it read for the previous destination", run.id);
+            println!(
+                "  backfill run {} cancelled: it read for the previous destination",
+                run.id
+            );
         }
     }
     let maintenance: JobQueue<Maintenance> =
@@ -218,12 +228,18 @@ async fn remove(env: &Env, id: &str, yes: bool) -> anyhow::Result<()> {
             "tenant `{id}` has a backfill running (run {}); pass --yes to cancel it and remove the tenant",
             run.id
         );
-        if runs.end(id, &run.id, RunStatus::Cancelled, "cancelled: the tenant was removed").await? {
+        if runs
+            .end(id, &run.id, RunStatus::Cancelled, "cancelled: the tenant was removed")
+            .await?
+        {
             println!("backfill run {} cancelled", run.id);
         }
     }
     let s = TenantStore::new(conn.clone(), &env.namespace, None);
-    anyhow::ensure!(s.remove(id).await?.is_some(), "no tenant `{id}`; list tenants with `crmsync tenant list`");
+    anyhow::ensure!(
+        s.remove(id).await?.is_some(),
+        "no tenant `{id}`; list tenants with `crmsync tenant list`"
+    );
     let forgotten = runs.forget_tenant(id).await?;
     let purged = s.purge(id, PURGE_BATCH).await?;
     println!(
@@ -236,6 +252,10 @@ async fn remove(env: &Env, id: &str, yes: bool) -> anyhow::Result<()> {
 pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
     match cmd {
         TenantCmd::Add(flags) => {
+            anyhow::ensure!(
+                !flags.same_org,
+                "--same-org is for `tenant set` (a new tenant has no org yet)"
+            );
             let mut t = Tenant::new(
                 flags.id.clone(),
                 NylasSettings {
@@ -260,9 +280,18 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
         TenantCmd::Set(flags) => {
             let s = store(env)?;
             let mut t = s.get(&flags.id).await?;
+            let same_org = flags.same_org;
             flags.apply(&mut t)?;
             let id = t.id.clone();
-            let updated = s.update(t).await?;
+            let updated = s
+                .update_with(
+                    t,
+                    UpdateOptions {
+                        reauthorized: false,
+                        same_org,
+                    },
+                )
+                .await?;
             println!("tenant `{id}` updated");
             after_update(env, &id, &updated).await?;
         }

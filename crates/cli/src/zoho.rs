@@ -17,6 +17,11 @@ pub enum ZohoCmd {
         /// The redirect URI registered with the client, when it has one.
         #[arg(long)]
         redirect_uri: Option<String>,
+        /// The code re-authorizes the org the tenant already writes to (say, after a revoked
+        /// grant): crmsync keeps what it knows of that org. Without it the new grant is a new
+        /// destination: its state starts empty and the next backfill writes every contact.
+        #[arg(long)]
+        same_org: bool,
     },
 }
 
@@ -27,6 +32,7 @@ pub async fn run(env: &Env, cmd: ZohoCmd) -> anyhow::Result<()> {
             tenant,
             code,
             redirect_uri,
+            same_org,
         } => {
             let store = TenantStore::new(env.conn()?, &env.namespace, Some(SecretKey::from_env()?));
             let mut t = store.get(&tenant).await?;
@@ -46,7 +52,15 @@ pub async fn run(env: &Env, cmd: ZohoCmd) -> anyhow::Result<()> {
             .await
             .map_err(crmsync_sink::SinkError::from)?;
             z.refresh_token = Some(Secret::new(refresh));
-            let updated = store.update_reauthorized(t).await?;
+            let updated = store
+                .update_with(
+                    t,
+                    crmsync_tenants::UpdateOptions {
+                        reauthorized: true,
+                        same_org,
+                    },
+                )
+                .await?;
             println!("tenant `{tenant}`: Zoho refresh token stored (sealed)");
             crate::tenant::after_update(env, &tenant, &updated).await?;
         }

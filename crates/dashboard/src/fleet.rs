@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crmsync_limits::{Budget, LimitSettings, Limiter};
 use crmsync_producer::{Run, RunError, RunStore, WriteBuffer};
-use crmsync_tenants::{CrmKind, DestKeys, TenantKeys};
 use crmsync_queue::{Counters, DeadLetter, JobQueue, QueueConfig, QueueError, QueueStats, RedisConn, WorkerStatus};
+use crmsync_tenants::{CrmKind, DestKeys, TenantKeys};
 use crmsync_tenants::{StoreError, TenantStore};
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -395,7 +395,10 @@ impl Fleet {
         };
         let s = LimitSettings::of_view(&view);
         let dest = self.dest_keys(&id, &view);
-        let kind = view["crm"]["kind"].as_str().and_then(CrmKind::parse).unwrap_or(CrmKind::Zoho);
+        let kind = view["crm"]["kind"]
+            .as_str()
+            .and_then(CrmKind::parse)
+            .unwrap_or(CrmKind::Zoho);
         let profile = crmsync_sink::profile(kind);
         let buffer = WriteBuffer::new(
             self.conn.clone(),

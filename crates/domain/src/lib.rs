@@ -11,5 +11,6 @@ mod mapping;
 
 pub use contact::{Contact, ContactEmail, ContactPhone, ImAddress, PhysicalAddress, WebPage};
 pub use mapping::{
-    Adjustment, CrmRecord, Field, FieldLimits, MapOutcome, MatchKey, SkipReason, dedupe_by_email, is_plausible_email, map_contact,
+    Adjustment, CrmRecord, Field, FieldLimits, MapOutcome, MatchKey, SkipReason, dedupe_by_email, is_plausible_email,
+    map_contact,
 };

@@ -72,10 +72,30 @@ pub fn wait_error(w: Wait) -> SinkError {
     let (next, code) = match &w {
         Wait::TooLarge { .. } => (Next::FailJob, "CALL_TOO_LARGE"),
         Wait::Gone => (Next::Retry, "DEST_CHANGED"),
-        Wait::Budget { .. } => (Next::Wait { until_ms: w.retry_at_ms() }, "BUDGET"),
-        Wait::Paused { .. } => (Next::Wait { until_ms: w.retry_at_ms() }, "PAUSED"),
-        Wait::Cooldown { .. } => (Next::Wait { until_ms: w.retry_at_ms() }, "TOO_MANY_REQUESTS"),
-        Wait::Busy => (Next::Wait { until_ms: w.retry_at_ms() }, "BUSY"),
+        Wait::Budget { .. } => (
+            Next::Wait {
+                until_ms: w.retry_at_ms(),
+            },
+            "BUDGET",
+        ),
+        Wait::Paused { .. } => (
+            Next::Wait {
+                until_ms: w.retry_at_ms(),
+            },
+            "PAUSED",
+        ),
+        Wait::Cooldown { .. } => (
+            Next::Wait {
+                until_ms: w.retry_at_ms(),
+            },
+            "TOO_MANY_REQUESTS",
+        ),
+        Wait::Busy => (
+            Next::Wait {
+                until_ms: w.retry_at_ms(),
+            },
+            "BUSY",
+        ),
     };
     SinkError::new(next, code, w.reason()).not_sent()
 }

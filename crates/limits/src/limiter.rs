@@ -105,7 +105,6 @@ impl LimitSettings {
     }
 }
 
-
 /// Why a call may not be made now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Wait {
@@ -536,7 +535,10 @@ impl Limiter {
         self.drop_leases(&mut permit).await?;
         let k = permit.keys.clone();
         let mut inv = RELEASE.prepare_invoke();
-        inv.key(k.ledger()).key(k.ledger_index()).arg(permit.bucket).arg(permit.cost);
+        inv.key(k.ledger())
+            .key(k.ledger_index())
+            .arg(permit.bucket)
+            .arg(permit.cost);
         match guard(&mut inv, &k).invoke_async::<i64>(&mut self.conn.clone()).await {
             Err(e) if !is_gone(&e) => Err(e),
             _ => Ok(()),
@@ -571,7 +573,10 @@ impl Limiter {
         let now = now_ms();
         if matches!(outcome, CallOutcome::NotSent | CallOutcome::Throttled { .. }) {
             let mut inv = RELEASE.prepare_invoke();
-            inv.key(k.ledger()).key(k.ledger_index()).arg(permit.bucket).arg(permit.cost);
+            inv.key(k.ledger())
+                .key(k.ledger_index())
+                .arg(permit.bucket)
+                .arg(permit.cost);
             let _: i64 = guard(&mut inv, &k).invoke_async(&mut conn).await?;
         }
         if matches!(outcome, CallOutcome::Answered { .. } | CallOutcome::Failed) {
@@ -800,10 +805,7 @@ impl Limiter {
     /// while `bucket >= current - window / bucket_ms`, as in `reserve.lua`.
     pub async fn ledger(&self, k: &DestKeys) -> Result<Ledger, redis::RedisError> {
         let mut conn = self.conn.clone();
-        let fields: HashMap<String, i64> = redis::cmd("HGETALL")
-            .arg(k.ledger())
-            .query_async(&mut conn)
-            .await?;
+        let fields: HashMap<String, i64> = redis::cmd("HGETALL").arg(k.ledger()).query_async(&mut conn).await?;
         let bms = self.bucket_ms();
         let window_ms = self.window.as_millis() as u64;
         let oldest_live = (now_ms() / bms).saturating_sub(window_ms / bms);

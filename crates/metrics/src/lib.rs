@@ -110,6 +110,7 @@ struct Metrics {
     webhook_requests: Family<Outcome, Counter>,
     webhook_duration: Histogram,
     records_written: Family<Op, Counter>,
+    flush_takes: Family<Outcome, Counter>,
 }
 
 fn job_buckets() -> Histogram {
@@ -187,6 +188,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "CRM records written by operation (rejected: refused by the CRM)",
         records_written.clone(),
     );
+    let flush_takes = Family::<Outcome, Counter>::default();
+    registry.register(
+        "flush_takes",
+        "Flush jobs by what they took: a batch, nothing while nothing waited (idle), or nothing \
+         while records waited (blocked: being written, or fewer than a full batch while a backfill reads)",
+        flush_takes.clone(),
+    );
     let build = Family::<Version, Gauge>::default();
     build
         .get_or_create(&Version {
@@ -208,6 +216,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         webhook_requests,
         webhook_duration,
         records_written,
+        flush_takes,
     }
 });
 
@@ -335,6 +344,11 @@ pub fn records_written(op: &'static str, n: u64) {
     if n > 0 {
         METRICS.records_written.get_or_create(&Op { op }).inc_by(n);
     }
+}
+
+/// What a flush job took from the write buffer: `batch`, `idle` or `blocked`.
+pub fn flush_take(outcome: &'static str) {
+    METRICS.flush_takes.get_or_create(&Outcome { outcome }).inc();
 }
 
 /// Every metric of this process as OpenMetrics text.

@@ -49,7 +49,10 @@ pub const CODES: &[(&str, &str)] = &[
     ("NYLAS_NOT_FOUND", "Nylas does not know the grant or the page"),
     ("NYLAS_REJECTED", "Nylas refused the request"),
     ("NYLAS_RATE_LIMITED", "Nylas kept throttling"),
-    ("NYLAS_UNAVAILABLE", "Nylas 5xx answers, timeouts or connection failures"),
+    (
+        "NYLAS_UNAVAILABLE",
+        "Nylas 5xx answers, timeouts or connection failures",
+    ),
     ("NYLAS_DECODE", "a Nylas answer crmsync could not read"),
 ];
 

@@ -250,7 +250,11 @@ pub enum BufferError {
 
 impl From<redis::RedisError> for BufferError {
     fn from(e: redis::RedisError) -> Self {
-        if is_gone(&e) { BufferError::Gone } else { BufferError::Redis(e) }
+        if is_gone(&e) {
+            BufferError::Gone
+        } else {
+            BufferError::Redis(e)
+        }
     }
 }
 
@@ -589,7 +593,8 @@ fn parse_entry(key: &str, value: &str, rid: &str) -> Result<Entry, BufferError> 
         error,
     };
     type Raw = (String, String, String, String, String, u64, String, String);
-    let (op, src, cid, rk, from, _at, hash, rec): Raw = serde_json::from_str(value).map_err(|e| corrupt(e.to_string()))?;
+    let (op, src, cid, rk, from, _at, hash, rec): Raw =
+        serde_json::from_str(value).map_err(|e| corrupt(e.to_string()))?;
     let record = || -> Result<CrmRecord, BufferError> {
         Ok(serde_json::from_str::<Stored>(&rec)
             .map_err(|e| corrupt(e.to_string()))?

@@ -26,7 +26,11 @@ impl Rejected {
     /// Up to `count` rejected records older than the entry `before` (the newest when `None`),
     /// newest first, each with its entry id in the stream (`<ms>-<seq>`: when it was
     /// rejected). Pass the last id of a page to read the next one.
-    pub async fn before(&self, before: Option<&str>, count: usize) -> Result<Vec<(String, Rejection)>, redis::RedisError> {
+    pub async fn before(
+        &self,
+        before: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<(String, Rejection)>, redis::RedisError> {
         if count == 0 {
             return Ok(Vec::new());
         }

@@ -363,7 +363,11 @@ impl RunStore {
             .await?;
         let mut n = 0;
         for chunk in ids.chunks(500) {
-            let d: u64 = redis::cmd("HDEL").arg(self.index()).arg(chunk).query_async(&mut conn).await?;
+            let d: u64 = redis::cmd("HDEL")
+                .arg(self.index())
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await?;
             n += d;
         }
         Ok(n)

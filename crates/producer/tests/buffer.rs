@@ -175,7 +175,10 @@ async fn two_events_in_one_second_have_the_contact_re_read() {
         .await
         .expect("push");
     assert_eq!(p.stale, 1);
-    assert_eq!(write_all(&b, "f1").await, vec![("c1".to_owned(), up("a@x.io", "Fresh"))]);
+    assert_eq!(
+        write_all(&b, "f1").await,
+        vec![("c1".to_owned(), up("a@x.io", "Fresh"))]
+    );
 }
 
 #[tokio::test]
@@ -313,7 +316,9 @@ async fn a_deletion_outranks_older_updates_and_yields_to_newer_ones() {
         .await
         .expect("push");
     write_all(&b, "f1").await;
-    b.push(&Source::Feed, false, &[delete("c1", t + 20)]).await.expect("push");
+    b.push(&Source::Feed, false, &[delete("c1", t + 20)])
+        .await
+        .expect("push");
     // An update stamped before the deletion (a late retry of Nylas's) is stale, and so is one
     // in the same second.
     for at in [t + 19, t + 20] {
@@ -404,10 +409,17 @@ async fn a_batch_comes_back_after_its_lease_expired_unless_a_newer_change_replac
     back.sort();
     assert_eq!(
         back,
-        vec![("c1".to_owned(), up("a@x.io", "A")), ("c2".to_owned(), up("b@x.io", "B2"))],
+        vec![
+            ("c1".to_owned(), up("a@x.io", "A")),
+            ("c2".to_owned(), up("b@x.io", "B2"))
+        ],
         "c1 came back; c2's newer change replaced its held one"
     );
-    assert_eq!(b.waiting().await.expect("waiting"), (0, 0, 0), "nothing left, counters even");
+    assert_eq!(
+        b.waiting().await.expect("waiting"),
+        (0, 0, 0),
+        "nothing left, counters even"
+    );
     // The flush that lost its batch records nothing.
     let results: Vec<(&Entry, Written)> = held.iter().map(|e| (e, Written::Record("x".into()))).collect();
     assert!(b.done("gone", &results, &[], &[]).await.expect("done").is_empty());
@@ -470,7 +482,10 @@ async fn matched_on_the_contact_id_every_contact_has_its_own_record() {
     b.push(
         &Source::Feed,
         false,
-        &[upsert("c1", 10, "same@x.io", "One"), upsert("c2", 10, "same@x.io", "Two")],
+        &[
+            upsert("c1", 10, "same@x.io", "One"),
+            upsert("c2", 10, "same@x.io", "Two"),
+        ],
     )
     .await
     .expect("push");
@@ -490,7 +505,10 @@ async fn matched_on_the_contact_id_every_contact_has_its_own_record() {
         .await
         .expect("push");
     assert_eq!(p.pushed, 1);
-    assert_eq!(write_all(&b, "f2").await, vec![("c1".to_owned(), up("new@x.io", "One"))]);
+    assert_eq!(
+        write_all(&b, "f2").await,
+        vec![("c1".to_owned(), up("new@x.io", "One"))]
+    );
     b.push(&Source::Feed, false, &[delete("c2", 12)]).await.expect("push");
     assert_eq!(
         write_all(&b, "f3").await,
@@ -505,10 +523,7 @@ async fn a_notification_is_accepted_once_however_many_copies_arrive_at_once() {
     let change = [upsert("c1", 10, "a@x.io", "L")];
     let copies = (0..30).map(|_| b.push_notification(&Source::Feed, false, &change, Some("n-1")));
     let outcomes = futures_util::future::join_all(copies).await;
-    let accepted = outcomes
-        .iter()
-        .filter(|o| matches!(o, Ok(Pushing::Pushed(_))))
-        .count();
+    let accepted = outcomes.iter().filter(|o| matches!(o, Ok(Pushing::Pushed(_)))).count();
     let duplicates = outcomes.iter().filter(|o| matches!(o, Ok(Pushing::Duplicate))).count();
     assert_eq!((accepted, duplicates), (1, 29));
 }
@@ -554,4 +569,85 @@ async fn full_batches_are_scheduled_once_each() {
         .query(&mut redis.conn())
         .expect("SCARD");
     assert_eq!(emails, 315);
+}
+
+/// Every waiting entry stays reachable: whatever order pages with shared emails are pushed in
+/// and batches taken (some too small to take, some written), each buffered key is listed in
+/// its order list until a flush takes it, and everything is written in the end.
+#[tokio::test]
+async fn every_waiting_entry_stays_reachable_through_takes_and_takeovers() {
+    use rand::{Rng, SeedableRng};
+    let redis = RedisServer::start();
+    let b = buffer(&redis);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let run = Source::Run("r1".into());
+    let mut in_flight: Vec<(String, Vec<Entry>)> = Vec::new();
+    let mut flush_n = 0;
+    for round in 0..40 {
+        // A page of 120 contacts; emails drawn from a small pool, so many are shared.
+        let page: Vec<Change> = (0..120)
+            .map(|_| {
+                let c = rng.random_range(0..2_000);
+                upsert(
+                    &format!("c{c:04}"),
+                    100 + round,
+                    &format!("e{}@x.io", rng.random_range(0..600)),
+                    "L",
+                )
+            })
+            .collect();
+        b.push(&run, false, &page).await.expect("push");
+        for _ in 0..rng.random_range(0..3) {
+            flush_n += 1;
+            let id = format!("f{flush_n}");
+            let min = if rng.random_bool(0.5) { 1 } else { 30 };
+            // Batches larger than a scan chunk, so busy keys put back are met again.
+            let batch = b.take(&id, 150, min, false).await.expect("take");
+            if !batch.is_empty() {
+                in_flight.push((id, batch));
+            }
+        }
+        // Some batches are written now, others later (they hold their records meanwhile).
+        while !in_flight.is_empty() && rng.random_bool(0.6) {
+            let (id, batch) = in_flight.remove(rng.random_range(0..in_flight.len()));
+            let results: Vec<(&Entry, Written)> =
+                batch.iter().map(|e| (e, Written::Record(rid(&e.contact_id)))).collect();
+            b.done(&id, &results, &[], &[]).await.expect("done");
+        }
+        let d = b.keys();
+        let waiting: Vec<String> = redis::cmd("HKEYS")
+            .arg(d.queue())
+            .query(&mut redis.conn())
+            .expect("HKEYS");
+        let mut listed: Vec<String> = redis::cmd("LRANGE")
+            .arg(d.queue_backfill())
+            .arg(0)
+            .arg(-1)
+            .query(&mut redis.conn())
+            .expect("LRANGE");
+        listed.extend(
+            redis::cmd("LRANGE")
+                .arg(d.queue_feed())
+                .arg(0)
+                .arg(-1)
+                .query::<Vec<String>>(&mut redis.conn())
+                .expect("LRANGE"),
+        );
+        for k in &waiting {
+            assert!(listed.contains(k), "round {round}: {k} waits but is listed nowhere");
+        }
+    }
+    for (id, batch) in in_flight.drain(..) {
+        let results: Vec<(&Entry, Written)> = batch.iter().map(|e| (e, Written::Record(rid(&e.contact_id)))).collect();
+        b.done(&id, &results, &[], &[]).await.expect("done");
+    }
+    while !write_all(&b, &format!("last{flush_n}")).await.is_empty() {
+        flush_n += 1;
+    }
+    assert_eq!(b.waiting().await.expect("waiting").0, 0, "everything was written");
+    let buffered: i64 = redis::cmd("GET")
+        .arg(TenantKeys::new("crmsync", "t1").run_buffered("r1"))
+        .query(&mut redis.conn())
+        .expect("GET");
+    assert_eq!(buffered, 0, "the run's count of waiting records is back to zero");
 }

@@ -255,7 +255,11 @@ mod tests {
 
     #[test]
     fn last_attempt_goes_to_dead_letter_with_its_error() {
-        let s = decide(&info(3, 3), Some(&boxed(JobError::retry("FLAKY", "still flaky"))), 1_000);
+        let s = decide(
+            &info(3, 3),
+            Some(&boxed(JobError::retry("FLAKY", "still flaky"))),
+            1_000,
+        );
         assert_eq!(
             s,
             Settlement::Dead {

@@ -4,6 +4,10 @@
 //! Nylas key `nyk-<name>`, org `org-<name>`, client `cid-<name>` / `cs-<name>`, refresh token
 //! `rt-<name>`, authorization code `code-<name>`. So `{}` is a working config with one tenant,
 //! and `{"tenants":[{"name":"acme"},{"name":"globex"}]}` is a working config with two.
+//!
+//! A tenant may also have a Salesforce org (`"salesforce": {}` gives one with every default):
+//! org `sforg-<name>`, client `sfcid-<name>` / `sfcs-<name>`, refresh token `sfrt-<name>`,
+//! authorization code `sfcode-<name>`. Without the key (or with `null`) the tenant has none.
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 /// Nylas regions the simulator serves (`{base}/nylas/<region>`).
 pub const NYLAS_REGIONS: &[&str] = &["us", "eu"];
+
+/// The Salesforce external-id field by default (on both Contact and Lead).
+pub const DEFAULT_EXT_ID_FIELD: &str = "Nylas_Contact_Id__c";
 
 /// Zoho data centers the simulator serves (`{base}/zoho/<dc>/accounts` and `/api`).
 pub const ZOHO_DCS: &[&str] = &["us", "eu", "in", "au", "jp", "cn", "ca", "sa", "uk"];
@@ -24,8 +31,9 @@ pub struct SimConfig {
     /// generated ids and tokens.
     pub seed: u64,
     /// Simulated seconds per real second. Applies to the Zoho rolling 24 h credit window, the
-    /// access-token lifetime (3600 s) and the token-request window (10 min); 1440 makes a
-    /// simulated day last a real minute.
+    /// access-token lifetime (3600 s) and the token-request window (10 min), and to the
+    /// Salesforce rolling 24 h request window, session lifetime and query-cursor idle time;
+    /// 1440 makes a simulated day last a real minute.
     pub time_scale: f64,
     pub faults: FaultConfig,
     pub tenants: Vec<TenantConfig>,
@@ -60,9 +68,14 @@ pub struct FaultConfig {
     pub zoho_timeout_rate: f64,
     pub nylas_429_rate: f64,
     pub nylas_5xx_rate: f64,
-    /// Uniform extra latency per request, `[min, max]` milliseconds (both APIs).
+    /// Salesforce API requests (never the token endpoint): 500 `UNKNOWN_EXCEPTION`.
+    pub sf_5xx_rate: f64,
+    /// Salesforce API requests: stall `timeout_ms`, then 503 `SERVER_UNAVAILABLE`.
+    pub sf_timeout_rate: f64,
+    /// Uniform extra latency per request, `[min, max]` milliseconds (every API).
     pub latency_ms: [u64; 2],
-    /// How long a "timeout" fault stalls (real milliseconds) before answering 504.
+    /// How long a "timeout" fault stalls (real milliseconds) before answering (Zoho 504,
+    /// Salesforce 503).
     pub timeout_ms: u64,
 }
 
@@ -74,6 +87,8 @@ impl Default for FaultConfig {
             zoho_timeout_rate: 0.0,
             nylas_429_rate: 0.0,
             nylas_5xx_rate: 0.0,
+            sf_5xx_rate: 0.0,
+            sf_timeout_rate: 0.0,
             latency_ms: [0, 0],
             timeout_ms: 30_000,
         }
@@ -149,6 +164,9 @@ pub struct TenantConfig {
     /// Seed of the address book; by default derived from the simulator seed and `grant_id`.
     pub contact_seed: Option<u64>,
     pub zoho: ZohoConfig,
+    /// The tenant's Salesforce org, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salesforce: Option<SalesforceConfig>,
 }
 
 impl TenantConfig {
@@ -178,6 +196,61 @@ pub struct ZohoConfig {
     pub limits: bool,
 }
 
+/// A tenant's Salesforce org.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SalesforceConfig {
+    /// The simulator's name for the org (in URLs: `{base}/salesforce/{org_id}/...`).
+    pub org_id: String,
+    /// The connected app's consumer key and secret.
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    /// Authorization codes that exchange for `refresh_token`, each usable once.
+    pub grant_codes: Vec<String>,
+    /// `DailyApiRequests.Max`: API requests allowed in a rolling 24 h window (Developer
+    /// Edition: 15,000).
+    pub daily_requests: u64,
+    /// Access-token lifetime in simulated seconds (Salesforce's default session timeout is
+    /// 2 hours).
+    pub session_secs: u64,
+    /// The active duplicate rule: matching on Email (case-insensitive) across Contact and Lead.
+    pub duplicate_rule: DuplicateRule,
+    /// The external-id field on both Contact and Lead (unique, case-sensitive text, 255).
+    pub ext_id_field: String,
+    /// The org's Accounts; `None`: three generated from the tenant's address book (see
+    /// `salesforce::accounts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<Vec<AccountConfig>>,
+    /// Most API requests in flight at once.
+    pub concurrency: usize,
+    /// Records per query page (Salesforce: 2000 by default, 200 at least).
+    pub query_page_size: usize,
+    /// `false`: no daily-request limit and no concurrency limit (both still counted).
+    pub limits: bool,
+}
+
+/// What a duplicate rule does with a record whose Email matches another Contact or Lead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicateRule {
+    /// No active duplicate rule.
+    #[default]
+    None,
+    /// Refuse the save unless the request sends `Sforce-Duplicate-Rule-Header: allowSave=true`.
+    Alert,
+    /// Refuse the save, whatever the request says.
+    Block,
+}
+
+/// One Account of a Salesforce org.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub name: String,
+    #[serde(default)]
+    pub website: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTenant {
@@ -189,6 +262,53 @@ struct RawTenant {
     contact_seed: Option<u64>,
     #[serde(default)]
     zoho: RawZoho,
+    #[serde(default)]
+    salesforce: Option<RawSalesforce>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSalesforce {
+    org_id: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+    grant_codes: Option<Vec<String>>,
+    daily_requests: Option<u64>,
+    session_secs: Option<u64>,
+    duplicate_rule: Option<DuplicateRule>,
+    ext_id_field: Option<String>,
+    accounts: Option<Vec<AccountConfig>>,
+    concurrency: Option<usize>,
+    query_page_size: Option<usize>,
+    limits: Option<bool>,
+}
+
+impl RawSalesforce {
+    fn resolve(self, name: &str) -> SalesforceConfig {
+        SalesforceConfig {
+            org_id: self.org_id.unwrap_or_else(|| format!("sforg-{name}")),
+            client_id: self.client_id.unwrap_or_else(|| format!("sfcid-{name}")),
+            client_secret: self.client_secret.unwrap_or_else(|| format!("sfcs-{name}")),
+            refresh_token: self.refresh_token.unwrap_or_else(|| format!("sfrt-{name}")),
+            grant_codes: self.grant_codes.unwrap_or_else(|| vec![format!("sfcode-{name}")]),
+            daily_requests: self.daily_requests.unwrap_or(15_000),
+            session_secs: self.session_secs.unwrap_or(7_200),
+            duplicate_rule: self.duplicate_rule.unwrap_or_default(),
+            ext_id_field: self.ext_id_field.unwrap_or_else(|| DEFAULT_EXT_ID_FIELD.to_string()),
+            accounts: self.accounts,
+            concurrency: self.concurrency.unwrap_or(25),
+            query_page_size: self.query_page_size.unwrap_or(2_000),
+            limits: self.limits.unwrap_or(true),
+        }
+    }
+}
+
+impl SalesforceConfig {
+    /// An org with every default for tenant `name`.
+    pub fn named(name: &str) -> SalesforceConfig {
+        RawSalesforce::default().resolve(name)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,7 +335,9 @@ impl From<RawTenant> for TenantConfig {
                 .unwrap_or_else(|| "acme".to_string())
         });
         let z = raw.zoho;
+        let salesforce = raw.salesforce.map(|sf| sf.resolve(&name));
         TenantConfig {
+            salesforce,
             grant_id: raw.grant_id.unwrap_or_else(|| format!("grant-{name}")),
             nylas_api_key: raw.nylas_api_key.unwrap_or_else(|| format!("nyk-{name}")),
             nylas_region: raw.nylas_region.unwrap_or_else(|| "us".to_string()),
@@ -266,6 +388,8 @@ impl SimConfig {
             ("zoho_timeout_rate", f.zoho_timeout_rate),
             ("nylas_429_rate", f.nylas_429_rate),
             ("nylas_5xx_rate", f.nylas_5xx_rate),
+            ("sf_5xx_rate", f.sf_5xx_rate),
+            ("sf_timeout_rate", f.sf_timeout_rate),
         ] {
             ensure!(
                 (0.0..=1.0).contains(&rate),
@@ -279,6 +403,10 @@ impl SimConfig {
         ensure!(
             f.nylas_429_rate + f.nylas_5xx_rate <= 1.0 + 1e-9,
             "the Nylas fault rates add up to more than 1"
+        );
+        ensure!(
+            f.sf_5xx_rate + f.sf_timeout_rate <= 1.0 + 1e-9,
+            "the Salesforce fault rates add up to more than 1"
         );
         ensure!(
             f.latency_ms[0] <= f.latency_ms[1],
@@ -302,6 +430,7 @@ impl SimConfig {
         let mut orgs: HashMap<&str, &ZohoConfig> = HashMap::new();
         let mut refresh_tokens: HashMap<&str, &str> = HashMap::new();
         let mut codes: HashMap<&str, &str> = HashMap::new();
+        self.validate_salesforce()?;
         for t in &self.tenants {
             ensure!(!t.grant_id.is_empty(), "tenant `{}` has an empty grant_id", t.name);
             ensure!(
@@ -354,6 +483,72 @@ impl SimConfig {
         }
         Ok(())
     }
+
+    /// Checks the Salesforce orgs: sane settings, and ids, refresh tokens and codes that
+    /// belong to one org only.
+    fn validate_salesforce(&self) -> anyhow::Result<()> {
+        let mut orgs: HashMap<&str, &SalesforceConfig> = HashMap::new();
+        let mut refresh_tokens: HashMap<&str, &str> = HashMap::new();
+        let mut codes: HashMap<&str, &str> = HashMap::new();
+        for t in &self.tenants {
+            let Some(sf) = &t.salesforce else {
+                continue;
+            };
+            let who = format!("tenant `{}`: salesforce", t.name);
+            ensure!(
+                !sf.org_id.is_empty() && !sf.org_id.contains('/'),
+                "{who}.org_id must be non-empty and without `/`"
+            );
+            ensure!(sf.concurrency > 0, "{who}.concurrency must be at least 1");
+            ensure!(sf.session_secs > 0, "{who}.session_secs must be at least 1");
+            ensure!(
+                (1..=2_000).contains(&sf.query_page_size),
+                "{who}.query_page_size must be within 1..=2000, got {}",
+                sf.query_page_size
+            );
+            let ext = &sf.ext_id_field;
+            ensure!(
+                ext.len() > 3
+                    && ext.ends_with("__c")
+                    && ext.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && ext.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{who}.ext_id_field must be a custom field name like `Nylas_Contact_Id__c`, got `{ext}`"
+            );
+            if let Some(accounts) = &sf.accounts {
+                ensure!(
+                    accounts.iter().all(|a| !a.name.trim().is_empty()),
+                    "{who}.accounts: every account needs a name"
+                );
+            }
+            match orgs.get(sf.org_id.as_str()) {
+                Some(other) if *other != sf => bail!(
+                    "Salesforce org `{}` is configured twice with different settings (tenant `{}`)",
+                    sf.org_id,
+                    t.name
+                ),
+                Some(_) => continue,
+                None => {
+                    orgs.insert(&sf.org_id, sf);
+                }
+            }
+            if let Some(org) = refresh_tokens.insert(&sf.refresh_token, &sf.org_id) {
+                bail!(
+                    "Salesforce refresh token `{}` belongs to both `{org}` and `{}`",
+                    sf.refresh_token,
+                    sf.org_id
+                );
+            }
+            for code in &sf.grant_codes {
+                if let Some(org) = codes.insert(code, &sf.org_id) {
+                    bail!(
+                        "Salesforce grant code `{code}` belongs to both `{org}` and `{}`",
+                        sf.org_id
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -397,6 +592,13 @@ mod tests {
             r#"{"webhooks":{"url":"http://x","secret":""}}"#,
             r#"{"webhooks":{"url":"http://x"}}"#,
             r#"{"webhooks":{"url":"http://x","secret":"s","extra":1}}"#,
+            r#"{"faults":{"sf_5xx_rate":0.6,"sf_timeout_rate":0.6}}"#,
+            r#"{"tenants":[{"salesforce":{"duplicate_rule":"warn"}}]}"#,
+            r#"{"tenants":[{"salesforce":{"ext_id_field":"Nylas_Id"}}]}"#,
+            r#"{"tenants":[{"salesforce":{"query_page_size":0}}]}"#,
+            r#"{"tenants":[{"salesforce":{"concurrency":0}}]}"#,
+            r#"{"tenants":[{"salesforce":{"extra":1}}]}"#,
+            r#"{"tenants":[{"name":"a","salesforce":{}},{"name":"b","salesforce":{"refresh_token":"sfrt-a"}}]}"#,
         ] {
             assert!(SimConfig::from_json(bad).is_err(), "{bad} should be rejected");
         }
@@ -426,8 +628,41 @@ mod tests {
 
     #[test]
     fn config_round_trips_through_json() {
-        let cfg = SimConfig::default();
-        let text = serde_json::to_string(&cfg).expect("serializes");
-        assert_eq!(SimConfig::from_json(&text).expect("parses"), cfg);
+        for cfg in [
+            SimConfig::default(),
+            SimConfig::from_json(
+                r#"{"tenants":[{"name":"a","salesforce":{"duplicate_rule":"block","accounts":[{"name":"X","website":"x.example"}]}}]}"#,
+            )
+            .expect("valid"),
+        ] {
+            let text = serde_json::to_string(&cfg).expect("serializes");
+            assert_eq!(SimConfig::from_json(&text).expect("parses"), cfg);
+        }
+    }
+
+    #[test]
+    fn salesforce_is_absent_by_default_and_its_ids_derive_from_the_name() {
+        assert_eq!(SimConfig::default().tenants[0].salesforce, None);
+        let cfg = SimConfig::from_json(r#"{"tenants":[{"name":"globex","salesforce":{}}]}"#).expect("valid");
+        let sf = cfg.tenants[0].salesforce.clone().expect("salesforce");
+        assert_eq!(sf, SalesforceConfig::named("globex"));
+        assert_eq!(
+            (
+                sf.org_id.as_str(),
+                sf.client_id.as_str(),
+                sf.client_secret.as_str(),
+                sf.refresh_token.as_str()
+            ),
+            ("sforg-globex", "sfcid-globex", "sfcs-globex", "sfrt-globex")
+        );
+        assert_eq!(sf.grant_codes, vec!["sfcode-globex".to_string()]);
+        assert_eq!(
+            (sf.daily_requests, sf.session_secs, sf.concurrency),
+            (15_000, 7_200, 25)
+        );
+        assert_eq!((sf.query_page_size, sf.limits), (2_000, true));
+        assert_eq!(sf.duplicate_rule, DuplicateRule::None);
+        assert_eq!(sf.ext_id_field, "Nylas_Contact_Id__c");
+        assert_eq!(sf.accounts, None);
     }
 }

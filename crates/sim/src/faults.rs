@@ -1,6 +1,6 @@
 //! Seeded fault injection and latency.
 //!
-//! Each Zoho org and each Nylas grant owns its own dice, seeded from the simulator seed and
+//! Each Zoho org, Salesforce org and Nylas grant owns its own dice, seeded from the simulator seed and
 //! its id, and every request to it draws exactly one number in arrival order. So the same
 //! seed and the same sequence of requests to one tenant give the same sequence of faults,
 //! whatever the other tenants do. Latency draws come from a separate generator, so turning
@@ -50,6 +50,28 @@ pub enum NylasFault {
     ProviderRateLimit,
     /// 500 `internal_error`.
     Internal,
+}
+
+/// A fault injected on a Salesforce API request (never on the login server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SalesforceFault {
+    /// 500 `UNKNOWN_EXCEPTION`.
+    Internal,
+    /// Stall `timeout_ms`, then 503 `SERVER_UNAVAILABLE`.
+    Timeout,
+}
+
+/// Maps one roll to a Salesforce fault: `[0, 5xx) [5xx, timeout)`.
+pub fn salesforce_fault(cfg: &FaultConfig, roll: f64) -> Option<SalesforceFault> {
+    let a = cfg.sf_5xx_rate;
+    let b = a + cfg.sf_timeout_rate;
+    if roll < a {
+        Some(SalesforceFault::Internal)
+    } else if roll < b {
+        Some(SalesforceFault::Timeout)
+    } else {
+        None
+    }
 }
 
 /// Maps one roll to a Zoho fault: `[0, 429) [429, 5xx) [5xx, timeout)` stacked in that order.
@@ -133,8 +155,13 @@ mod tests {
             zoho_timeout_rate: 0.3,
             nylas_429_rate: 0.4,
             nylas_5xx_rate: 0.1,
+            sf_5xx_rate: 0.25,
+            sf_timeout_rate: 0.5,
             ..FaultConfig::default()
         };
+        assert_eq!(salesforce_fault(&cfg, 0.1), Some(SalesforceFault::Internal));
+        assert_eq!(salesforce_fault(&cfg, 0.5), Some(SalesforceFault::Timeout));
+        assert_eq!(salesforce_fault(&cfg, 0.8), None);
         assert_eq!(zoho_fault(&cfg, 0.05), Some(ZohoFault::TooManyRequests));
         assert_eq!(zoho_fault(&cfg, 0.25), Some(ZohoFault::Internal));
         assert_eq!(zoho_fault(&cfg, 0.55), Some(ZohoFault::Timeout));

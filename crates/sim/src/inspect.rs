@@ -6,6 +6,10 @@
 //!   `?records=false` leaves the records out
 //! - `GET /_sim/nylas/{grant_id}` → the grant's counters (calls, live contacts, mutations by kind)
 //! - `GET /_sim/nylas/{grant_id}/contacts` → the whole address book as it is now
+//!
+//! Elsewhere: `GET /_sim/salesforce/{org_id}` (see [`crate::salesforce`]), the hooks that
+//! change state (`/_sim/nylas/{grant_id}/mutations` and `/contacts/{id}`, `/_sim/orgs/{org_id}/spend`,
+//! `/_sim/salesforce/{org_id}/...`).
 
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
-//! A fake Nylas v3 Contacts API and Zoho CRM (accounts server + CRM API) in one axum server,
+//! A fake Nylas v3 Contacts API, Zoho CRM (accounts server + CRM API) and Salesforce orgs in one
+//! axum server,
 //! faithful to `api-facts.md` and deterministic from a seed, for the demo, end-to-end tests
 //! and benchmarks.
 //!
@@ -6,9 +7,13 @@
 //! - Nylas API URI per region: `/nylas/{us|eu}` (then `/v3/grants/{grant_id}/contacts...`)
 //! - Zoho accounts server per DC: `/zoho/{dc}/accounts` (then `/oauth/v2/token`)
 //! - Zoho API domain per DC: `/zoho/{dc}/api` (then `/crm/{v6|v8}/Contacts...`)
+//! - Salesforce login server per org: `/salesforce/{org}/login` (then
+//!   `/services/oauth2/token`), and instance: `/salesforce/{org}/instance` (then
+//!   `/services/data/vNN.N/...`), see [`salesforce`]
 //! - inspection: `/_sim/...` (see [`inspect`])
 //! - mutation driver: `POST /_sim/nylas/{grant_id}/mutations` (see [`mutations`]), which
 //!   changes an address book and delivers signed webhooks (see [`webhooks`])
+//! - explicit changes: `PUT`/`DELETE /_sim/nylas/{grant_id}/contacts/{id}` (see [`changes`])
 //!
 //! Start it in-process with [`RunningSim::start`], or run the `crmsync-sim serve` binary.
 //!
@@ -16,6 +21,7 @@
 //! reproduces the APIs from the facts file, so a client bug cannot hide behind a shared
 //! misunderstanding.
 
+pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod faults;
@@ -23,6 +29,7 @@ pub mod generate;
 pub mod inspect;
 pub mod mutations;
 pub mod nylas;
+pub mod salesforce;
 pub mod webhooks;
 pub mod zoho;
 
@@ -39,14 +46,19 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{FaultConfig, SimConfig, TenantConfig, WebhookConfig, ZohoConfig};
+pub use changes::PutReport;
+pub use config::{
+    AccountConfig, DuplicateRule, FaultConfig, SalesforceConfig, SimConfig, TenantConfig, WebhookConfig, ZohoConfig,
+};
 pub use generate::address_book;
 pub use mutations::{AppliedMutation, LatencySummary, Mix, MutationKind, MutationPlan, MutationReport};
+pub use salesforce::accounts::salesforce_accounts;
 pub use webhooks::deliver::DeliveryRecord;
 
 use clock::{SimClock, derive_seed, splitmix64};
 use faults::Latency;
 use nylas::NylasState;
+use salesforce::SalesforceState;
 use webhooks::WebhookState;
 use zoho::ZohoState;
 
@@ -54,6 +66,22 @@ use zoho::ZohoState;
 /// serving rather than failing every later request).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What charging another integration's usage to an org did (Zoho credits, or Salesforce API
+/// requests).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SpendReport {
+    pub org_id: String,
+    /// Units asked for.
+    pub requested: u64,
+    /// Units charged: all of them, unless the org's limit (with `limits` on) left less room;
+    /// the other integration's calls past the limit would be refused too.
+    pub charged: u64,
+    /// Used in the rolling window now, everyone's usage included.
+    pub used_window: u64,
+    /// The org's daily limit.
+    pub limit: u64,
 }
 
 /// The simulator's whole state, shared by every handler.
@@ -66,6 +94,7 @@ pub struct Sim {
     pub latency: Latency,
     pub nylas: NylasState,
     pub zoho: ZohoState,
+    pub salesforce: SalesforceState,
     pub webhooks: WebhookState,
     request_seq: AtomicU64,
     request_salt: u64,
@@ -74,10 +103,13 @@ pub struct Sim {
 impl Sim {
     /// Builds the state: generates every address book (this takes a moment for big books).
     pub fn new(cfg: SimConfig, base_url: String) -> Sim {
+        let clock = SimClock::new(cfg.time_scale);
+        let nylas = NylasState::new(&cfg);
         Sim {
-            clock: SimClock::new(cfg.time_scale),
             latency: Latency::new(cfg.seed, cfg.faults.latency_ms),
-            nylas: NylasState::new(&cfg),
+            salesforce: SalesforceState::new(&cfg, &nylas, clock.unix_now()),
+            nylas,
+            clock,
             zoho: ZohoState::new(&cfg),
             webhooks: WebhookState::new(cfg.seed),
             request_seq: AtomicU64::new(0),
@@ -122,8 +154,10 @@ pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .merge(nylas::routes())
         .merge(zoho::routes())
+        .merge(salesforce::routes())
         .merge(inspect::routes())
         .merge(mutations::routes())
+        .merge(changes::routes())
         .fallback(fallback)
         .with_state(sim)
 }
@@ -137,6 +171,8 @@ async fn fallback(uri: Uri) -> Response {
             json!({}),
             "Please check if the URL trying to access is a correct one",
         )
+    } else if path.starts_with("/salesforce/") {
+        salesforce::error_array("NOT_FOUND", "The requested resource does not exist")
     } else if path.starts_with("/nylas/") {
         json!({"request_id": "", "error": {"type": "api.not_found_error", "message": "not found"}})
     } else {
@@ -217,6 +253,17 @@ impl RunningSim {
         format!("{}/zoho/{dc}/api", self.base_url)
     }
 
+    /// The login URL of a Salesforce org (then `/services/oauth2/token`).
+    pub fn salesforce_login_url(&self, org_id: &str) -> String {
+        format!("{}/salesforce/{org_id}/login", self.base_url)
+    }
+
+    /// The instance URL of a Salesforce org (then `/services/data/vNN.N/...`), as the token
+    /// endpoint returns it in `instance_url` (unless `public_url` is set).
+    pub fn salesforce_instance_url(&self, org_id: &str) -> String {
+        format!("{}/salesforce/{org_id}/instance", self.base_url)
+    }
+
     /// The shared state, for in-process inspection.
     pub fn sim(&self) -> &Arc<Sim> {
         &self.sim
@@ -232,11 +279,58 @@ impl RunningSim {
         self.sim.nylas.grants.get(grant_id).map(|g| g.inspect())
     }
 
+    /// Charges `credits` to the rolling credit window of Zoho org `org_id` as if another
+    /// integration had spent them (as `POST /_sim/orgs/{org_id}/spend`): later
+    /// `X-API-CREDITS-REMAINING` headers and the limit count them; crmsync's own totals do
+    /// not (the inspection shows them as `other_credits_*`).
+    pub fn spend_zoho_credits(&self, org_id: &str, credits: u64) -> anyhow::Result<SpendReport> {
+        self.sim.spend_zoho_credits(org_id, credits)
+    }
+
+    /// The inspection document of a Salesforce org (as `GET /_sim/salesforce/{org_id}`).
+    pub fn inspect_salesforce(&self, org_id: &str) -> Option<Value> {
+        self.sim.inspect_salesforce(org_id, true)
+    }
+
+    /// Ends every live session of a Salesforce org, as a session timeout or a revoked
+    /// session would (as `POST /_sim/salesforce/{org_id}/expire_sessions`); returns how many
+    /// were live.
+    pub fn expire_salesforce_sessions(&self, org_id: &str) -> anyhow::Result<usize> {
+        self.sim.expire_salesforce_sessions(org_id)
+    }
+
+    /// Counts `requests` API requests of another integration in the org's rolling window
+    /// (as `POST /_sim/salesforce/{org_id}/spend`).
+    pub fn spend_salesforce_requests(&self, org_id: &str, requests: u64) -> anyhow::Result<SpendReport> {
+        self.sim.spend_salesforce_requests(org_id, requests)
+    }
+
+    /// Converts a Lead into a Contact (and Account) as a user would; returns the Contact's id
+    /// (as `POST /_sim/salesforce/{org_id}/convert/{lead_id}`).
+    pub fn convert_salesforce_lead(&self, org_id: &str, lead_id: &str) -> anyhow::Result<String> {
+        self.sim.convert_salesforce_lead(org_id, lead_id)
+    }
+
     /// Applies a mutation plan to the book of `grant_id` and delivers its notifications to
     /// the configured webhook destination; returns when every delivery has finished,
     /// retries included (as `POST /_sim/nylas/{grant_id}/mutations`).
     pub async fn mutate(&self, grant_id: &str, plan: MutationPlan) -> anyhow::Result<MutationReport> {
         self.sim.mutate(grant_id, plan).await
+    }
+
+    /// Puts one contact into the book of `grant_id` (appended if its `id` is new, replaced
+    /// otherwise; `grant_id` and `object` filled when missing) and, with `deliver` and
+    /// webhooks configured, delivers one signed `contact.updated`, returning once it was
+    /// answered (as `PUT /_sim/nylas/{grant_id}/contacts/{id}`).
+    pub async fn put_contact(&self, grant_id: &str, contact: Value, deliver: bool) -> anyhow::Result<PutReport> {
+        self.sim.put_contact(grant_id, contact, deliver).await
+    }
+
+    /// Deletes one contact from the book of `grant_id` and, with `deliver` and webhooks
+    /// configured, delivers one signed `contact.deleted`, returning once it was answered (as
+    /// `DELETE /_sim/nylas/{grant_id}/contacts/{id}`).
+    pub async fn delete_contact(&self, grant_id: &str, contact_id: &str, deliver: bool) -> anyhow::Result<PutReport> {
+        self.sim.delete_contact(grant_id, contact_id, deliver).await
     }
 
     /// Stops accepting, lets requests in progress finish (for up to 5 s), then stops.

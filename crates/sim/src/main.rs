@@ -1,4 +1,4 @@
-//! `crmsync-sim`: runs the Nylas + Zoho simulator as a process.
+//! `crmsync-sim`: runs the Nylas + Zoho + Salesforce simulator as a process.
 //!
 //! `crmsync-sim serve --config sim.json [--listen 127.0.0.1:0]` prints exactly one line,
 //! `listening on http://127.0.0.1:PORT`, to stdout once bound, logs to stderr, and stops on
@@ -17,7 +17,7 @@ use crmsync_sim::{RunningSim, SimConfig};
 #[command(
     name = "crmsync-sim",
     version,
-    about = "Fake Nylas v3 Contacts API and Zoho CRM for demos, tests and benchmarks"
+    about = "Fake Nylas v3 Contacts API, Zoho CRM and Salesforce for demos, tests and benchmarks"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -288,7 +288,13 @@ mod tests {
         let d = t.dest("0a1b2c3d4e5f");
         assert_eq!(d.prefix(), "{crmsync:t:acme}:d:0a1b2c3d4e5f");
         assert_eq!(d.live(), "{crmsync:t:acme}:live");
-        for k in [d.queue(), d.ledger(), d.flush("j1"), d.contacts_prefix(), d.crm("zoho:token")] {
+        for k in [
+            d.queue(),
+            d.ledger(),
+            d.flush("j1"),
+            d.contacts_prefix(),
+            d.crm("zoho:token"),
+        ] {
             assert!(k.starts_with("{crmsync:t:acme}:d:0a1b2c3d4e5f:"), "{k}");
         }
         for k in [t.tenant(), t.run("r1"), t.pause(), t.seen()] {

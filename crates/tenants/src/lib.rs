@@ -20,8 +20,7 @@ mod tenant;
 pub use crm::{Crm, CrmKind, ZohoConnection};
 pub use keys::{DestKeys, LIVE_GUARD, TenantKeys, is_gone};
 pub use secret::{KEY_ENV, KEY_FILE_ENV, Sealer, Secret, SecretError, SecretKey};
-pub use store::{Removed, StoreError, TenantStore, Updated};
+pub use store::{Removed, StoreError, TenantStore, UpdateOptions, Updated};
 pub use tenant::{
-    DEFAULT_CONCURRENCY, DEFAULT_RPS, Edition, NylasSettings, Tenant, TenantError, new_dest_id, tenant_tag,
-    validate_id,
+    DEFAULT_CONCURRENCY, DEFAULT_RPS, Edition, NylasSettings, Tenant, TenantError, new_dest_id, tenant_tag, validate_id,
 };

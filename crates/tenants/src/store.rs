@@ -150,6 +150,18 @@ pub struct Updated {
     pub connection_changed: bool,
 }
 
+/// How an update treats the CRM connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpdateOptions {
+    /// A new grant of access was just made (a code exchange): cached tokens are dropped even
+    /// if the CRM answered with the same refresh token.
+    pub reauthorized: bool,
+    /// The operator says the new credentials reach the same org (a re-authorization after a
+    /// revoked grant): the destination and its state are kept, only cached tokens go. Refused
+    /// when the connection points at another place ([`Crm::same_place`]).
+    pub same_org: bool,
+}
+
 /// A removed tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Removed {
@@ -357,16 +369,12 @@ impl TenantStore {
     /// unless the CRM connection now points elsewhere ([`Crm::same_destination`]); then the
     /// tenant gets a new one, and [`Updated::old_dest`] names the state to delete.
     pub async fn update(&self, t: Tenant) -> Result<Updated, StoreError> {
-        self.write_update(t, false).await
+        self.update_with(t, UpdateOptions::default()).await
     }
 
-    /// [`TenantStore::update`] after a new grant of access (a code exchange): cached tokens are
-    /// dropped even if the CRM answered with the same refresh token.
-    pub async fn update_reauthorized(&self, t: Tenant) -> Result<Updated, StoreError> {
-        self.write_update(t, true).await
-    }
-
-    async fn write_update(&self, mut t: Tenant, reauthorized: bool) -> Result<Updated, StoreError> {
+    /// [`TenantStore::update`] with options (a re-authorization, an operator's word that the
+    /// org is the same).
+    pub async fn update_with(&self, mut t: Tenant, o: UpdateOptions) -> Result<Updated, StoreError> {
         t.validate()?;
         let (raw, old) = self.stored(&t.id).await?;
         let old_grant = old.nylas_grant_id.clone();
@@ -381,10 +389,21 @@ impl TenantStore {
         t.created_at_ms = old.created_at_ms;
         let mut old_dest = None;
         if !old.crm.same_destination(&t.crm) {
-            t.dest = new_dest_id();
-            old_dest = Some(old.dest.clone());
+            if o.same_org {
+                if !old.crm.same_place(&t.crm) {
+                    return Err(StoreError::Tenant(TenantError::Invalid {
+                        tenant: t.id.clone(),
+                        message: "the new settings point at another data center, server or client: they cannot be the \
+                                  same org (leave out --same-org)"
+                            .into(),
+                    }));
+                }
+            } else {
+                t.dest = new_dest_id();
+                old_dest = Some(old.dest.clone());
+            }
         }
-        let connection_changed = reauthorized || !old.crm.same_connection(&t.crm);
+        let connection_changed = o.reauthorized || !old.crm.same_connection(&t.crm);
         if connection_changed {
             t.crm_rev = old.crm_rev.wrapping_add(1);
         }
@@ -442,7 +461,8 @@ impl TenantStore {
             .query_async(&mut conn)
             .await?;
         let json = json.ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        let mut s: Stored = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(id.to_owned(), e.to_string()))?;
+        let mut s: Stored =
+            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(id.to_owned(), e.to_string()))?;
         if !s.dest.is_empty() {
             return Ok((json, s));
         }

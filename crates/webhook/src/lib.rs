@@ -341,7 +341,13 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
     // A flush after the window, and one at once for every full batch.
     let window_ms = r.opts.flush_window.as_millis().max(1) as u64;
     let slot = now_ms() / window_ms;
-    schedule_flush(r, &tenant_id, FlushTrigger::FeedWindow { slot }, Some(r.opts.flush_window)).await?;
+    schedule_flush(
+        r,
+        &tenant_id,
+        FlushTrigger::FeedWindow { slot },
+        Some(r.opts.flush_window),
+    )
+    .await?;
     for _ in 0..pushed.schedule {
         schedule_flush(r, &tenant_id, FlushTrigger::Full, None).await?;
     }

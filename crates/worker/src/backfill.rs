@@ -33,7 +33,9 @@ pub async fn run_page(ctx: &Context, job: BackfillPage, info: &JobInfo) -> Resul
                 warn!(tenant = %job.tenant, run = %job.run_id, %error, "Could not mark the run failed; it ends when its lock expires");
             }
             // What the run already read still gets written.
-            if let Err(error) = flush::enqueue(ctx, &job.tenant, FlushTrigger::RunEnded { run: &job.run_id }, None).await {
+            if let Err(error) =
+                flush::enqueue(ctx, &job.tenant, FlushTrigger::RunEnded { run: &job.run_id }, None).await
+            {
                 warn!(tenant = %job.tenant, run = %job.run_id, %error, "Could not schedule the failed run's last writes; the next flush writes them");
             }
         }
@@ -140,7 +142,13 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
 
     let status = ctx
         .runs
-        .record_page(&job.tenant, &job.run_id, job.page, nylas_page.next_cursor.is_some(), &counts)
+        .record_page(
+            &job.tenant,
+            &job.run_id,
+            job.page,
+            nylas_page.next_cursor.is_some(),
+            &counts,
+        )
         .await
         .map_err(errors::redis)?;
     match status {

@@ -55,7 +55,10 @@ pub fn all() -> Vec<(&'static str, &'static str)> {
 
 /// The vocabulary entry equal to `s` ignoring case, if any (for parsing `--code`).
 pub fn parse(s: &str) -> Option<&'static str> {
-    all().into_iter().map(|(c, _)| c).find(|c| c.eq_ignore_ascii_case(s.trim()))
+    all()
+        .into_iter()
+        .map(|(c, _)| c)
+        .find(|c| c.eq_ignore_ascii_case(s.trim()))
 }
 
 #[cfg(test)]

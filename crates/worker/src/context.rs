@@ -104,11 +104,7 @@ impl Context {
 
     /// The tenant's CRM, its calls under the destination's limits.
     pub fn sink(&self, tenant: &Tenant) -> Result<Box<dyn CrmSink>, crmsync_tenants::TenantError> {
-        let limits = LimitLayer::new(
-            self.limiter.clone(),
-            self.dest_keys(tenant),
-            LimitSettings::of(tenant),
-        );
+        let limits = LimitLayer::new(self.limiter.clone(), self.dest_keys(tenant), LimitSettings::of(tenant));
         Ok(match &tenant.crm {
             Crm::Zoho(_) => {
                 let org = ZohoOrg::of(&self.opts.namespace, tenant)?;

@@ -109,16 +109,19 @@ pub async fn run_flush(ctx: &Context, job: FlushWrites, info: &JobInfo) -> Resul
         .await
         .map_err(errors::buffer)?;
     if !entries.is_empty() {
+        crmsync_metrics::flush_take("batch");
         debug!(tenant = %tenant.id, flush = %flush_id, attempt = info.attempt, n = entries.len(), "Took a batch");
         write_batch(ctx, &tenant, &buffer, &flush_id, &entries).await?;
-    } else {
-        debug!(tenant = %tenant.id, min, "Nothing to flush yet");
     }
 
     // Keep going while changes wait and no scheduled flush covers them: at once for contacts
     // to re-read, after the feed window for change-feed stragglers, at once for what is left
     // once nothing more is coming. (Full batches are scheduled by the pushes that fill them.)
     let (waiting, feed, to_refresh) = buffer.waiting().await.map_err(errors::buffer)?;
+    if entries.is_empty() {
+        crmsync_metrics::flush_take(if waiting > 0 { "blocked" } else { "idle" });
+        debug!(tenant = %tenant.id, min, waiting, "Nothing to flush yet");
+    }
     if entries.is_empty() && to_refresh == 0 {
         return Ok(());
     }
@@ -168,7 +171,11 @@ async fn write_batch(
     if written.outcomes.len() != entries.len() {
         return Err(JobError::retry(
             "OTHER",
-            format!("the sink answered {} outcomes for {} writes", written.outcomes.len(), entries.len()),
+            format!(
+                "the sink answered {} outcomes for {} writes",
+                written.outcomes.len(),
+                entries.len()
+            ),
         ));
     }
 

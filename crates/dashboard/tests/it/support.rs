@@ -8,7 +8,9 @@ use crmsync_dashboard::Fleet;
 use crmsync_limits::{CallOutcome, LimitSettings, Limiter, Priority, Wait};
 use crmsync_producer::{BackfillPage, FlushWrites, PageCounts, RunStatus, RunStore, StartOutcome};
 use crmsync_queue::{EnqueueOptions, JobError, JobQueue, RedisConn, RedisStreamBackend, RetryPolicy, worker_identity};
-use crmsync_tenants::{Crm, DestKeys, NylasSettings, Secret, SecretKey, Tenant, TenantKeys, TenantStore, ZohoConnection};
+use crmsync_tenants::{
+    Crm, DestKeys, NylasSettings, Secret, SecretKey, Tenant, TenantKeys, TenantStore, ZohoConnection,
+};
 use crmsync_testkit::{RedisServer, eventually};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -372,21 +374,14 @@ pub async fn seed_history(redis: &RedisServer) {
             .arg(format!("b:{minute}"))
             .arg(credits)
             .ignore();
-        pipe.cmd("HINCRBY")
-            .arg(acme.ledger())
-            .arg("sum")
-            .arg(credits)
-            .ignore();
+        pipe.cmd("HINCRBY").arg(acme.ledger()).arg("sum").arg(credits).ignore();
         pipe.cmd("ZADD")
             .arg(acme.ledger_index())
             .arg(minute)
             .arg(minute)
             .ignore();
         if m % 9 == 0 {
-            pipe.cmd("INCRBY")
-                .arg(hooli.throttled(minute))
-                .arg(m / 9)
-                .ignore();
+            pipe.cmd("INCRBY").arg(hooli.throttled(minute)).arg(m / 9).ignore();
         }
     }
     // And the rest of the day, hourly, for the 24-hour credit chart.

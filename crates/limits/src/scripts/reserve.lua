@@ -44,14 +44,14 @@ if cost > limit then return {0, -1, used} end
 -- When do enough credits leave? Walk the live buckets from the oldest.
 local need = used + cost - limit
 local freed = 0
-local until = now + window
+local resume_at = now + window
 for _, b in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   freed = freed + tonumber(redis.call('HGET', KEYS[1], 'b:' .. b) or '0')
   if freed >= need then
-    until = (tonumber(b) + span) * bms
+    resume_at = (tonumber(b) + span) * bms
     break
   end
 end
-redis.call('HSET', KEYS[4], 'until', until, 'used', used, 'allowed', cap)
-redis.call('PEXPIREAT', KEYS[4], until)
-return {0, until, used}
+redis.call('HSET', KEYS[4], 'until', resume_at, 'used', used, 'allowed', cap)
+redis.call('PEXPIREAT', KEYS[4], resume_at)
+return {0, resume_at, used}

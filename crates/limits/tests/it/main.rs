@@ -55,7 +55,11 @@ async fn credit_reservations_never_pass_the_cap_and_resume_when_credits_leave() 
         handles.push(tokio::spawn(async move {
             let mut waits = Vec::new();
             for _ in 0..10 {
-                match l.acquire(&dest("t1"), &s, 7, false, Priority::Change).await.expect("redis") {
+                match l
+                    .acquire(&dest("t1"), &s, 7, false, Priority::Change)
+                    .await
+                    .expect("redis")
+                {
                     Ok(p) => {
                         granted.fetch_add(7, Ordering::SeqCst);
                         l.finish(
@@ -162,7 +166,11 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
         .query(&mut redis.conn())
         .expect("set");
     let mut used = 400;
-    while let Ok(p) = l.acquire(&dest("t"), &s, 50, false, Priority::Backfill).await.expect("redis") {
+    while let Ok(p) = l
+        .acquire(&dest("t"), &s, 50, false, Priority::Backfill)
+        .await
+        .expect("redis")
+    {
         used += 50;
         l.finish(
             p,
@@ -377,7 +385,11 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
         .await
         .expect("finish")
         .expect("cooldown");
-    match b.acquire(&dest("x"), &s, 1, false, Priority::Change).await.expect("redis") {
+    match b
+        .acquire(&dest("x"), &s, 1, false, Priority::Change)
+        .await
+        .expect("redis")
+    {
         Err(Wait::Cooldown { until_ms }) => assert_eq!(until_ms, until),
         other => panic!("the other worker must cool down too: {other:?}"),
     }
@@ -412,7 +424,9 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
 
     a.pause("x", "maintenance").await.expect("pause");
     assert!(matches!(
-        b.acquire(&dest("x"), &s, 1, false, Priority::Change).await.expect("redis"),
+        b.acquire(&dest("x"), &s, 1, false, Priority::Change)
+            .await
+            .expect("redis"),
         Err(Wait::Paused { .. })
     ));
     assert!(a.resume("x").await.expect("resume"));
@@ -466,7 +480,10 @@ async fn each_429_is_counted_per_minute_for_the_dashboard() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let now_minute = crmsync_queue::now_ms() / 60_000;
-    let counts = l.throttled_per_minute(&dest("z"), minute - 2, now_minute).await.expect("read");
+    let counts = l
+        .throttled_per_minute(&dest("z"), minute - 2, now_minute)
+        .await
+        .expect("read");
     assert_eq!(counts.iter().sum::<u64>(), 2, "two 429s: {counts:?}");
     assert_eq!(counts[..2], [0, 0], "nothing in earlier minutes");
     let mut conn = redis.conn();
@@ -474,7 +491,10 @@ async fn each_429_is_counted_per_minute_for_the_dashboard() {
     assert!(!keys.is_empty() && keys.len() <= 2, "{keys:?}");
     let mut total = 0;
     for key in &keys {
-        assert!(key.starts_with(&format!("{}:429s:", dest("z").prefix())), "the destination's keys: {key}");
+        assert!(
+            key.starts_with(&format!("{}:429s:", dest("z").prefix())),
+            "the destination's keys: {key}"
+        );
         let n: u64 = redis::cmd("GET").arg(key).query(&mut conn).expect("get");
         total += n;
         let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).expect("ttl");

@@ -90,11 +90,13 @@ for _, stale in ipairs(redis.call('ZRANGEBYSCORE', K.flushes, '-inf', A.now, 'LI
   redis.call('ZREM', K.flushes, stale)
 end
 
--- Scan the oldest waiting keys a chunk at a time (change feed first): pop a chunk, take what
--- can be written now, and put the rest back at the front in order.
+-- Scan the oldest waiting keys a chunk at a time (change feed first): pop chunks, take what
+-- can be written now, and put the rest back at the front, in order, once the scan is over
+-- (put back earlier, they would be popped again by the scan itself).
 local picked, values, kind, locked, lock = {}, {}, nil, {}, {}
-local scanned, seen = 0, {}
+local scanned, seen, keep = 0, {}, {}
 for _, list in ipairs({K.queue_feed, K.queue_backfill}) do
+  keep[list] = {}
   while #picked < A.max and scanned < SCAN_MAX do
     local keys = redis.call('LPOP', list, CHUNK)
     if not keys then break end
@@ -110,7 +112,6 @@ for _, list in ipairs({K.queue_feed, K.queue_backfill}) do
     end
     local held = {}
     if #fields > 0 then held = redis.call('HMGET', K.in_flight, unpack(fields)) end
-    local keep = {}
     for i, key in ipairs(keys) do
       local e = entries[i]
       -- A key listed twice (its first place counts), or whose entry is gone (taken,
@@ -130,31 +131,30 @@ for _, list in ipairs({K.queue_feed, K.queue_backfill}) do
           end
           if e.from ~= '' then locked[e.from] = true end
         else
-          keep[#keep + 1] = key
+          keep[list][#keep[list] + 1] = key
         end
       end
-    end
-    if #keep > 0 then
-      -- back to the front, in their order
-      local rev = {}
-      for i = #keep, 1, -1 do rev[#rev + 1] = keep[i] end
-      redis.call('LPUSH', list, unpack(rev))
     end
     if #keys < CHUNK then break end
   end
 end
-if #picked == 0 or #picked < A.min then
-  if #picked > 0 then
-    -- not enough for this flush: the picked keys go back to the front of their lists
-    local feed, backfill = {}, {}
-    for i = #picked, 1, -1 do
-      if entry_decode(values[i]).src == 'feed' then feed[#feed + 1] = picked[i] else backfill[#backfill + 1] = picked[i] end
-    end
-    if #feed > 0 then redis.call('LPUSH', K.queue_feed, unpack(feed)) end
-    if #backfill > 0 then redis.call('LPUSH', K.queue_backfill, unpack(backfill)) end
+local enough = #picked > 0 and #picked >= A.min
+if not enough then
+  -- Not enough for this flush: what it picked goes back too, where it was.
+  for i, key in ipairs(picked) do
+    local list = K.queue_backfill
+    if entry_decode(values[i]).src == 'feed' then list = K.queue_feed end
+    table.insert(keep[list], key)
   end
-  return {}
 end
+for list, keys in pairs(keep) do
+  if #keys > 0 then
+    local rev = {}
+    for i = #keys, 1, -1 do rev[#rev + 1] = keys[i] end
+    redis.call('LPUSH', list, unpack(rev))
+  end
+end
+if not enough then return {} end
 
 local batch = {}
 for i, key in ipairs(picked) do

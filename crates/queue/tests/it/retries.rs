@@ -34,9 +34,11 @@ fn handler(
             let later = |ms: u64| SystemTime::now() + Duration::from_millis(ms);
             match b {
                 Behaviour::AlwaysFail => Err(JobError::retry("FLAKY", format!("failure #{runs}"))),
-                Behaviour::RetryAtThenSucceed { after_ms } if runs == 1 => {
-                    Err(JobError::retry_at(later(after_ms), "TOO_MANY_REQUESTS", "429 Retry-After"))
-                }
+                Behaviour::RetryAtThenSucceed { after_ms } if runs == 1 => Err(JobError::retry_at(
+                    later(after_ms),
+                    "TOO_MANY_REQUESTS",
+                    "429 Retry-After",
+                )),
                 Behaviour::DeferTwiceThenSucceed { after_ms } if runs <= 2 => {
                     Err(JobError::defer(later(after_ms), "BUDGET", "budget spent"))
                 }

@@ -1,4 +1,5 @@
-//! Zoho API credits over a rolling 24-hour window, and what each call costs.
+//! Zoho API credits over a rolling 24-hour window (crmsync's and other integrations'), and
+//! what each call costs.
 //!
 //! Charges are kept in per-second buckets of simulated time; a bucket's credits come back
 //! 24 h after the end of its second, so credits return at most one simulated second late and
@@ -20,55 +21,105 @@ pub fn upsert_cost(records: usize) -> u64 {
 pub const DELETE_COST: u64 = 1;
 pub const SEARCH_COST: u64 = 1;
 
-/// Credits spent in the last 24 simulated hours, and in total.
+/// Usage in the last 24 simulated hours, and in total: crmsync's own charges and, apart,
+/// what other integrations of the org spent (which the org's limit counts just the same).
+///
+/// Salesforce's daily API requests use the same window (one unit per request).
 #[derive(Debug, Default)]
 pub struct CreditWindow {
-    /// (simulated second, credits charged in it), oldest first.
-    buckets: VecDeque<(u64, u64)>,
+    /// Charges per simulated second, oldest first.
+    buckets: VecDeque<Bucket>,
     in_window: u64,
+    others_in_window: u64,
     total: u64,
-    /// The most credits ever used within one window (checked at every charge).
+    others_total: u64,
+    /// The most used within one window, everyone's usage included (checked at every charge).
     max_in_window: u64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    second: u64,
+    ours: u64,
+    others: u64,
 }
 
 impl CreditWindow {
     fn expire(&mut self, now: f64) {
-        while let Some(&(second, credits)) = self.buckets.front() {
-            if (second + 1) as f64 + WINDOW_SECS <= now {
+        while let Some(b) = self.buckets.front() {
+            if (b.second + 1) as f64 + WINDOW_SECS <= now {
+                self.in_window -= b.ours + b.others;
+                self.others_in_window -= b.others;
                 self.buckets.pop_front();
-                self.in_window -= credits;
             } else {
                 break;
             }
         }
     }
 
-    /// Credits used in the window ending at `now` (simulated seconds).
+    /// Used in the window ending at `now` (simulated seconds), by everyone: what the org's
+    /// limit and its headers see.
     pub fn used(&mut self, now: f64) -> u64 {
         self.expire(now);
         self.in_window
     }
 
-    /// The most credits used within any window so far: what a budget must never exceed.
+    /// The part of [`used`](Self::used) spent by other integrations.
+    pub fn others_used(&mut self, now: f64) -> u64 {
+        self.expire(now);
+        self.others_in_window
+    }
+
+    /// The most used within any window so far, everyone's usage included: what a budget must
+    /// never exceed.
     pub fn max_in_window(&self) -> u64 {
         self.max_in_window
     }
 
-    /// Credits used since the simulator started.
+    /// crmsync's own charges since the simulator started.
     pub fn total(&self) -> u64 {
         self.total
     }
 
-    /// Records `credits` spent at `now`.
+    /// Other integrations' charges since the simulator started.
+    pub fn others_total(&self) -> u64 {
+        self.others_total
+    }
+
+    /// Records `credits` spent by crmsync at `now`.
     pub fn charge(&mut self, now: f64, credits: u64) {
+        self.add(now, credits, false);
+    }
+
+    /// Records `credits` spent by another integration at `now`.
+    pub fn charge_other(&mut self, now: f64, credits: u64) {
+        self.add(now, credits, true);
+    }
+
+    fn add(&mut self, now: f64, credits: u64, other: bool) {
         self.expire(now);
         let second = now.max(0.0) as u64;
-        match self.buckets.back_mut() {
-            Some((s, c)) if *s == second => *c += credits,
-            _ => self.buckets.push_back((second, credits)),
+        if self.buckets.back().is_none_or(|b| b.second != second) {
+            self.buckets.push_back(Bucket {
+                second,
+                ours: 0,
+                others: 0,
+            });
+        }
+        if let Some(b) = self.buckets.back_mut() {
+            if other {
+                b.others += credits;
+            } else {
+                b.ours += credits;
+            }
         }
         self.in_window += credits;
-        self.total += credits;
+        if other {
+            self.others_in_window += credits;
+            self.others_total += credits;
+        } else {
+            self.total += credits;
+        }
         self.max_in_window = self.max_in_window.max(self.in_window);
     }
 }
@@ -98,5 +149,17 @@ mod tests {
         assert_eq!(w.used(501.0 + WINDOW_SECS), 0);
         assert_eq!(w.max_in_window(), 9);
         assert_eq!(w.total(), 9);
+    }
+
+    #[test]
+    fn other_integrations_share_the_window_but_not_our_totals() {
+        let mut w = CreditWindow::default();
+        w.charge(1.0, 5);
+        w.charge_other(1.5, 7);
+        w.charge_other(100.0, 1);
+        assert_eq!((w.used(101.0), w.others_used(101.0)), (13, 8));
+        assert_eq!((w.total(), w.others_total(), w.max_in_window()), (5, 8, 13));
+        assert_eq!((w.used(2.0 + WINDOW_SECS), w.others_used(2.0 + WINDOW_SECS)), (1, 1));
+        assert_eq!(w.others_total(), 8, "totals never expire");
     }
 }

@@ -1,6 +1,9 @@
 //! The fake Zoho CRM: per-DC accounts servers (OAuth tokens) and API domains (Contacts
 //! upsert, update by id, delete, search), with per-org records, credits, concurrency limits and faults.
 //!
+//! Other integrations of an org spend its credits through [`Sim::spend_zoho_credits`]
+//! (`POST /_sim/orgs/{org_id}/spend`).
+//!
 //! Org state lives behind one mutex per org, never held across an `.await`; the token store
 //! has its own mutex, so orgs never contend with each other.
 
@@ -12,13 +15,19 @@ pub mod records;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{SimConfig, ZohoConfig};
 use crate::faults::Dice;
-use crate::{Sim, lock};
+use crate::{Sim, SpendReport, lock};
 use credits::CreditWindow;
 use records::RecordStore;
 
@@ -139,6 +148,8 @@ impl OrgState {
             "credits_used_window": self.credits.used(now),
             "max_credits_used_window": self.credits.max_in_window(),
             "credits_used_total": self.credits.total(),
+            "other_credits_window": self.credits.others_used(now),
+            "other_credits_total": self.credits.others_total(),
             "daily_credits": cfg.daily_credits,
             "calls": {
                 "upsert": s.upsert,
@@ -174,6 +185,36 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Charges `credits` to the rolling window of `org_id` as if another integration of the
+    /// org had made calls: the org's limit and `X-API-CREDITS-REMAINING` count them, crmsync's
+    /// own totals and call counters do not. With `limits`, the charge stops at the daily
+    /// allowance (the other integration's calls past it would be refused too).
+    pub fn spend_zoho_credits(&self, org_id: &str, credits: u64) -> anyhow::Result<SpendReport> {
+        let org = self
+            .zoho
+            .orgs
+            .get(org_id)
+            .ok_or_else(|| anyhow::anyhow!("Zoho org `{org_id}` is not configured"))?;
+        let now = self.clock.now();
+        let mut st = lock(&org.state);
+        let used = st.credits.used(now);
+        let charged = if org.cfg.limits {
+            credits.min(org.cfg.daily_credits.saturating_sub(used))
+        } else {
+            credits
+        };
+        st.credits.charge_other(now, charged);
+        Ok(SpendReport {
+            org_id: org_id.to_string(),
+            requested: credits,
+            charged,
+            used_window: st.credits.used(now),
+            limit: org.cfg.daily_credits,
+        })
+    }
+}
+
 /// Routes of every DC: `/zoho/{dc}/accounts/...` and `/zoho/{dc}/api/crm/{version}/...`.
 pub fn routes() -> Router<Arc<Sim>> {
     Router::new()
@@ -184,4 +225,27 @@ pub fn routes() -> Router<Arc<Sim>> {
             "/zoho/{dc}/api/crm/{version}/{module}",
             delete(api::delete).put(api::update),
         )
+        .route("/_sim/orgs/{org_id}/spend", post(spend))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpendCredits {
+    credits: u64,
+}
+
+/// `POST /_sim/orgs/{org_id}/spend` with `{"credits": N}` → the [`SpendReport`].
+async fn spend(State(sim): State<Arc<Sim>>, path: Result<Path<String>, PathRejection>, body: Bytes) -> Response {
+    let problem = |status: StatusCode, message: String| (status, Json(json!({"error": message}))).into_response();
+    let Ok(Path(org_id)) = path else {
+        return problem(StatusCode::NOT_FOUND, "org not found".into());
+    };
+    let ask = match serde_json::from_slice::<SpendCredits>(&body) {
+        Ok(a) => a,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("expected {{\"credits\": N}}: {e}")),
+    };
+    match sim.spend_zoho_credits(&org_id, ask.credits) {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => problem(StatusCode::NOT_FOUND, format!("{e:#}")),
+    }
 }

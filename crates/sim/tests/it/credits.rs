@@ -207,3 +207,78 @@ async fn limits_false_disables_credit_and_concurrency_limits_but_still_counts() 
     assert!(org["max_in_flight"].as_u64().is_some_and(|m| m > 2));
     assert_eq!(org["records_upserted"], 240);
 }
+
+#[tokio::test]
+async fn other_integrations_spending_counts_toward_the_limit_and_the_header_but_not_our_totals() {
+    let sim = start(config(vec![budget("acme", 20)])).await;
+    let token = access_token(&sim, "us", "acme").await;
+    let spent = sim.spend_zoho_credits("org-acme", 9).expect("spend");
+    assert_eq!(
+        (spent.requested, spent.charged, spent.used_window, spent.limit),
+        (9, 9, 9, 20)
+    );
+    let a = search(&sim, "us", &token, "x@example.com").await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        a.headers
+            .get("x-api-credits-remaining")
+            .map(|h| h.to_str().expect("ascii")),
+        Some("10"),
+        "9 of theirs + 1 of ours reach half of 20"
+    );
+    let org = inspect(&sim, "org-acme").await;
+    assert_eq!(org["credits_used_window"], 10, "everyone's usage");
+    assert_eq!(org["max_credits_used_window"], 10);
+    assert_eq!(org["credits_used_total"], 1, "ours only");
+    assert_eq!(org["other_credits_window"], 9);
+    assert_eq!(org["other_credits_total"], 9);
+    assert_eq!(org["calls"]["search"], 1);
+
+    // Over HTTP; the other integration cannot spend past the allowance either.
+    let resp = crate::client()
+        .post(format!("{}/_sim/orgs/org-acme/spend", sim.base_url()))
+        .json(&json!({"credits": 100}))
+        .send()
+        .await
+        .expect("spend");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let report: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(report["charged"], 10);
+    assert_eq!(report["used_window"], 20);
+    let a = search(&sim, "us", &token, "x@example.com").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        a.headers
+            .get("x-api-credits-remaining")
+            .map(|h| h.to_str().expect("ascii")),
+        Some("0")
+    );
+    let org = inspect(&sim, "org-acme").await;
+    assert_eq!(org["max_credits_used_window"], 20);
+    assert_eq!(
+        (org["credits_used_total"].clone(), org["other_credits_total"].clone()),
+        (json!(1), json!(19))
+    );
+
+    let post = |path: &str, body: serde_json::Value| {
+        crate::client()
+            .post(format!("{}{path}", sim.base_url()))
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        post("/_sim/orgs/org-nobody/spend", json!({"credits": 1}))
+            .await
+            .expect("send")
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        post("/_sim/orgs/org-acme/spend", json!({"credit": 1}))
+            .await
+            .expect("send")
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert!(sim.spend_zoho_credits("org-nobody", 1).is_err());
+}

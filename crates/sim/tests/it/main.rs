@@ -2,12 +2,17 @@
 //! simulator in-process on a free port and talks to it over real HTTP.
 
 mod binary;
+mod changes;
 mod credits;
 mod faults;
 mod generate;
 mod mutations;
 mod nylas;
 mod receiver;
+mod salesforce;
+mod salesforce_limits;
+mod salesforce_query;
+mod salesforce_upsert;
 mod webhooks;
 mod zoho_accounts;
 mod zoho_api;

@@ -28,9 +28,7 @@ pub use retry::{CODES, ZohoError};
 pub use service::{ZohoHttp, ZohoReply, http_client};
 pub use token::{AccessToken, TokenBroker, ZohoOrg, exchange_code};
 
-use crate::{
-    BoxFuture, CrmKind, CrmSink, MatchKey, Outcome, Priority, SinkError, SinkProfile, Write, Written,
-};
+use crate::{BoxFuture, CrmKind, CrmSink, MatchKey, Outcome, Priority, SinkError, SinkProfile, Write, Written};
 
 /// Zoho's profile: matched on Email, 100 records per call, credits.
 pub const PROFILE: SinkProfile = SinkProfile {

@@ -59,7 +59,14 @@ impl ZohoCall {
     }
 
     /// Method, path, query and JSON body.
-    pub(crate) fn http(&self) -> (reqwest::Method, &'static str, Vec<(&'static str, String)>, Option<Value>) {
+    pub(crate) fn http(
+        &self,
+    ) -> (
+        reqwest::Method,
+        &'static str,
+        Vec<(&'static str, String)>,
+        Option<Value>,
+    ) {
         match &self.op {
             ZohoOp::Upsert(records) => (
                 reqwest::Method::POST,
@@ -104,11 +111,19 @@ impl SinkRequest for ZohoCall {
         match &self.op {
             ZohoOp::Upsert(r) => Cost {
                 units: write_cost(r.len()),
-                class: if r.len() > COMPLEX_RECORDS { Class::Complex } else { Class::Plain },
+                class: if r.len() > COMPLEX_RECORDS {
+                    Class::Complex
+                } else {
+                    Class::Plain
+                },
             },
             ZohoOp::Update(r) => Cost {
                 units: write_cost(r.len()),
-                class: if r.len() > COMPLEX_RECORDS { Class::Complex } else { Class::Plain },
+                class: if r.len() > COMPLEX_RECORDS {
+                    Class::Complex
+                } else {
+                    Class::Plain
+                },
             },
             // Delete (up to 100 ids), like get and search: 1 credit.
             ZohoOp::Delete(_) => Cost {

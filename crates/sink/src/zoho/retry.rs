@@ -45,7 +45,12 @@ pub const CODES: &[(&str, &str)] = &[
 
 /// Zoho authentication codes kept as they are (upper-cased: Zoho's OAuth server answers
 /// `invalid_code`, its API `INVALID_TOKEN`).
-const AUTH_CODES: &[&str] = &["INVALID_TOKEN", "INVALID_CODE", "INVALID_CLIENT", "OAUTH_SCOPE_MISMATCH"];
+const AUTH_CODES: &[&str] = &[
+    "INVALID_TOKEN",
+    "INVALID_CODE",
+    "INVALID_CLIENT",
+    "OAUTH_SCOPE_MISMATCH",
+];
 /// Zoho request-refusal codes kept as they are.
 const REJECT_CODES: &[&str] = &[
     "INVALID_DATA",
@@ -206,11 +211,7 @@ mod tests {
                 r#"{"code":"OAUTH_SCOPE_MISMATCH","message":"invalid oauth scope"}"#,
                 Some((Next::FailJob, "OAUTH_SCOPE_MISMATCH")),
             ),
-            (
-                401,
-                r#"{"code":"SOMETHING_ELSE"}"#,
-                Some((Next::FailJob, "ZOHO_AUTH")),
-            ),
+            (401, r#"{"code":"SOMETHING_ELSE"}"#, Some((Next::FailJob, "ZOHO_AUTH"))),
             (
                 400,
                 r#"{"code":"LIMIT_EXCEEDED","message":"Record count exceeded"}"#,

@@ -44,7 +44,11 @@ async fn setup(dc: &str, daily_credits: u64) -> Setup {
 async fn setup_with(dc: &str, daily_credits: u64, time_scale: f64) -> Setup {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let redis = RedisServer::start();
-    let _: () = redis::cmd("SET").arg(LIVE).arg(DEST).query(&mut redis.conn()).expect("live");
+    let _: () = redis::cmd("SET")
+        .arg(LIVE)
+        .arg(DEST)
+        .query(&mut redis.conn())
+        .expect("live");
     let mut tenant = TenantConfig::named("acme");
     tenant.zoho.dc = dc.into();
     tenant.zoho.daily_credits = daily_credits;
@@ -147,7 +151,11 @@ async fn upsert_reports_each_record_in_order_on_the_tenants_data_center() {
     assert_eq!(d.calls, 1, "a record crmsync knows no id of costs no call");
     assert_eq!(sim_org(&s)["records"].as_array().map(Vec::len), Some(0));
     let again = sink.write(&deletes[..1], Priority::Change).await.expect("delete");
-    assert_eq!(again.outcomes, vec![Outcome::Deleted], "a record already gone counts as deleted");
+    assert_eq!(
+        again.outcomes,
+        vec![Outcome::Deleted],
+        "a record already gone counts as deleted"
+    );
 }
 
 /// A contact whose email changed has its record updated by id (it follows the new email); a
@@ -183,7 +191,11 @@ async fn moves_update_known_records_by_id_and_create_unknown_ones() {
         .map(|r| r["Email"].as_str().unwrap_or("").to_owned())
         .collect();
     emails.sort();
-    assert_eq!(emails, vec!["fresh@example.com", "new@example.com"], "nothing left under the old email");
+    assert_eq!(
+        emails,
+        vec!["fresh@example.com", "new@example.com"],
+        "nothing left under the old email"
+    );
 }
 
 /// Many workers asking for the tenant's token at once make one token request between them.
@@ -243,10 +255,21 @@ async fn tokens_belong_to_their_destination_and_connection_revision() {
     assert_eq!(sim_org(&s)["token_requests"], 1);
     let mut rotated = org(&s);
     rotated.rev = 2;
-    sink_for(&s, rotated).write(&batch, Priority::Backfill).await.expect("new revision");
-    assert_eq!(sim_org(&s)["token_requests"], 2, "changed credentials: a new token at once");
+    sink_for(&s, rotated)
+        .write(&batch, Priority::Backfill)
+        .await
+        .expect("new revision");
+    assert_eq!(
+        sim_org(&s)["token_requests"],
+        2,
+        "changed credentials: a new token at once"
+    );
 
-    let _: () = redis::cmd("SET").arg(LIVE).arg("ffffffffffff").query(&mut s.redis.conn()).expect("live");
+    let _: () = redis::cmd("SET")
+        .arg(LIVE)
+        .arg("ffffffffffff")
+        .query(&mut s.redis.conn())
+        .expect("live");
     let mut old = org(&s);
     old.rev = 3;
     let err = sink_for(&s, old)

@@ -28,7 +28,9 @@ impl CrmKind {
     }
 
     pub fn parse(s: &str) -> Option<CrmKind> {
-        CrmKind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+        CrmKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
     }
 
     /// What the CRM's daily allowance is counted in, for messages.
@@ -64,6 +66,14 @@ impl Crm {
     pub fn same_destination(&self, other: &Crm) -> bool {
         match (self, other) {
             (Crm::Zoho(a), Crm::Zoho(b)) => a.same_destination(b),
+        }
+    }
+
+    /// Whether `other` reaches the same place (CRM, data center or server, client): the most
+    /// an operator's "same org" may change is the grant of access.
+    pub fn same_place(&self, other: &Crm) -> bool {
+        match (self, other) {
+            (Crm::Zoho(a), Crm::Zoho(b)) => a.same_place(b),
         }
     }
 

@@ -46,6 +46,13 @@ impl ZohoConnection {
             && self.refresh_token == other.refresh_token
     }
 
+    /// Same accounts server, API domain and client (the grant may differ).
+    pub fn same_place(&self, other: &ZohoConnection) -> bool {
+        self.accounts_url() == other.accounts_url()
+            && self.api_domain == other.api_domain
+            && self.client_id == other.client_id
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.client_id.trim().is_empty() || self.client_secret.expose().trim().is_empty() {
             return Err("the Zoho client id and client secret are required".into());
@@ -92,7 +99,10 @@ mod tests {
         assert!(a.same_destination(&rotated), "a rotated client secret is the same org");
         let mut spelled = a.clone();
         spelled.accounts_url = Some("https://accounts.zoho.eu/".into());
-        assert!(a.same_destination(&spelled), "the region's own accounts URL, spelled out");
+        assert!(
+            a.same_destination(&spelled),
+            "the region's own accounts URL, spelled out"
+        );
         for change in [
             |c: &mut ZohoConnection| c.region = Some("us".into()),
             |c: &mut ZohoConnection| c.accounts_url = Some("https://accounts.example.test".into()),

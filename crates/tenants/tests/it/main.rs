@@ -160,7 +160,10 @@ fn live(redis: &RedisServer, id: &str) -> Option<String> {
 #[tokio::test]
 async fn the_destination_follows_where_the_tenant_writes() {
     let redis = RedisServer::start();
-    let s = store(&redis, Some(SecretKey::from_base64(&SecretKey::generate()).expect("key")));
+    let s = store(
+        &redis,
+        Some(SecretKey::from_base64(&SecretKey::generate()).expect("key")),
+    );
     let added = s.add(tenant("acme")).await.expect("add");
     assert_eq!(added.dest.len(), 12);
     assert_eq!(live(&redis, "acme").as_deref(), Some(added.dest.as_str()));
@@ -209,7 +212,10 @@ async fn the_destination_follows_where_the_tenant_writes() {
 #[tokio::test]
 async fn concurrent_updates_never_lose_one_silently() {
     let redis = RedisServer::start();
-    let s = store(&redis, Some(SecretKey::from_base64(&SecretKey::generate()).expect("key")));
+    let s = store(
+        &redis,
+        Some(SecretKey::from_base64(&SecretKey::generate()).expect("key")),
+    );
     s.add(tenant("acme")).await.expect("add");
     let (mut a, mut b) = (s.get("acme").await.expect("get"), s.get("acme").await.expect("get"));
     a.budget_share = 0.6;
@@ -259,7 +265,10 @@ async fn a_tenant_stored_before_destinations_gets_one_when_first_read() {
 #[tokio::test]
 async fn purge_deletes_every_key_of_the_tenant_and_no_other() {
     let redis = RedisServer::start();
-    let s = store(&redis, Some(SecretKey::from_base64(&SecretKey::generate()).expect("key")));
+    let s = store(
+        &redis,
+        Some(SecretKey::from_base64(&SecretKey::generate()).expect("key")),
+    );
     s.add(tenant("acme")).await.expect("add");
     let mut other = tenant("acme2");
     other.nylas.grant_id = "grant-2".into();
