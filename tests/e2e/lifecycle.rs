@@ -221,6 +221,7 @@ async fn removing_a_tenant_with_a_running_backfill_asks_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contacts_with_odd_ids_sync_change_and_delete() {
     const SECRET: &str = "whsec-odd-ids";
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let redis = RedisServer::start();
     let key = crmsync_tenants::SecretKey::generate();
     let port = crmsync_testkit::free_port();

@@ -37,6 +37,16 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time a process has used (user + system), seconds.
+pub(crate) fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the command name (which may hold spaces) end with `)`
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Registers a simulator tenant in the tenant store.
 pub(crate) async fn register(
     store: &TenantStore,
@@ -154,6 +164,84 @@ pub(crate) fn redis_cpu_secs(redis: &RedisServer) -> anyhow::Result<f64> {
     Ok(field("used_cpu_user") + field("used_cpu_sys"))
 }
 
+/// Redis's busiest commands (scripts and the commands they run), for `CRMSYNC_BENCH_PROFILE=1`.
+fn print_command_stats(redis: &RedisServer) -> anyhow::Result<()> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut redis.conn())?;
+    let mut rows: Vec<(f64, String)> = info
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let get = |k: &str| -> f64 {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0)
+            };
+            Some((
+                get("usec"),
+                format!(
+                    "{name:<20} calls {:>10} usec {:>12} per call {:>8.2}",
+                    get("calls"),
+                    get("usec"),
+                    get("usec_per_call")
+                ),
+            ))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let cpu: String = redis::cmd("INFO").arg("cpu").query(&mut redis.conn())?;
+    eprintln!(
+        "Redis CPU since start: {}",
+        cpu.lines()
+            .filter(|l| l.starts_with("used_cpu_"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    eprintln!("Redis command stats (scripts include the commands they run):");
+    for (_, r) in rows.iter().take(25) {
+        eprintln!("  {r}");
+    }
+    Ok(())
+}
+
+/// Time per script (by the first key's kind and SHA), from the slow log, for `CRMSYNC_BENCH_PROFILE=1`.
+fn print_script_stats(redis: &RedisServer) -> anyhow::Result<()> {
+    type Entry = (u64, u64, u64, Vec<Vec<u8>>, String, String);
+    let log: Vec<Entry> = redis::cmd("SLOWLOG").arg("GET").arg(-1).query(&mut redis.conn())?;
+    let mut by: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    for (_, _, micros, args, _, _) in log {
+        let args: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if !args.first().is_some_and(|a| a.eq_ignore_ascii_case("evalsha")) {
+            continue;
+        }
+        let sha = args.get(1).map(|s| &s[..8.min(s.len())]).unwrap_or("?");
+        // The key after the count, with the tenant and destination cut out: a hint of the script.
+        let key = args
+            .get(3)
+            .map(|k| {
+                let tail = k.rsplit('}').next().unwrap_or(k);
+                match tail.strip_prefix(":d:") {
+                    Some(rest) => rest.split(':').nth(1).unwrap_or("").to_string(),
+                    None => tail.to_string(),
+                }
+            })
+            .unwrap_or_default();
+        let e = by.entry(format!("{sha} {key}")).or_default();
+        e.0 += 1;
+        e.1 += micros;
+    }
+    let mut rows: Vec<_> = by.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.1));
+    eprintln!("Scripts (slow log, all calls):");
+    for (k, (n, us)) in rows.iter().take(20) {
+        eprintln!(
+            "  {k:<40} calls {n:>7} usec {us:>10} per call {:>8.1}",
+            *us as f64 / *n as f64
+        );
+    }
+    Ok(())
+}
+
 /// Redis's `used_memory`, bytes.
 pub(crate) fn redis_used_memory(redis: &RedisServer) -> anyhow::Result<u64> {
     let info: String = redis::cmd("INFO").arg("memory").query(&mut redis.conn())?;
@@ -237,12 +325,46 @@ pub async fn run(b: BackfillBench) -> anyhow::Result<()> {
         .collect();
     let runs = RunStore::new(conn.clone(), "crmsync");
     let queue: JobQueue<BackfillPage> = JobQueue::new(conn.clone(), crmsync_producer::backfill_queue("crmsync"));
+    let profile = std::env::var_os("CRMSYNC_BENCH_PROFILE").is_some();
+    if profile {
+        let mut c = redis.conn();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("slowlog-log-slower-than")
+            .arg(0)
+            .query(&mut c)?;
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("slowlog-max-len")
+            .arg(500_000)
+            .query(&mut c)?;
+        let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c)?;
+    }
     let (mem_before, cpu_before) = (redis_used_memory(&redis)?, redis_cpu_secs(&redis)?);
+    let workers_cpu = |ws: &[ChildProcess]| -> f64 { ws.iter().filter_map(|w| w.pid().and_then(cpu_secs)).sum() };
+    let own_cpu = || cpu_secs(std::process::id()).unwrap_or(0.0);
+    let (workers_before, own_before) = (workers_cpu(&workers), own_cpu());
     let start = Instant::now();
     let ids = start_runs(&runs, &queue, &tenants).await?;
     let finished = wait_runs(&runs, &ids, Duration::from_secs(900)).await?;
     let elapsed = start.elapsed();
     let cpu = redis_cpu_secs(&redis)? - cpu_before;
+    let (workers_used, own_used) = (workers_cpu(&workers) - workers_before, own_cpu() - own_before);
+    if profile {
+        let mut triggers: std::collections::BTreeMap<String, u64> = Default::default();
+        for k in keys(&redis, "{crmsync:writes}:idem:*")? {
+            let kind = k
+                .rsplit("flush:")
+                .next()
+                .and_then(|r| r.split(':').nth(1))
+                .unwrap_or("?")
+                .to_string();
+            *triggers.entry(kind).or_default() += 1;
+        }
+        eprintln!("Flushes enqueued with a trigger key, by kind: {triggers:?}");
+        print_command_stats(&redis)?;
+        print_script_stats(&redis)?;
+    }
     let takes = flush_takes(&ports).await;
     let rss: Vec<u64> = workers.iter().filter_map(|w| w.pid().and_then(peak_rss_kib)).collect();
     for w in &mut workers {
@@ -321,6 +443,12 @@ pub async fn run(b: BackfillBench) -> anyhow::Result<()> {
         takes.get("batch").copied().unwrap_or(0.0),
         per_k(takes.get("idle").copied().unwrap_or(0.0)),
         per_k(takes.get("blocked").copied().unwrap_or(0.0)),
+    );
+    println!(
+        "CPU per 1k contacts while the runs ran: Redis {:.1} ms, the workers {:.1} ms, this process (simulator, polling) {:.1} ms.\n",
+        per_k(cpu * 1000.0),
+        per_k(workers_used * 1000.0),
+        per_k(own_used * 1000.0)
     );
     println!("State keys by kind (MEMORY USAGE, bytes per contact read):\n");
     println!("| kind | keys | bytes / contact |");

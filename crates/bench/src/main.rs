@@ -2,6 +2,7 @@
 //! `redis-server` and worker processes and prints a table.
 
 mod backfill;
+mod buffer;
 mod limits;
 mod queue;
 mod webhook;
@@ -21,6 +22,8 @@ enum Command {
     Queue(queue::QueueBench),
     /// A backfill of 100,000 contacts across 10 tenants against the simulator, limits off.
     Backfill(backfill::BackfillBench),
+    /// The write buffer's scripts alone: Redis CPU per contact for push, take and done.
+    Buffer(buffer::BufferBench),
     /// A backfill of a tenant limited to R requests/s and C concurrent calls.
     Limits(limits::LimitsBench),
     /// The change feed: webhook ingest rate and latency; credits and webhook-to-CRM time of a
@@ -42,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker(w) => queue::worker(w).await,
         Command::Backfill(b) => backfill::run(b).await,
         Command::Limits(b) => limits::run(b).await,
+        Command::Buffer(b) => buffer::run(b).await,
         Command::Webhook(b) => webhook::run(b).await,
     }
 }

@@ -375,7 +375,8 @@ async fn burst(b: &WebhookBench) -> anyhow::Result<()> {
     let writes: JobQueue<Value> = JobQueue::new(conn.clone(), crmsync_producer::writes_queue("crmsync"));
     let settle_start = Instant::now();
     loop {
-        let (waiting, _, refresh) = buffer.waiting().await?;
+        let w = buffer.waiting().await?;
+        let (waiting, refresh) = (w.entries, w.refresh);
         let s = writes.stats().await?;
         if waiting == 0 && refresh == 0 && s.pending == 0 && s.in_flight == 0 && s.delayed == 0 {
             break;

@@ -54,9 +54,15 @@ pub async fn run(env: &Env, args: BackfillArgs) -> anyhow::Result<()> {
                     )
                     .await
                 {
-                    let _ = runs
+                    if let Err(end) = runs
                         .end(tenant, &run.id, RunStatus::Failed, &format!("could not enqueue: {e}"))
-                        .await;
+                        .await
+                    {
+                        eprintln!(
+                            "warning: run {} could not be marked failed either ({end}); it ends when its lock expires",
+                            run.id
+                        );
+                    }
                     return Err(e.into());
                 }
                 println!("backfill run {} started for tenant `{tenant}`", run.id);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::bail;
-use crmsync_producer::{BackfillPage, FlushWrites, RunError, RunStore};
+use crmsync_producer::{BackfillPage, FlushWrites, Maintenance, RunError, RunStore};
 use crmsync_queue::{DeadLetter, JobQueue, RedriveReport};
 use crmsync_worker::codes;
 use serde::Serialize;
@@ -32,13 +32,17 @@ pub enum DeadCmd {
 pub enum QueueName {
     Backfill,
     Writes,
+    Maintenance,
 }
 
 impl QueueName {
+    const ALL: [QueueName; 3] = [QueueName::Backfill, QueueName::Writes, QueueName::Maintenance];
+
     fn as_str(self) -> &'static str {
         match self {
             QueueName::Backfill => crmsync_producer::BACKFILL_QUEUE,
             QueueName::Writes => crmsync_producer::WRITES_QUEUE,
+            QueueName::Maintenance => crmsync_producer::MAINTENANCE_QUEUE,
         }
     }
 }
@@ -164,11 +168,10 @@ impl DeadView {
     }
 
     fn queue_name(&self) -> QueueName {
-        if self.queue == QueueName::Backfill.as_str() {
-            QueueName::Backfill
-        } else {
-            QueueName::Writes
-        }
+        QueueName::ALL
+            .into_iter()
+            .find(|q| q.as_str() == self.queue)
+            .unwrap_or(QueueName::Writes)
     }
 }
 
@@ -194,7 +197,7 @@ impl Filter {
         Ok(Filter {
             queues: match f.queue {
                 Some(q) => vec![q],
-                None => vec![QueueName::Backfill, QueueName::Writes],
+                None => QueueName::ALL.to_vec(),
             },
             tenant: f.tenant.clone(),
             code,
@@ -206,10 +209,11 @@ impl Filter {
     }
 }
 
-/// Both queues, typed by their jobs (a retry checks that the payload decodes as one).
+/// The queues, typed by their jobs (a retry checks that the payload decodes as one).
 struct Queues {
     backfill: JobQueue<BackfillPage>,
     writes: JobQueue<FlushWrites>,
+    maintenance: JobQueue<Maintenance>,
 }
 
 /// Dead letters read per call while scanning a stream.
@@ -220,7 +224,8 @@ impl Queues {
         let conn = env.conn()?;
         Ok(Queues {
             backfill: JobQueue::new(conn.clone(), crmsync_producer::backfill_queue(&env.namespace)),
-            writes: JobQueue::new(conn, crmsync_producer::writes_queue(&env.namespace)),
+            writes: JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&env.namespace)),
+            maintenance: JobQueue::new(conn, crmsync_producer::maintenance_queue(&env.namespace)),
         })
     }
 
@@ -228,6 +233,7 @@ impl Queues {
         Ok(match q {
             QueueName::Backfill => self.backfill.dead_letters_before(before, SCAN_PAGE).await?,
             QueueName::Writes => self.writes.dead_letters_before(before, SCAN_PAGE).await?,
+            QueueName::Maintenance => self.maintenance.dead_letters_before(before, SCAN_PAGE).await?,
         })
     }
 
@@ -235,6 +241,7 @@ impl Queues {
         Ok(match q {
             QueueName::Backfill => self.backfill.dead_letter(id).await?,
             QueueName::Writes => self.writes.dead_letter(id).await?,
+            QueueName::Maintenance => self.maintenance.dead_letter(id).await?,
         })
     }
 
@@ -401,7 +408,7 @@ async fn show(env: &Env, args: ShowArgs) -> anyhow::Result<()> {
     let queues = Queues::new(env)?;
     let which = match args.queue {
         Some(q) => vec![q],
-        None => vec![QueueName::Backfill, QueueName::Writes],
+        None => QueueName::ALL.to_vec(),
     };
     let (found, _) = queues.find(&which, std::slice::from_ref(&args.dead_id), true).await?;
     let Some(v) = found.into_iter().next() else {
@@ -501,6 +508,7 @@ async fn retry(env: &Env, args: RetryArgs) -> anyhow::Result<()> {
         let report: RedriveReport = match q {
             QueueName::Backfill => queues.backfill.redrive(&ids).await?,
             QueueName::Writes => queues.writes.redrive(&ids).await?,
+            QueueName::Maintenance => queues.maintenance.redrive(&ids).await?,
         };
         for r in &report.redriven {
             let tenant = tenants.get(&r.dead_id).and_then(|v| v.tenant.as_deref()).unwrap_or("-");
@@ -542,6 +550,7 @@ async fn purge(env: &Env, args: PurgeArgs) -> anyhow::Result<()> {
         purged += match q {
             QueueName::Backfill => queues.backfill.purge_dead(&ids).await?,
             QueueName::Writes => queues.writes.purge_dead(&ids).await?,
+            QueueName::Maintenance => queues.maintenance.purge_dead(&ids).await?,
         };
     }
     for (id, why) in &skipped {

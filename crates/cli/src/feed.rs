@@ -43,7 +43,8 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
         let buffer = crate::site::Site::of(&conn, &env.namespace, &tenant)
             .await?
             .buffer(&conn, &env.namespace);
-        let (waiting, _, to_refresh) = buffer.waiting().await?;
+        let w = buffer.waiting().await?;
+        let (waiting, to_refresh) = (w.entries, w.refresh);
         let counters = buffer.feed_stats().await?;
         all.push(FeedView {
             tenant,

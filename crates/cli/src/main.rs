@@ -97,9 +97,25 @@ impl Env {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A worker runs its jobs on one thread: the Monitor polls every job in one task, so with
+    // more threads each Redis or HTTP answer would wake that task from another thread (a
+    // context switch per round trip). A fleet scales by processes, one per core.
+    let runtime = match cli.command {
+        Command::Worker(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
     let env = Env {
         redis_url: cli.redis_url,
         namespace: cli.namespace,

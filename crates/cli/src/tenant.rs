@@ -34,6 +34,9 @@ pub enum TenantCmd {
 pub struct TenantFlags {
     /// Tenant id: lowercase letters, digits, `-`, `_`.
     id: String,
+    /// The CRM the tenant writes to: zoho [add default: zoho].
+    #[arg(long)]
+    crm: Option<String>,
     #[arg(long)]
     nylas_grant_id: Option<String>,
     /// The Nylas API key (or CRMSYNC_NYLAS_API_KEY).
@@ -112,6 +115,16 @@ fn nylas_uri(s: &str) -> String {
 
 impl TenantFlags {
     fn apply(self, t: &mut Tenant) -> anyhow::Result<()> {
+        if let Some(c) = &self.crm {
+            let kind =
+                crmsync_tenants::CrmKind::parse(c).ok_or_else(|| anyhow::anyhow!("unknown CRM `{c}`: use zoho"))?;
+            anyhow::ensure!(
+                kind == t.crm.kind(),
+                "tenant `{}` writes to {}; to move it to {kind}, remove it and add it again",
+                t.id,
+                t.crm.kind()
+            );
+        }
         if let Some(v) = self.nylas_grant_id {
             t.nylas.grant_id = v;
         }

@@ -22,7 +22,11 @@ use serde::Serialize;
 const DEAD_LETTERS_SCANNED: usize = 200;
 
 /// The queues of the fleet, in display order.
-pub const QUEUES: [&str; 2] = [crmsync_producer::BACKFILL_QUEUE, crmsync_producer::WRITES_QUEUE];
+pub const QUEUES: [&str; 3] = [
+    crmsync_producer::BACKFILL_QUEUE,
+    crmsync_producer::WRITES_QUEUE,
+    crmsync_producer::MAINTENANCE_QUEUE,
+];
 
 /// Reading the fleet failed: Redis is unreachable or answered an error (try again), or stored
 /// data is unreadable.
@@ -270,6 +274,7 @@ fn queue_config(namespace: &str, name: &str) -> QueueConfig {
     match name {
         crmsync_producer::BACKFILL_QUEUE => crmsync_producer::backfill_queue(namespace),
         crmsync_producer::WRITES_QUEUE => crmsync_producer::writes_queue(namespace),
+        crmsync_producer::MAINTENANCE_QUEUE => crmsync_producer::maintenance_queue(namespace),
         other => QueueConfig::new(other).namespace(namespace),
     }
 }
@@ -418,7 +423,8 @@ impl Fleet {
             self.last_rejection(&dest, kind),
         );
         let budget: Budget = budget?;
-        let (waiting, changes_waiting, refresh) = waiting?;
+        let w = waiting?;
+        let (waiting, changes_waiting, refresh) = (w.entries, w.feed, w.refresh);
         let active = active?;
         let newest = newest?.into_iter().next();
 

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crmsync_redis::now_ms;
-use crmsync_sink::{BoxFuture, Class, Next, SinkError, SinkRequest, SinkResponse, Usage};
+use crmsync_sink::{BoxFuture, Next, SinkError, SinkRequest, SinkResponse, Usage};
 use crmsync_tenants::DestKeys;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -123,7 +123,7 @@ impl<S> LimitService<S> {
         let cost = req.cost();
         for _ in 0..INLINE_429_RETRIES {
             let permit = match limiter
-                .acquire(&keys, &s, cost.units, cost.class == Class::Complex, req.priority())
+                .acquire(&keys, &s, cost.units, cost.class.cap(), req.priority())
                 .await
                 .map_err(redis_error)?
             {

@@ -14,22 +14,24 @@ use tracing::{debug, info, warn};
 
 pub use crmsync_sink::Priority;
 
+/// The limiter's shared Lua (ledger, rate, leases, AIMD, retry budget), in front of each script.
+const LIB: &str = include_str!("scripts/lib.lua");
+
 /// A script that writes a destination's keys: it starts with the live-destination guard, so
 /// its last key and argument must be the tenant's live key and the destination.
 fn guarded(src: &str) -> Script {
-    Script::new(&format!("{LIVE_GUARD}{src}"))
+    Script::new(&format!("{LIVE_GUARD}{LIB}\n{src}"))
 }
 
-static RESERVE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/reserve.lua")));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/release.lua")));
-static RECONCILE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/reconcile.lua")));
-static REBOOK: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/rebook.lua")));
-static GCRA: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/gcra.lua")));
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/acquire.lua")));
 static LEASE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/lease.lua")));
-static OUTCOME: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/outcome.lua")));
+static GCRA: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/gcra.lua")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/finish.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/release.lua")));
+static PEEK: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/peek.lua")));
 static RETRY_BUDGET: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/retry_budget.lua")));
 /// GCRA pacing of keys that belong to no tenant (Nylas grants): no guard.
-static PACE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/gcra.lua")));
+static PACE: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{LIB}\n{}", include_str!("scripts/gcra.lua"))));
 
 /// Adds the guard's key and argument (last) to an invocation.
 fn guard<'a>(inv: &'a mut redis::ScriptInvocation<'static>, d: &DestKeys) -> &'a mut redis::ScriptInvocation<'static> {
@@ -42,8 +44,6 @@ pub const DAY: Duration = Duration::from_secs(24 * 3600);
 const BUCKETS: u64 = 1440;
 /// Share of the allowed credits backfill leaves to change-feed work.
 const CHANGE_FEED_HEADROOM: f64 = 0.10;
-/// Zoho's sub-concurrency for upserts of more than 10 records, on every edition.
-const COMPLEX_CONCURRENCY: u32 = 10;
 /// A cooldown this short is waited out in place; a longer one defers the job.
 const INLINE_COOLDOWN: Duration = Duration::from_secs(2);
 /// AIMD: the rate factor grows by this per success and halves per 429 (at most once a second),
@@ -161,7 +161,9 @@ pub struct Permit {
     keys: DestKeys,
     cost: u64,
     bucket: i64,
-    leases: Vec<(String, String)>,
+    /// The destination's lease, and the capped class's, while held.
+    lease: Option<String>,
+    capped: Option<String>,
     waited: Waited,
     /// Set until finished: who to give everything back to if the permit is dropped.
     owner: Option<Limiter>,
@@ -173,7 +175,8 @@ impl std::fmt::Debug for Permit {
             .field("dest", &self.keys.prefix())
             .field("cost", &self.cost)
             .field("bucket", &self.bucket)
-            .field("leases", &self.leases.len())
+            .field("lease", &self.lease)
+            .field("capped", &self.capped)
             .finish()
     }
 }
@@ -188,7 +191,8 @@ impl Drop for Permit {
             keys: self.keys.clone(),
             cost: self.cost,
             bucket: self.bucket,
-            leases: std::mem::take(&mut self.leases),
+            lease: self.lease.take(),
+            capped: self.capped.take(),
             waited: self.waited,
             owner: None,
         };
@@ -288,6 +292,11 @@ impl Ledger {
     }
 }
 
+/// A lease's id: random, so two holders never share one.
+fn lease_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
 /// Per-process smoothers by tenant, with the period they were built for.
 type LocalLimiters = Arc<Mutex<HashMap<String, (u64, Arc<DefaultDirectRateLimiter>)>>>;
 
@@ -346,16 +355,17 @@ impl Limiter {
         (self.window.as_millis() as u64 / BUCKETS).max(1)
     }
 
-    /// Waits for everything needed to make one call of `cost` credits, or says why not.
+    /// Waits for everything needed to make one call of `cost` credits (and, for a call of a
+    /// capped class, a lease among at most `cap` such calls), or says why not.
     pub async fn acquire(
         &self,
         k: &DestKeys,
         s: &LimitSettings,
         cost: u64,
-        complex: bool,
+        cap: Option<u32>,
         priority: Priority,
     ) -> Result<Result<Permit, Wait>, redis::RedisError> {
-        match self.try_acquire(k, s, cost, complex, priority).await {
+        match self.try_acquire(k, s, cost, cap, priority).await {
             Err(e) if is_gone(&e) => Ok(Err(Wait::Gone)),
             other => other,
         }
@@ -366,129 +376,143 @@ impl Limiter {
         k: &DestKeys,
         s: &LimitSettings,
         cost: u64,
-        complex: bool,
+        cap: Option<u32>,
         priority: Priority,
     ) -> Result<Result<Permit, Wait>, redis::RedisError> {
-        let tenant = k.tenant().id().to_owned();
         let mut conn = self.conn.clone();
         let mut waited = Waited::default();
-        // 0. An operator's pause, and a 429 cooldown shared by the fleet.
-        loop {
-            let (pause, cooldown): (HashMap<String, String>, Option<u64>) = redis::pipe()
-                .cmd("HGETALL")
-                .arg(k.tenant().pause())
-                .cmd("GET")
-                .arg(k.cooldown())
-                .query_async(&mut conn)
-                .await?;
-            if !pause.is_empty() {
-                return Ok(Err(Wait::Paused {
-                    reason: pause.get("reason").cloned().unwrap_or_default(),
-                }));
-            }
-            match cooldown {
-                Some(until) if until > now_ms() => {
-                    let left = Duration::from_millis(until - now_ms());
+        let allowed = s.allowed();
+        let headroom = match priority {
+            Priority::Change => 0,
+            Priority::Backfill => (allowed as f64 * CHANGE_FEED_HEADROOM).ceil() as u64,
+        };
+        let interval_ms = 1000.0 / s.requests_per_second.max(0.001);
+        let ttl_ms = self.lease_ttl.as_millis() as u64;
+        // Everything at once (`acquire.lua`); a short 429 cooldown is waited out in place.
+        let (mut permit, rate_wait) = loop {
+            let lease = lease_id();
+            let capped = cap.map(|_| lease_id());
+            let mut inv = ACQUIRE.prepare_invoke();
+            inv.key(k.tenant().pause())
+                .key(k.cooldown())
+                .key(k.ledger())
+                .key(k.ledger_index())
+                .key(k.feed_waiting())
+                .key(k.budget_pause())
+                .key(k.rate())
+                .key(k.aimd())
+                .key(k.leases())
+                .key(k.complex_leases())
+                .arg(now_ms())
+                .arg(cost)
+                .arg(allowed)
+                .arg(self.window.as_millis() as u64)
+                .arg(self.bucket_ms())
+                .arg(headroom)
+                .arg(interval_ms)
+                .arg(ttl_ms)
+                .arg(s.concurrency)
+                .arg(cap.unwrap_or(0))
+                .arg(&lease)
+                .arg(capped.as_deref().unwrap_or(""));
+            let answer: Vec<redis::Value> = guard(&mut inv, k).invoke_async(&mut conn).await?;
+            let field = |i: usize| {
+                answer
+                    .get(i)
+                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            };
+            let num = |i: usize| field(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            match field(0).as_deref() {
+                Some("paused") => {
+                    return Ok(Err(Wait::Paused {
+                        reason: field(1).unwrap_or_default(),
+                    }));
+                }
+                Some("cooldown") => {
+                    let until = num(1).max(0) as u64;
+                    let left = Duration::from_millis(until.saturating_sub(now_ms()));
                     if left > INLINE_COOLDOWN {
                         return Ok(Err(Wait::Cooldown { until_ms: until }));
                     }
                     waited.cooldown = true;
                     tokio::time::sleep(left).await;
                 }
-                _ => break,
-            }
-        }
-        // 1. Credits.
-        let allowed = s.allowed();
-        let headroom = match priority {
-            Priority::Change => 0,
-            Priority::Backfill => (allowed as f64 * CHANGE_FEED_HEADROOM).ceil() as u64,
-        };
-        let now = now_ms();
-        let mut inv = RESERVE.prepare_invoke();
-        inv.key(k.ledger())
-            .key(k.ledger_index())
-            .key(k.feed_waiting())
-            .key(k.budget_pause())
-            .arg(now)
-            .arg(cost)
-            .arg(allowed)
-            .arg(self.window.as_millis() as u64)
-            .arg(self.bucket_ms())
-            .arg(headroom)
-            .arg("reserve");
-        let (ok, at, used): (i64, i64, i64) = guard(&mut inv, k).invoke_async(&mut conn).await?;
-        if ok == 0 {
-            if at < 0 {
-                return Ok(Err(Wait::TooLarge { cost, allowed }));
-            }
-            let until = at as u64;
-            debug!(tenant, used, allowed, cost, until, "Credit budget spent; pausing");
-            return Ok(Err(Wait::Budget {
-                until_ms: until,
-                used: used as u64,
-                allowed,
-            }));
-        }
-        let mut permit = Permit {
-            keys: k.clone(),
-            cost,
-            bucket: at,
-            leases: Vec::new(),
-            waited,
-            owner: Some(self.clone()),
-        };
-        // 2. The fleet-wide rate.
-        let interval_ms = 1000.0 / s.requests_per_second.max(0.001);
-        let mut inv = GCRA.prepare_invoke();
-        inv.key(k.rate()).key(k.aimd()).arg(now_ms()).arg(interval_ms).arg(1);
-        let wait: u64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
-        if wait > 0 {
-            permit.waited.rate = true;
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-        }
-        // 3. Concurrency leases.
-        let started = now_ms();
-        loop {
-            let id = format!("{:016x}", rand::random::<u64>());
-            let mut inv = LEASE.prepare_invoke();
-            inv.key(k.leases())
-                .key(k.aimd())
-                .arg(now_ms())
-                .arg(self.lease_ttl.as_millis() as u64)
-                .arg(s.concurrency)
-                .arg(&id)
-                .arg(1);
-            let got: i64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
-            if got == 1 {
-                permit.leases.push((k.leases(), id));
-                if !complex {
-                    break;
+                Some("too_large") => return Ok(Err(Wait::TooLarge { cost, allowed })),
+                Some("budget") => {
+                    let (until, used) = (num(1).max(0) as u64, num(2).max(0) as u64);
+                    debug!(dest = %k.prefix(), used, allowed, cost, until, "Credit budget spent; pausing");
+                    return Ok(Err(Wait::Budget {
+                        until_ms: until,
+                        used,
+                        allowed,
+                    }));
                 }
-                let cid = format!("{:016x}", rand::random::<u64>());
+                Some("ok") => {
+                    let rate_wait = num(2);
+                    let leased = rate_wait >= 0;
+                    break (
+                        Permit {
+                            keys: k.clone(),
+                            cost,
+                            bucket: num(1),
+                            lease: leased.then_some(lease),
+                            capped: if leased { capped } else { None },
+                            waited,
+                            owner: Some(self.clone()),
+                        },
+                        rate_wait,
+                    );
+                }
+                other => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "unexpected answer of acquire.lua",
+                        format!("{other:?}"),
+                    )));
+                }
+            }
+        };
+        // No lease was free: the reservation stays; retry the leases alone, then take the
+        // rate's slot.
+        let rate_wait = if rate_wait >= 0 {
+            rate_wait as u64
+        } else {
+            let started = now_ms();
+            loop {
+                if now_ms() - started > self.max_lease_wait.as_millis() as u64 {
+                    self.finish(permit, s, CallOutcome::NotSent).await?;
+                    return Ok(Err(Wait::Busy));
+                }
+                permit.waited.concurrency = true;
+                tokio::time::sleep(Duration::from_millis(rand::random_range(10..40))).await;
+                let lease = lease_id();
+                let capped = cap.map(|_| lease_id());
                 let mut inv = LEASE.prepare_invoke();
-                inv.key(k.complex_leases())
+                inv.key(k.leases())
+                    .key(k.complex_leases())
                     .key(k.aimd())
                     .arg(now_ms())
-                    .arg(self.lease_ttl.as_millis() as u64)
-                    .arg(COMPLEX_CONCURRENCY)
-                    .arg(&cid)
-                    .arg(0);
+                    .arg(ttl_ms)
+                    .arg(s.concurrency)
+                    .arg(&lease)
+                    .arg(cap.unwrap_or(0))
+                    .arg(capped.as_deref().unwrap_or(""));
                 let got: i64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
                 if got == 1 {
-                    permit.leases.push((k.complex_leases(), cid));
+                    permit.lease = Some(lease);
+                    permit.capped = capped;
                     break;
                 }
-                self.drop_leases(&mut permit).await?;
             }
-            if now_ms() - started > self.max_lease_wait.as_millis() as u64 {
-                self.finish(permit, s, CallOutcome::NotSent).await?;
-                return Ok(Err(Wait::Busy));
-            }
-            permit.waited.concurrency = true;
-            tokio::time::sleep(Duration::from_millis(rand::random_range(10..40))).await;
+            let mut inv = GCRA.prepare_invoke();
+            inv.key(k.rate()).key(k.aimd()).arg(now_ms()).arg(interval_ms).arg(1);
+            guard(&mut inv, k).invoke_async::<u64>(&mut conn).await?
+        };
+        if rate_wait > 0 {
+            permit.waited.rate = true;
+            tokio::time::sleep(Duration::from_millis(rate_wait)).await;
         }
-        // 4. The local smoother.
+        // The local smoother.
         let local = self.local_limiter(k.prefix(), s.requests_per_second);
         if local.check().is_err() {
             permit.waited.rate = true;
@@ -516,29 +540,20 @@ impl Limiter {
         l
     }
 
-    async fn drop_leases(&self, permit: &mut Permit) -> Result<(), redis::RedisError> {
-        if permit.leases.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for (key, id) in permit.leases.drain(..) {
-            pipe.cmd("ZREM").arg(key).arg(id).ignore();
-        }
-        let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await
-    }
-
     /// Gives back everything a permit holds when its call was never sent: its leases and its
     /// reservation.
     async fn give_back(&self, mut permit: Permit) -> Result<(), redis::RedisError> {
         permit.owner = None;
-        self.drop_leases(&mut permit).await?;
         let k = permit.keys.clone();
         let mut inv = RELEASE.prepare_invoke();
         inv.key(k.ledger())
             .key(k.ledger_index())
+            .key(k.leases())
+            .key(k.complex_leases())
             .arg(permit.bucket)
-            .arg(permit.cost);
+            .arg(permit.cost)
+            .arg(permit.lease.take().unwrap_or_default())
+            .arg(permit.capped.take().unwrap_or_default());
         match guard(&mut inv, &k).invoke_async::<i64>(&mut self.conn.clone()).await {
             Err(e) if !is_gone(&e) => Err(e),
             _ => Ok(()),
@@ -567,122 +582,65 @@ impl Limiter {
         s: &LimitSettings,
         outcome: CallOutcome,
     ) -> Result<Option<u64>, redis::RedisError> {
-        self.drop_leases(permit).await?;
         let k = permit.keys.clone();
-        let mut conn = self.conn.clone();
         let now = now_ms();
-        if matches!(outcome, CallOutcome::NotSent | CallOutcome::Throttled { .. }) {
-            let mut inv = RELEASE.prepare_invoke();
-            inv.key(k.ledger())
-                .key(k.ledger_index())
-                .arg(permit.bucket)
-                .arg(permit.cost);
-            let _: i64 = guard(&mut inv, &k).invoke_async(&mut conn).await?;
-        }
-        if matches!(outcome, CallOutcome::Answered { .. } | CallOutcome::Failed) {
-            let mut inv = REBOOK.prepare_invoke();
-            inv.key(k.ledger())
-                .key(k.ledger_index())
-                .arg(permit.bucket)
-                .arg(permit.cost)
-                .arg(now)
-                .arg(self.bucket_ms())
-                .arg(self.window.as_millis() as u64);
-            let _: i64 = guard(&mut inv, &k).invoke_async(&mut conn).await?;
-        }
-        match outcome {
-            CallOutcome::NotSent | CallOutcome::Failed => Ok(None),
-            CallOutcome::Answered { credits_remaining } => {
-                let mut inv = OUTCOME.prepare_invoke();
-                inv.key(k.aimd())
-                    .key(k.cooldown())
-                    .key(k.throttled(now / MINUTE_MS))
-                    .arg(now)
-                    .arg(0)
-                    .arg(0)
-                    .arg(AIMD_STEP)
-                    .arg(AIMD_MIN)
-                    .arg(THROTTLED_TTL_SECS);
-                let _: Vec<i64> = guard(&mut inv, &k).invoke_async(&mut conn).await?;
-                self.budget_deposit(&k).await?;
-                if let Some(rem) = credits_remaining {
-                    self.reconcile(&k, s, rem).await?;
-                }
-                Ok(None)
-            }
+        let (name, remaining, retry_after) = match outcome {
+            CallOutcome::Answered { credits_remaining } => ("answered", credits_remaining, None),
             CallOutcome::Throttled {
                 retry_after,
                 credits_remaining,
-            } => {
-                let streak: Option<u64> = redis::cmd("HGET")
-                    .arg(k.aimd())
-                    .arg("streak")
-                    .query_async(&mut conn)
-                    .await?;
-                let cooldown = match retry_after {
-                    Some(d) => d.as_millis() as u64,
-                    None => {
-                        let ceiling = (BACKOFF_BASE_MS << streak.unwrap_or(0).min(10)).min(BACKOFF_CAP_MS);
-                        rand::random_range(ceiling / 2..=ceiling)
-                    }
-                };
-                let mut inv = OUTCOME.prepare_invoke();
-                inv.key(k.aimd())
-                    .key(k.cooldown())
-                    .key(k.throttled(now / MINUTE_MS))
-                    .arg(now)
-                    .arg(1)
-                    .arg(cooldown)
-                    .arg(AIMD_STEP)
-                    .arg(AIMD_MIN)
-                    .arg(THROTTLED_TTL_SECS);
-                let res: Vec<i64> = guard(&mut inv, &k).invoke_async(&mut conn).await?;
-                info!(
-                    dest = %k.prefix(),
-                    cooldown_ms = cooldown,
-                    rate_factor = res.first().copied().unwrap_or(1000) as f64 / 1000.0,
-                    "The CRM answered 429; the fleet backs off"
-                );
-                if let Some(rem) = credits_remaining {
-                    self.reconcile(&k, s, rem).await?;
-                }
-                let until: Option<u64> = redis::cmd("GET").arg(k.cooldown()).query_async(&mut conn).await?;
-                Ok(Some(until.unwrap_or(now + cooldown)))
-            }
-        }
-    }
-
-    async fn reconcile(&self, k: &DestKeys, s: &LimitSettings, remaining: u64) -> Result<(), redis::RedisError> {
-        let mut conn = self.conn.clone();
-        let mut inv = RECONCILE.prepare_invoke();
+            } => ("throttled", credits_remaining, retry_after),
+            CallOutcome::NotSent => ("not_sent", None, None),
+            CallOutcome::Failed => ("failed", None, None),
+        };
+        let mut inv = FINISH.prepare_invoke();
         inv.key(k.ledger())
             .key(k.ledger_index())
-            .arg(now_ms())
-            .arg(s.daily_credits)
-            .arg(remaining)
+            .key(k.aimd())
+            .key(k.cooldown())
+            .key(k.throttled(now / MINUTE_MS))
+            .key(k.retry_budget())
+            .key(k.leases())
+            .key(k.complex_leases())
+            .arg(now)
+            .arg(name)
+            .arg(permit.bucket)
+            .arg(permit.cost)
             .arg(self.window.as_millis() as u64)
-            .arg(self.bucket_ms());
-        let added: i64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
-        if added > 0 {
-            info!(
-                dest = %k.prefix(),
-                added, remaining, "The CRM reports more credits used than our ledger; reconciled"
-            );
-        }
-        Ok(())
-    }
-
-    async fn budget_deposit(&self, k: &DestKeys) -> Result<(), redis::RedisError> {
-        let mut conn = self.conn.clone();
-        let mut inv = RETRY_BUDGET.prepare_invoke();
-        inv.key(k.retry_budget())
-            .arg(now_ms())
-            .arg("deposit")
+            .arg(self.bucket_ms())
+            .arg(permit.lease.take().unwrap_or_default())
+            .arg(permit.capped.take().unwrap_or_default())
+            .arg(s.daily_credits)
+            .arg(remaining.map(|r| r as i64).unwrap_or(-1))
+            .arg(retry_after.map(|d| d.as_millis() as u64).unwrap_or(0))
+            .arg(BACKOFF_BASE_MS)
+            .arg(BACKOFF_CAP_MS)
+            .arg(rand::random_range(0.5..=1.0))
+            .arg(AIMD_STEP)
+            .arg(AIMD_MIN)
+            .arg(THROTTLED_TTL_SECS)
             .arg(RETRY_DEPOSIT)
             .arg(RETRY_REFILL_PER_SEC)
             .arg(RETRY_MAX);
-        let _: i64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
-        Ok(())
+        let (added, factor, until): (i64, i64, i64) = guard(&mut inv, &k).invoke_async(&mut self.conn.clone()).await?;
+        if added > 0 {
+            info!(
+                dest = %k.prefix(),
+                added,
+                remaining = remaining.unwrap_or(0),
+                "The CRM reports more credits used than our ledger; reconciled"
+            );
+        }
+        if !matches!(outcome, CallOutcome::Throttled { .. }) {
+            return Ok(None);
+        }
+        info!(
+            dest = %k.prefix(),
+            cooldown_until_ms = until,
+            rate_factor = factor as f64 / 1000.0,
+            "The CRM answered 429; the fleet backs off"
+        );
+        Ok(Some((until.max(0) as u64).max(now)))
     }
 
     /// Takes a retry from the destination's retry budget; false when it is spent (retry
@@ -748,18 +706,12 @@ impl Limiter {
     /// The budget and pause state of a tenant's destination.
     pub async fn budget(&self, k: &DestKeys, s: &LimitSettings) -> Result<Budget, redis::RedisError> {
         let mut conn = self.conn.clone();
-        let mut inv = RESERVE.prepare_invoke();
+        let mut inv = PEEK.prepare_invoke();
         inv.key(k.ledger())
             .key(k.ledger_index())
-            .key(k.feed_waiting())
-            .key(k.budget_pause())
             .arg(now_ms())
-            .arg(0)
-            .arg(s.allowed())
             .arg(self.window.as_millis() as u64)
-            .arg(self.bucket_ms())
-            .arg(0)
-            .arg("peek");
+            .arg(self.bucket_ms());
         let (used, next, amount): (i64, i64, i64) = match guard(&mut inv, k).invoke_async(&mut conn).await {
             Err(e) if is_gone(&e) => (0, -1, 0),
             other => other?,

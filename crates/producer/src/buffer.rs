@@ -24,6 +24,10 @@
 //! id> <owner>` (what crmsync wrote there and which contact owns it). A record key is a
 //! 64-bit hash of the email (matching on email) or the contact id (matching on contact):
 //! the email itself is not kept.
+//!
+//! **Entries** are `op \t src \t record key \t former record key \t at \t JSON`: the scripts
+//! decide on the tab-separated fields (none can hold a tab) and never touch the JSON (contact
+//! id, record hash, record), which is built here with serde.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -44,6 +48,10 @@ fn script(body: &str) -> Script {
 static PUSH: LazyLock<Script> = LazyLock::new(|| script(include_str!("scripts/push.lua")));
 static TAKE: LazyLock<Script> = LazyLock::new(|| script(include_str!("scripts/take.lua")));
 static DONE: LazyLock<Script> = LazyLock::new(|| script(include_str!("scripts/done.lua")));
+/// Read-only, of the buffer and the run: no guard, no prelude.
+static WAITING: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/waiting.lua")));
+static COVER: LazyLock<Script> = LazyLock::new(|| script(include_str!("scripts/cover.lua")));
+static SCHEDULED: LazyLock<Script> = LazyLock::new(|| script(include_str!("scripts/scheduled.lua")));
 
 /// How long a flush may hold a batch before it is presumed gone (a deferred flush renews it).
 const FLUSH_LEASE_MS: u64 = 3_600_000;
@@ -100,6 +108,17 @@ pub enum Change {
     Delete { contact_id: String, at_ms: u64 },
     /// The contact still exists but no longer maps to a record (its email is gone).
     Unmap { contact_id: String, at_ms: u64 },
+}
+
+/// What an entry carries for the flush, as JSON: the contact, the record's hash, the record.
+/// A wire format (entries wait across deploys): fields are only added, with defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Body {
+    c: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    h: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r: Option<Stored>,
 }
 
 /// The record as it waits in Redis: a wire format (it waits across deploys), so fields are
@@ -195,7 +214,8 @@ pub struct Pushed {
     pub stale: u64,
     /// Entries waiting now.
     pub waiting: u64,
-    /// Flushes for full batches to schedule now (no scheduled flush covers them yet).
+    /// Flushes for full batches to schedule now (no scheduled flush covers them yet): enqueue
+    /// them, then count them with [`WriteBuffer::scheduled`].
     pub schedule: u64,
 }
 
@@ -246,6 +266,8 @@ pub enum BufferError {
     Gone,
     #[error("buffered entry {key} is unreadable: {error}")]
     Corrupt { key: String, error: String },
+    #[error("could not schedule a flush: {0}")]
+    Schedule(crmsync_queue::QueueError),
 }
 
 impl From<redis::RedisError> for BufferError {
@@ -267,6 +289,47 @@ fn hash_b64(bytes: &[u8], n: usize) -> String {
 /// email itself is not stored and two emails practically never share a key.
 pub fn email_key(email: &str) -> String {
     hash_b64(email.as_bytes(), 8)
+}
+
+/// The record key of a contact (for a CRM matching on the contact's id).
+pub fn contact_key(contact_id: &str) -> String {
+    let mut b = Vec::with_capacity(contact_id.len() + 2);
+    b.extend_from_slice(b"c\0");
+    b.extend_from_slice(contact_id.as_bytes());
+    hash_b64(&b, 8)
+}
+
+/// A record id as the state keeps it: a decimal id that fits 64 bits (Zoho's 19 digits) as
+/// `~` and 11 characters of base64url, any other as it is (`-` for one with a space: the
+/// state's separator).
+fn pack_rid(rid: &str) -> String {
+    if rid.is_empty() || rid.contains(' ') || rid.starts_with('~') || rid == "-" {
+        return "-".into();
+    }
+    match rid.parse::<u64>() {
+        Ok(n) if n.to_string() == rid => format!("~{}", B64.encode(n.to_be_bytes())),
+        _ => rid.to_owned(),
+    }
+}
+
+/// The record id of [`pack_rid`]'s form.
+fn unpack_rid(packed: &str) -> Option<String> {
+    if packed.is_empty() || packed == "-" {
+        return None;
+    }
+    match packed.strip_prefix('~') {
+        Some(b) => {
+            let bytes: [u8; 8] = B64.decode(b).ok()?.try_into().ok()?;
+            Some(u64::from_be_bytes(bytes).to_string())
+        }
+        None => Some(packed.to_owned()),
+    }
+}
+
+/// The bucket of a contact's state (0..1024, from its id's SHA-256).
+fn contact_bucket(contact_id: &str) -> u16 {
+    let d = Sha256::digest(contact_id.as_bytes());
+    u16::from_be_bytes([d[0], d[1]]) % 1024
 }
 
 /// A 48-bit hash of a record (8 characters): what "unchanged" compares.
@@ -324,7 +387,7 @@ impl WriteBuffer {
     pub fn record_key(&self, contact_id: &str, r: &CrmRecord) -> String {
         match self.mode {
             MatchKey::Email => email_key(&r.email),
-            MatchKey::ContactId => contact_id.to_owned(),
+            MatchKey::ContactId => contact_key(contact_id),
         }
     }
 
@@ -376,6 +439,12 @@ impl WriteBuffer {
             .arg(TOMBSTONE_MS)
             .arg(notification.unwrap_or(""))
             .arg(SEEN_MS);
+        let json = |cid: &str, body: &Body| {
+            serde_json::to_string(body).map_err(|e| BufferError::Corrupt {
+                key: cid.to_owned(),
+                error: e.to_string(),
+            })
+        };
         for c in changes {
             match c {
                 Change::Upsert {
@@ -383,22 +452,38 @@ impl WriteBuffer {
                     at_ms,
                     record,
                 } => {
-                    let json = serde_json::to_string(&Stored::of(record)).map_err(|e| BufferError::Corrupt {
-                        key: contact_id.clone(),
-                        error: e.to_string(),
-                    })?;
+                    let hash = record_hash(record);
+                    let body = Body {
+                        c: contact_id.clone(),
+                        h: hash.clone(),
+                        r: Some(Stored::of(record)),
+                    };
                     inv.arg("upsert")
                         .arg(contact_id)
-                        .arg(at_ms)
+                        .arg(base36(at_ms / 1000))
+                        .arg(contact_bucket(contact_id))
                         .arg(self.record_key(contact_id, record))
-                        .arg(record_hash(record))
-                        .arg(json);
+                        .arg(hash)
+                        .arg(json(contact_id, &body)?);
                 }
-                Change::Delete { contact_id, at_ms } => {
-                    inv.arg("delete").arg(contact_id).arg(at_ms).arg("").arg("").arg("");
-                }
-                Change::Unmap { contact_id, at_ms } => {
-                    inv.arg("unmap").arg(contact_id).arg(at_ms).arg("").arg("").arg("");
+                Change::Delete { contact_id, at_ms } | Change::Unmap { contact_id, at_ms } => {
+                    let op = if matches!(c, Change::Delete { .. }) {
+                        "delete"
+                    } else {
+                        "unmap"
+                    };
+                    let body = Body {
+                        c: contact_id.clone(),
+                        h: String::new(),
+                        r: None,
+                    };
+                    inv.arg(op)
+                        .arg(contact_id)
+                        .arg(base36(at_ms / 1000))
+                        .arg(contact_bucket(contact_id))
+                        .arg("")
+                        .arg("")
+                        .arg(json(contact_id, &body)?);
                 }
             }
         }
@@ -429,9 +514,15 @@ impl WriteBuffer {
     }
 
     /// Takes (or resumes) the batch of flush `flush_id`: at most `max` entries of one kind,
-    /// and nothing unless at least `min` are available. `full`: the flush was scheduled for a
-    /// full batch by a push.
-    pub async fn take(&self, flush_id: &str, max: usize, min: usize, full: bool) -> Result<Vec<Entry>, BufferError> {
+    /// and nothing unless at least `min` are available. `slot`: the slot the flush is counted
+    /// under among the scheduled ones (it stops counting).
+    pub async fn take(
+        &self,
+        flush_id: &str,
+        max: usize,
+        min: usize,
+        slot: Option<&str>,
+    ) -> Result<Vec<Entry>, BufferError> {
         let d = &self.dest;
         let mut conn = self.conn.clone();
         let flat: Vec<String> = TAKE
@@ -443,6 +534,7 @@ impl WriteBuffer {
             .key(d.flushes())
             .key(d.feed_waiting())
             .key(d.scheduled())
+            .key(d.started_early())
             .key(d.live())
             .arg(flush_id)
             .arg(max)
@@ -452,7 +544,7 @@ impl WriteBuffer {
             .arg(d.flush_prefix())
             .arg(self.tenant.run_prefix())
             .arg(d.records_prefix())
-            .arg(if full { 1 } else { 0 })
+            .arg(slot.unwrap_or(""))
             .arg(d.dest())
             .invoke_async(&mut conn)
             .await?;
@@ -492,25 +584,19 @@ impl WriteBuffer {
             .arg(counts.len())
             .arg(rejections.len());
         for (e, w) in results {
-            let op = match e.op {
-                Op::Upsert(_) => "upsert",
-                Op::Move(_) => "move",
-                Op::Delete => "delete",
-            };
+            // what happened: a record written (`w`; `m` when it moved from `from`), deleted
+            // (`d`) or refused (`r`)
             let (result, rid) = match w {
-                // An id with a space in it (no CRM's) would break the state's format.
-                Written::Record(id) if !id.is_empty() && !id.contains(' ') => ("w", id.as_str()),
-                Written::Record(_) => ("w", "-"),
-                Written::Deleted => ("d", "-"),
-                Written::Refused => ("r", "-"),
+                Written::Record(id) if matches!(e.op, Op::Move(_)) => ("m", pack_rid(id)),
+                Written::Record(id) => ("w", pack_rid(id)),
+                Written::Deleted => ("d", "-".to_owned()),
+                Written::Refused => ("r", "-".to_owned()),
             };
-            inv.arg(&e.key)
-                .arg(e.source.encode())
+            inv.arg(e.source.encode())
                 .arg(&e.contact_id)
-                .arg(op)
+                .arg(result)
                 .arg(&e.rk)
                 .arg(&e.from)
-                .arg(result)
                 .arg(rid)
                 .arg(&e.hash);
         }
@@ -528,6 +614,40 @@ impl WriteBuffer {
         inv.arg(d.dest());
         let mut conn = self.conn.clone();
         Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    /// The flushes needed to write every waiting entry, partial batches included, that no
+    /// scheduled flush covers yet: the caller enqueues that many
+    /// ([`crate::FlushTrigger::Full`]) and then counts them ([`WriteBuffer::scheduled`]). For
+    /// when nothing more is coming.
+    pub async fn cover(&self) -> Result<u64, BufferError> {
+        let d = &self.dest;
+        let mut inv = COVER.prepare_invoke();
+        inv.key(d.queue())
+            .key(d.scheduled())
+            .key(d.live())
+            .arg(self.batch)
+            .arg(d.dest());
+        let mut conn = self.conn.clone();
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    /// Counts flushes as scheduled, by their slots, once they are enqueued (see
+    /// [`crate::schedule_full_flushes`]).
+    pub async fn scheduled(&self, slots: &[String]) -> Result<(), BufferError> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let d = &self.dest;
+        let mut inv = SCHEDULED.prepare_invoke();
+        inv.key(d.scheduled())
+            .key(d.started_early())
+            .key(d.live())
+            .arg(slots)
+            .arg(d.dest());
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
     }
 
     /// Up to `n` contacts that must be re-read from Nylas (they took over a shared email).
@@ -571,20 +691,52 @@ impl WriteBuffer {
             .await?)
     }
 
-    /// Entries waiting (not in flight), change-feed entries waiting, contacts to re-read.
-    pub async fn waiting(&self) -> Result<(u64, u64, u64), BufferError> {
+    /// What waits (see [`Waiting`]), in one read.
+    pub async fn waiting(&self) -> Result<Waiting, BufferError> {
         let mut conn = self.conn.clone();
-        let (n, feed, refresh): (u64, Option<u64>, u64) = redis::pipe()
-            .cmd("HLEN")
-            .arg(self.dest.queue())
-            .cmd("GET")
-            .arg(self.dest.feed_waiting())
-            .cmd("SCARD")
-            .arg(self.dest.refresh())
-            .query_async(&mut conn)
+        let (entries, feed, refresh, reading): (u64, u64, u64, u8) = WAITING
+            .key(self.dest.queue())
+            .key(self.dest.feed_waiting())
+            .key(self.dest.refresh())
+            .key(self.tenant.active_run())
+            .arg(self.tenant.run_prefix())
+            .invoke_async(&mut conn)
             .await?;
-        Ok((n, feed.unwrap_or(0), refresh))
+        Ok(Waiting {
+            entries,
+            feed,
+            refresh,
+            reading: reading == 1,
+        })
     }
+}
+
+/// What waits in a destination's write buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// Entries waiting (not in flight).
+    pub entries: u64,
+    /// Change-feed entries waiting (in flight included).
+    pub feed: u64,
+    /// Contacts to re-read.
+    pub refresh: u64,
+    /// The tenant's backfill is still reading pages (more full batches are coming).
+    pub reading: bool,
+}
+
+/// A number in base 36 (event times in the contact state: six characters instead of ten).
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::with_capacity(8);
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn parse_entry(key: &str, value: &str, rid: &str) -> Result<Entry, BufferError> {
@@ -592,35 +744,67 @@ fn parse_entry(key: &str, value: &str, rid: &str) -> Result<Entry, BufferError> 
         key: key.to_owned(),
         error,
     };
-    type Raw = (String, String, String, String, String, u64, String, String);
-    let (op, src, cid, rk, from, _at, hash, rec): Raw =
-        serde_json::from_str(value).map_err(|e| corrupt(e.to_string()))?;
-    let record = || -> Result<CrmRecord, BufferError> {
-        Ok(serde_json::from_str::<Stored>(&rec)
-            .map_err(|e| corrupt(e.to_string()))?
-            .record())
+    let mut parts = value.splitn(6, '\t');
+    let (Some(op), Some(src), Some(rk), Some(from), Some(_at), Some(json)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(corrupt("not `op src rk from at JSON`".into()));
     };
-    let op = match op.as_str() {
-        "upsert" => Op::Upsert(record()?),
-        "move" => Op::Move(record()?),
+    let body: Body = serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
+    let record = |r: Option<Stored>| -> Result<CrmRecord, BufferError> {
+        Ok(r.ok_or_else(|| corrupt("a write without its record".into()))?.record())
+    };
+    let op = match op {
+        "upsert" => Op::Upsert(record(body.r)?),
+        "move" => Op::Move(record(body.r)?),
         "delete" => Op::Delete,
         other => return Err(corrupt(format!("unknown op `{other}`"))),
     };
     Ok(Entry {
         key: key.to_owned(),
-        source: Source::decode(&src),
-        contact_id: cid,
-        rk,
-        from,
-        hash,
-        rid: Some(rid.to_owned()).filter(|r| r != "-" && !r.is_empty()),
+        source: Source::decode(src),
+        contact_id: body.c,
+        rk: rk.to_owned(),
+        from: from.to_owned(),
+        hash: body.h,
+        rid: unpack_rid(rid),
         op,
     })
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn base36_is_short_and_exact() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+        assert_eq!(base36(1_700_000_000), "s44we8");
+    }
+
     use super::*;
+
+    #[test]
+    fn record_ids_are_kept_short_and_come_back_the_same() {
+        for id in [
+            "3652397000000649013",
+            "18446744073709551615",
+            "0034x00000ABCdEAAX",
+            "12",
+            "007",
+        ] {
+            assert_eq!(unpack_rid(&pack_rid(id)).as_deref(), Some(id), "{id}");
+        }
+        assert_eq!(pack_rid("3652397000000649013").len(), 12);
+        assert_eq!(pack_rid("a b"), "-", "a space would break the state's format");
+        assert_eq!(unpack_rid(&pack_rid("")), None);
+    }
 
     #[test]
     fn record_hash_sees_every_field_and_absent_differs_from_empty() {
@@ -647,15 +831,36 @@ mod tests {
 
     #[test]
     fn entries_parse_from_their_stored_form_whatever_the_ids_hold() {
-        let v = r#"["move","run:r1","c\"1\t\n\\é","rkNEW","rkOLD",5,"h1","{\"last\":\"L\",\"email\":\"new@x.io\"}"]"#;
-        let e = parse_entry("c:c\"1\t\n\\é", v, "3652397").expect("parses");
+        let cid = "c\"1\t\n\\é";
+        let body = serde_json::to_string(&Body {
+            c: cid.into(),
+            h: "h1".into(),
+            r: Some(Stored::of(&CrmRecord {
+                first_name: None,
+                last_name: "L".into(),
+                email: "new@x.io".into(),
+                phone: None,
+                company: None,
+                title: None,
+            })),
+        })
+        .expect("json");
+        let v = format!("move\trun:r1\trkNEW\trkOLD\t5\t{body}");
+        let e = parse_entry(&format!("c:{cid}"), &v, "3652397").expect("parses");
         assert_eq!(e.source, Source::Run("r1".into()));
-        assert_eq!(e.contact_id, "c\"1\t\n\\é");
-        assert_eq!((e.rk.as_str(), e.from.as_str()), ("rkNEW", "rkOLD"));
+        assert_eq!(e.contact_id, cid);
+        assert_eq!(
+            (e.rk.as_str(), e.from.as_str(), e.hash.as_str()),
+            ("rkNEW", "rkOLD", "h1")
+        );
         assert_eq!(e.rid.as_deref(), Some("3652397"));
         assert!(matches!(e.op, Op::Move(ref r) if r.email == "new@x.io"));
-        let d = parse_entry("x:rk", r#"["delete","feed","c9","rk","",7,"",""]"#, "-").expect("parses");
-        assert_eq!((d.op, d.rid), (Op::Delete, None));
+        let d = parse_entry("x:rk", "delete\tfeed\trk\t\t7\t{\"c\":\"c9\"}", "-").expect("parses");
+        assert_eq!((d.op, d.rid, d.contact_id.as_str()), (Op::Delete, None, "c9"));
         assert!(parse_entry("c:x", "upsert\tbroken", "-").is_err());
+        assert!(
+            parse_entry("c:x", "upsert\tfeed\trk\t\t1\t{\"c\":\"x\"}", "-").is_err(),
+            "no record"
+        );
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use crmsync_queue::{EnqueueOptions, JobQueue, QueueConfig, QueueError, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
+use crate::{BufferError, WriteBuffer};
+
 /// The queue of backfill page jobs.
 pub const BACKFILL_QUEUE: &str = "backfill";
 
@@ -55,6 +57,15 @@ pub struct FlushWrites {
     /// Scheduled by a push for a full batch (counted until it starts).
     #[serde(default)]
     pub full: bool,
+    /// The slot it is counted under in the destination's scheduled flushes (see
+    /// [`crate::WriteBuffer::scheduled`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+}
+
+/// A fresh slot for a scheduled flush.
+pub fn new_slot() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// Settings of the writes queue: a flush makes a CRM call or two, so transient failures are
@@ -73,8 +84,9 @@ pub fn writes_queue(namespace: &str) -> QueueConfig {
 /// one cause never enqueues two flushes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlushTrigger<'a> {
-    /// A push filled a batch (the push counts them: no key needed).
-    Full,
+    /// A batch is waiting that no scheduled flush covers: a flush counted under `slot` (see
+    /// [`schedule_full_flushes`]).
+    Full { slot: &'a str },
     /// A run read its last page: write what waits, whatever the batch size.
     Drain { run: &'a str, page: u32 },
     /// A run failed or was cancelled: what it read is still written, without waiting for a
@@ -82,7 +94,7 @@ pub enum FlushTrigger<'a> {
     RunEnded { run: &'a str },
     /// Change-feed records wait; one flush per window slot.
     FeedWindow { slot: u64 },
-    /// A flush left work behind (records to re-read, a partial batch once reading ended).
+    /// A flush left work behind (records to re-read, change-feed records).
     After { flush: &'a str },
     /// An operator asked for rejected records to be re-read and written.
     Operator { nonce: &'a str },
@@ -91,7 +103,7 @@ pub enum FlushTrigger<'a> {
 impl FlushTrigger<'_> {
     fn key(&self, tenant: &str) -> Option<String> {
         let k = match self {
-            FlushTrigger::Full => return None,
+            FlushTrigger::Full { slot } => format!("full:{slot}"),
             FlushTrigger::Drain { run, page } => format!("drain:{run}:{page}"),
             FlushTrigger::RunEnded { run } => format!("ended:{run}"),
             FlushTrigger::FeedWindow { slot } => format!("feed:{slot}"),
@@ -120,7 +132,11 @@ pub async fn schedule_flush(
         .enqueue_with(
             &FlushWrites {
                 tenant: tenant.to_owned(),
-                full: trigger == FlushTrigger::Full,
+                full: matches!(trigger, FlushTrigger::Full { .. }),
+                slot: match trigger {
+                    FlushTrigger::Full { slot } => Some(slot.to_owned()),
+                    _ => None,
+                },
             },
             opts,
         )
@@ -149,4 +165,27 @@ pub fn maintenance_queue(namespace: &str) -> QueueConfig {
             base: Duration::from_secs(2),
             cap: Duration::from_secs(300),
         })
+}
+
+/// Schedules `n` flushes for batches that no scheduled flush covers yet (as a push or
+/// [`WriteBuffer::cover`] counted them), each under a fresh slot, and then counts the slots
+/// as scheduled: counted only once enqueued, a scheduler that dies in between leaves flushes
+/// uncounted (more flushes chain, none is missing), and a flush that starts before it is
+/// counted is never counted.
+pub async fn schedule_full_flushes(
+    writes: &JobQueue<FlushWrites>,
+    buffer: &WriteBuffer,
+    tenant: &str,
+    n: u64,
+) -> Result<(), BufferError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let slots: Vec<String> = (0..n).map(|_| new_slot()).collect();
+    for slot in &slots {
+        schedule_flush(writes, tenant, FlushTrigger::Full { slot }, None)
+            .await
+            .map_err(BufferError::Schedule)?;
+    }
+    buffer.scheduled(&slots).await
 }

@@ -12,12 +12,12 @@ mod rejected;
 mod runs;
 
 pub use buffer::{
-    BufferError, Change, Entry, FlushCount, Op, Pushed, Pushing, Rejection, SEEN_MS, Source, WriteBuffer, Written,
-    email_key, record_hash,
+    BufferError, Change, Entry, FlushCount, Op, Pushed, Pushing, Rejection, SEEN_MS, Source, Waiting, WriteBuffer,
+    Written, email_key, record_hash,
 };
 pub use jobs::{
     BACKFILL_QUEUE, BackfillPage, FlushTrigger, FlushWrites, MAINTENANCE_QUEUE, Maintenance, WRITES_QUEUE,
-    backfill_queue, maintenance_queue, schedule_flush, writes_queue,
+    backfill_queue, maintenance_queue, schedule_flush, schedule_full_flushes, writes_queue,
 };
 pub use rejected::Rejected;
 pub use runs::{PageCounts, Run, RunError, RunStatus, RunStore, StartOutcome};

@@ -88,7 +88,7 @@ fn rid(cid: &str) -> String {
 /// Writes a taken batch as a flush would: every record written under [`rid`] (a move keeps
 /// the record it moves), every deletion done.
 async fn write_all(b: &WriteBuffer, flush: &str) -> Vec<(String, Did)> {
-    let batch = b.take(flush, 100, 1, false).await.expect("take");
+    let batch = b.take(flush, 100, 1, None).await.expect("take");
     let results: Vec<(&Entry, Written)> = batch
         .iter()
         .map(|e| {
@@ -195,7 +195,7 @@ async fn an_email_change_moves_the_record_and_a_later_deletion_deletes_it_where_
     // Deleted before the move ran: the record still sits under the old email, and that is
     // the one deleted (by the id crmsync wrote it under).
     b.push(&Source::Feed, false, &[delete("c1", 12)]).await.expect("push");
-    let batch = b.take("f2", 100, 1, false).await.expect("take");
+    let batch = b.take("f2", 100, 1, None).await.expect("take");
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].rk, email_key("old@x.io"));
     assert_eq!(did(&batch[0]), Did::Delete(Some("r-c1".into())));
@@ -348,7 +348,7 @@ async fn writes_to_one_email_never_overlap_between_flushes() {
     b.push(&Source::Feed, false, &[upsert("m", 10, "s@x.io", "Mike")])
         .await
         .expect("push");
-    let first = b.take("f1", 100, 1, false).await.expect("take");
+    let first = b.take("f1", 100, 1, None).await.expect("take");
     assert_eq!(first.len(), 1);
     // While f1 writes it, another contact takes the email over: that write waits for f1.
     b.push(&Source::Feed, false, &[upsert("a", 11, "s@x.io", "Anna")])
@@ -357,7 +357,7 @@ async fn writes_to_one_email_never_overlap_between_flushes() {
     b.push(&Source::Feed, false, &[upsert("k", 11, "k@x.io", "Kim")])
         .await
         .expect("push");
-    let second = b.take("f2", 100, 1, false).await.expect("take");
+    let second = b.take("f2", 100, 1, None).await.expect("take");
     assert_eq!(
         second.iter().map(|e| e.contact_id.as_str()).collect::<Vec<_>>(),
         vec!["k"]
@@ -368,17 +368,17 @@ async fn writes_to_one_email_never_overlap_between_flushes() {
     b.done("f1", &[(&first[0], Written::Record("r-m".into()))], &[], &[])
         .await
         .expect("done");
-    let third = b.take("f3", 100, 1, false).await.expect("take");
+    let third = b.take("f3", 100, 1, None).await.expect("take");
     assert_eq!(
         third.iter().map(|e| e.contact_id.as_str()).collect::<Vec<_>>(),
         vec!["a"]
     );
     // A flush that runs again resumes its own batch, and one that is done finds nothing.
-    assert_eq!(b.take("f3", 100, 1, false).await.expect("take"), third);
+    assert_eq!(b.take("f3", 100, 1, None).await.expect("take"), third);
     b.done("f3", &[(&third[0], Written::Record("r-m".into()))], &[], &[])
         .await
         .expect("done");
-    assert!(b.take("f3", 100, 1, false).await.expect("take").is_empty());
+    assert!(b.take("f3", 100, 1, None).await.expect("take").is_empty());
 }
 
 #[tokio::test]
@@ -392,7 +392,7 @@ async fn a_batch_comes_back_after_its_lease_expired_unless_a_newer_change_replac
     )
     .await
     .expect("push");
-    let held = b.take("gone", 100, 1, false).await.expect("take");
+    let held = b.take("gone", 100, 1, None).await.expect("take");
     assert_eq!(held.len(), 2);
     // While the flush is gone, c2 changes again.
     b.push(&Source::Feed, false, &[upsert("c2", 11, "b@x.io", "B2")])
@@ -417,7 +417,7 @@ async fn a_batch_comes_back_after_its_lease_expired_unless_a_newer_change_replac
     );
     assert_eq!(
         b.waiting().await.expect("waiting"),
-        (0, 0, 0),
+        crmsync_producer::Waiting::default(),
         "nothing left, counters even"
     );
     // The flush that lost its batch records nothing.
@@ -542,7 +542,7 @@ async fn nothing_is_written_for_a_destination_the_tenant_left() {
         .await
         .expect_err("gone");
     assert!(matches!(err, BufferError::Gone), "{err}");
-    assert!(matches!(b.take("f1", 100, 1, false).await, Err(BufferError::Gone)));
+    assert!(matches!(b.take("f1", 100, 1, None).await, Err(BufferError::Gone)));
     let after: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.conn()).expect("KEYS");
     assert_eq!(before.len(), after.len(), "no key written");
 }
@@ -556,19 +556,53 @@ async fn full_batches_are_scheduled_once_each() {
             .map(|i| upsert(&format!("c{i:04}"), 10, &format!("p{i}@x.io"), "L"))
             .collect()
     };
+    let slots = |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
+    let scheduled = || -> Vec<String> {
+        let mut v: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(TenantKeys::new("crmsync", "t1").dest(DEST).scheduled())
+            .query(&mut redis.conn())
+            .expect("SMEMBERS");
+        v.sort();
+        v
+    };
     let run = Source::Run("r1".into());
+    // A push says how many flushes are missing; they count once the caller enqueued them.
     assert_eq!(b.push(&run, false, &page(0, 250)).await.expect("push").schedule, 2);
-    assert_eq!(b.push(&run, false, &page(250, 30)).await.expect("push").schedule, 0);
+    assert_eq!(
+        b.push(&run, false, &page(250, 5)).await.expect("push").schedule,
+        2,
+        "not counted yet"
+    );
+    b.scheduled(&slots(&["a", "b"])).await.expect("count");
+    assert_eq!(b.push(&run, false, &page(255, 25)).await.expect("push").schedule, 0);
     assert_eq!(b.push(&run, false, &page(280, 30)).await.expect("push").schedule, 1);
+    b.scheduled(&slots(&["c"])).await.expect("count");
     // A scheduled flush starting counts off; then 210 wait, covered by the other two.
-    assert_eq!(b.take("s1", 100, 100, true).await.expect("take").len(), 100);
+    assert_eq!(b.take("s1", 100, 100, Some("a")).await.expect("take").len(), 100);
+    assert_eq!(scheduled(), slots(&["b", "c"]));
     assert_eq!(b.push(&run, false, &page(310, 5)).await.expect("push").schedule, 0);
+    // A flush that starts before its scheduler counted it is never counted: 115 wait, and
+    // the two flushes counted cover them.
+    assert_eq!(b.take("s2", 100, 100, Some("d")).await.expect("take").len(), 100);
+    b.scheduled(&slots(&["d"])).await.expect("count");
+    assert_eq!(scheduled(), slots(&["b", "c"]));
+    // Once nothing more is coming, partial batches count too: 115 wait, 2 flushes cover them.
+    assert_eq!(b.cover().await.expect("cover"), 0);
+    assert_eq!(b.take("s3", 100, 1, Some("b")).await.expect("take").len(), 100);
+    assert_eq!(b.take("s4", 100, 1, Some("c")).await.expect("take").len(), 15);
+    assert!(scheduled().is_empty());
+    assert_eq!(b.push(&run, false, &page(315, 150)).await.expect("push").schedule, 1);
+    assert_eq!(
+        b.cover().await.expect("cover"),
+        2,
+        "150 wait: two flushes, none counted"
+    );
     // A run counts the distinct emails it mapped.
     let emails: u64 = redis::cmd("SCARD")
         .arg(TenantKeys::new("crmsync", "t1").run_emails("r1"))
         .query(&mut redis.conn())
         .expect("SCARD");
-    assert_eq!(emails, 315);
+    assert_eq!(emails, 465);
 }
 
 /// Every waiting entry stays reachable: whatever order pages with shared emails are pushed in
@@ -602,7 +636,7 @@ async fn every_waiting_entry_stays_reachable_through_takes_and_takeovers() {
             let id = format!("f{flush_n}");
             let min = if rng.random_bool(0.5) { 1 } else { 30 };
             // Batches larger than a scan chunk, so busy keys put back are met again.
-            let batch = b.take(&id, 150, min, false).await.expect("take");
+            let batch = b.take(&id, 150, min, None).await.expect("take");
             if !batch.is_empty() {
                 in_flight.push((id, batch));
             }
@@ -644,7 +678,7 @@ async fn every_waiting_entry_stays_reachable_through_takes_and_takeovers() {
     while !write_all(&b, &format!("last{flush_n}")).await.is_empty() {
         flush_n += 1;
     }
-    assert_eq!(b.waiting().await.expect("waiting").0, 0, "everything was written");
+    assert_eq!(b.waiting().await.expect("waiting").entries, 0, "everything was written");
     let buffered: i64 = redis::cmd("GET")
         .arg(TenantKeys::new("crmsync", "t1").run_buffered("r1"))
         .query(&mut redis.conn())

@@ -63,9 +63,21 @@ pub enum Priority {
 /// How a call counts against the CRM's concurrency limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
+    /// Only the tenant's concurrency limit.
     Plain,
-    /// Zoho's "complex" calls (upserts of more than 10 records): at most 10 at once per org.
-    Complex,
+    /// Also a narrower limit of its own kind of call, e.g. Zoho's "complex" calls (upserts of
+    /// more than 10 records): at most 10 at once per org, on every edition.
+    Capped { limit: u32 },
+}
+
+impl Class {
+    /// The narrower limit, if any.
+    pub fn cap(&self) -> Option<u32> {
+        match self {
+            Class::Plain => None,
+            Class::Capped { limit } => Some(*limit),
+        }
+    }
 }
 
 /// What a call costs, known before it is sent: units of the daily allowance, and its class.

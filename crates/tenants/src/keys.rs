@@ -191,9 +191,16 @@ impl DestKeys {
         self.key("feed")
     }
 
-    /// String: flushes scheduled for full batches and not started yet.
+    /// Set: the slots of flushes scheduled (by a push, or once nothing more is coming) and not
+    /// started yet; what waits is covered by them.
     pub fn scheduled(&self) -> String {
         self.key("sched")
+    }
+
+    /// Set: slots of flushes that started before they were counted in [`Self::scheduled`]
+    /// (the count comes after the enqueue): not to be counted then.
+    pub fn started_early(&self) -> String {
+        self.key("sched:early")
     }
 
     /// Hash: what is being written -> flush id: buffer keys, and `@<record key>` for each
@@ -278,6 +285,18 @@ impl DestKeys {
     }
 }
 
+/// The guard every script writing a tenant's state starts with: its last key is the tenant's
+/// live-destination key and its last argument the destination the caller loaded; when they
+/// differ (the tenant was removed or pointed elsewhere) the script fails with `GONE` and
+/// changes nothing.
+pub const LIVE_GUARD: &str = "if redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then \
+return redis.error_reply('GONE the tenant was removed or pointed at another destination') end\n";
+
+/// Whether a Redis error is the [`LIVE_GUARD`]'s refusal.
+pub fn is_gone(e: &redis::RedisError) -> bool {
+    e.code() == Some("GONE")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,16 +320,4 @@ mod tests {
             assert!(k.starts_with("{crmsync:t:acme}:"), "{k}");
         }
     }
-}
-
-/// The guard every script writing a tenant's state starts with: its last key is the tenant's
-/// live-destination key and its last argument the destination the caller loaded; when they
-/// differ (the tenant was removed or pointed elsewhere) the script fails with `GONE` and
-/// changes nothing.
-pub const LIVE_GUARD: &str = "if redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then \
-return redis.error_reply('GONE the tenant was removed or pointed at another destination') end\n";
-
-/// Whether a Redis error is the [`LIVE_GUARD`]'s refusal.
-pub fn is_gone(e: &redis::RedisError) -> bool {
-    e.code() == Some("GONE")
 }

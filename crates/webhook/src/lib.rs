@@ -348,9 +348,7 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
         Some(r.opts.flush_window),
     )
     .await?;
-    for _ in 0..pushed.schedule {
-        schedule_flush(r, &tenant_id, FlushTrigger::Full, None).await?;
-    }
+    crmsync_producer::schedule_full_flushes(&r.writes, &buffer, &tenant_id, pushed.schedule).await?;
     r.count("accepted").await;
     Ok((StatusCode::OK, axum::Json(json!({ "status": "accepted" }))).into_response())
 }

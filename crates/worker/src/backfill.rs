@@ -136,9 +136,9 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
         .map_err(errors::buffer)?;
     counts.unchanged = pushed.unchanged;
     // One flush per full batch pushed (the push counts them): the cheapest per record.
-    for _ in 0..pushed.schedule {
-        flush::enqueue(ctx, &job.tenant, FlushTrigger::Full, None).await?;
-    }
+    crmsync_producer::schedule_full_flushes(&ctx.writes, &ctx.buffer(&tenant), &job.tenant, pushed.schedule)
+        .await
+        .map_err(errors::buffer)?;
 
     let status = ctx
         .runs

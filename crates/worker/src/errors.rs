@@ -52,6 +52,7 @@ pub(crate) fn redis(e: impl std::fmt::Display) -> JobError {
 pub(crate) fn buffer(e: crmsync_producer::BufferError) -> JobError {
     match e {
         crmsync_producer::BufferError::Redis(e) => redis(e),
+        crmsync_producer::BufferError::Schedule(e) => redis(e),
         crmsync_producer::BufferError::Gone => JobError::retry(
             "DEST_CHANGED",
             "the tenant was removed or pointed at another destination while the job ran",

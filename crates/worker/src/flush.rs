@@ -14,7 +14,7 @@ use std::time::Duration;
 use crmsync_domain::{MapOutcome, map_contact};
 use crmsync_nylas::Grant;
 use crmsync_producer::{
-    Change, Entry, FlushCount, FlushTrigger, FlushWrites, Op, Rejection, RunStatus, Source, WriteBuffer, Written,
+    Change, Entry, FlushCount, FlushTrigger, FlushWrites, Op, Rejection, Source, Waiting, WriteBuffer, Written,
 };
 use crmsync_queue::{JobError, JobInfo, now_ms};
 use crmsync_sink::{Outcome, Priority, Write};
@@ -44,13 +44,8 @@ pub async fn enqueue(
 
 /// The smallest batch worth writing now: a full one while a backfill is still reading pages
 /// and no change-feed record waits; otherwise anything.
-async fn min_batch(ctx: &Context, tenant: &str, feed_waiting: u64, full: usize) -> Result<usize, JobError> {
-    if feed_waiting > 0 {
-        return Ok(1);
-    }
-    let reading =
-        matches!(ctx.runs.active(tenant).await.map_err(errors::redis)?, Some(r) if r.status == RunStatus::Running);
-    Ok(if reading { full } else { 1 })
+fn min_batch(w: &Waiting, full: usize) -> usize {
+    if w.reading && w.feed == 0 { full } else { 1 }
 }
 
 /// Re-reads contacts whose latest state is in doubt (they took over a shared email, two of
@@ -101,11 +96,16 @@ pub async fn run_flush(ctx: &Context, job: FlushWrites, info: &JobInfo) -> Resul
     };
     let buffer = ctx.buffer(&tenant);
     let batch = profile(&tenant).max_batch;
-    refresh(ctx, &tenant, &buffer).await?;
-    let (_, feed, _) = buffer.waiting().await.map_err(errors::buffer)?;
-    let min = min_batch(ctx, &tenant.id, feed, batch).await?;
+    let before = buffer.waiting().await.map_err(errors::buffer)?;
+    // Contacts re-read are pushed as change-feed records: anything is worth writing then.
+    let min = if before.refresh > 0 {
+        refresh(ctx, &tenant, &buffer).await?;
+        1
+    } else {
+        min_batch(&before, batch)
+    };
     let entries = buffer
-        .take(&flush_id, batch, min, job.full)
+        .take(&flush_id, batch, min, job.slot.as_deref())
         .await
         .map_err(errors::buffer)?;
     if !entries.is_empty() {
@@ -115,9 +115,11 @@ pub async fn run_flush(ctx: &Context, job: FlushWrites, info: &JobInfo) -> Resul
     }
 
     // Keep going while changes wait and no scheduled flush covers them: at once for contacts
-    // to re-read, after the feed window for change-feed stragglers, at once for what is left
-    // once nothing more is coming. (Full batches are scheduled by the pushes that fill them.)
-    let (waiting, feed, to_refresh) = buffer.waiting().await.map_err(errors::buffer)?;
+    // to re-read, after the feed window for change-feed stragglers, and once nothing more is
+    // coming, one scheduled flush per batch left (partial ones too) that none covers yet.
+    // (While a backfill reads, full batches are scheduled by the pushes that fill them.)
+    let w = buffer.waiting().await.map_err(errors::buffer)?;
+    let (waiting, feed, to_refresh) = (w.entries, w.feed, w.refresh);
     if entries.is_empty() {
         crmsync_metrics::flush_take(if waiting > 0 { "blocked" } else { "idle" });
         debug!(tenant = %tenant.id, min, waiting, "Nothing to flush yet");
@@ -128,9 +130,15 @@ pub async fn run_flush(ctx: &Context, job: FlushWrites, info: &JobInfo) -> Resul
     let after = FlushTrigger::After { flush: &flush_id };
     if to_refresh > 0 {
         enqueue(ctx, &tenant.id, after, None).await?;
-    } else if waiting > 0 && min_batch(ctx, &tenant.id, feed, batch).await? == 1 {
-        let delay = (feed > 0).then_some(FEED_WINDOW);
-        enqueue(ctx, &tenant.id, after, delay).await?;
+    } else if waiting > 0 && min_batch(&w, batch) == 1 {
+        if feed > 0 {
+            enqueue(ctx, &tenant.id, after, Some(FEED_WINDOW)).await?;
+        } else {
+            let missing = buffer.cover().await.map_err(errors::buffer)?;
+            crmsync_producer::schedule_full_flushes(&ctx.writes, &buffer, &tenant.id, missing)
+                .await
+                .map_err(errors::buffer)?;
+        }
     }
     Ok(())
 }

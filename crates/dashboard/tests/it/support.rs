@@ -167,7 +167,7 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
     let acme_dest = dest(redis, "acme").await;
     for cost in [10, 10, 10] {
         let p = limiter
-            .acquire(&acme_dest, &acme, cost, true, Priority::Backfill)
+            .acquire(&acme_dest, &acme, cost, Some(10), Priority::Backfill)
             .await
             .expect("redis")
             .expect("permit");
@@ -218,7 +218,7 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
     // hooli: a 429 cooldown of a minute.
     let hooli = settings(20_000, 0.5);
     let p = limiter
-        .acquire(&dest(redis, "hooli").await, &hooli, 1, false, Priority::Change)
+        .acquire(&dest(redis, "hooli").await, &hooli, 1, None, Priority::Change)
         .await
         .expect("redis")
         .expect("permit");
@@ -239,7 +239,7 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
     let initech_dest = dest(redis, "initech").await;
     loop {
         match limiter
-            .acquire(&initech_dest, &initech, 7, false, Priority::Change)
+            .acquire(&initech_dest, &initech, 7, None, Priority::Change)
             .await
             .expect("redis")
         {
@@ -310,6 +310,7 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
     let flush = FlushWrites {
         tenant: "acme".into(),
         full: false,
+        slot: None,
     };
     for _ in 0..3 {
         writes.enqueue(&flush).await.expect("enqueue");

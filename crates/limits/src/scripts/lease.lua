@@ -1,18 +1,15 @@
--- A concurrency lease: at most `limit` (scaled by the AIMD factor) at once. Leases expire, so
--- a killed worker's lease frees itself.
--- KEYS[1] leases zset (id -> expiry ms), KEYS[2] AIMD state hash
--- ARGV[1] now ms, ARGV[2] ttl ms, ARGV[3] limit, ARGV[4] lease id, ARGV[5] scale by AIMD (0/1)
+-- The leases of a call that found none free at first (`acquire.lua`), all or none: the
+-- destination's (scaled by the AIMD factor) and, for a call of a capped class, one among at
+-- most `cap`.
+-- KEYS[1] leases, KEYS[2] capped leases, KEYS[3] AIMD state hash
+-- ARGV[1] now ms, ARGV[2] ttl ms, ARGV[3] concurrency, ARGV[4] lease id, ARGV[5] cap (0: none),
+-- ARGV[6] capped lease id
 -- Returns 1 when leased, else 0.
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local limit = tonumber(ARGV[3])
-if ARGV[5] == '1' then
-  local f = tonumber(redis.call('HGET', KEYS[2], 'f') or '1')
-  limit = math.max(1, math.floor(limit * f))
+local now, ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
+local limit = math.max(1, math.floor(tonumber(ARGV[3]) * aimd_factor(KEYS[3])))
+if lease(KEYS[1], now, ttl, limit, ARGV[4]) == 0 then return 0 end
+if cap > 0 and lease(KEYS[2], now, ttl, cap, ARGV[6]) == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[4])
+  return 0
 end
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
-  return 1
-end
-return 0
+return 1

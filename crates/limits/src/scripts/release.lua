@@ -1,8 +1,7 @@
--- Give back a reservation whose request was never sent.
--- KEYS[1] ledger hash, KEYS[2] bucket index; ARGV[1] bucket, ARGV[2] cost
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  redis.call('HINCRBY', KEYS[1], 'b:' .. ARGV[1], -tonumber(ARGV[2]))
-  redis.call('HINCRBY', KEYS[1], 'sum', -tonumber(ARGV[2]))
-  return 1
-end
-return 0
+-- Give back what a permit dropped before its call holds: its leases and its reservation.
+-- KEYS[1] ledger, KEYS[2] bucket index, KEYS[3] leases, KEYS[4] capped leases
+-- ARGV[1] bucket, ARGV[2] cost, ARGV[3] lease id ('' none), ARGV[4] capped lease id ('' none)
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('ZREM', KEYS[4], ARGV[4]) end
+ledger_release({ledger = KEYS[1], index = KEYS[2]}, tonumber(ARGV[1]), tonumber(ARGV[2]))
+return 1

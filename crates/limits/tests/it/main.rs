@@ -56,7 +56,7 @@ async fn credit_reservations_never_pass_the_cap_and_resume_when_credits_leave() 
             let mut waits = Vec::new();
             for _ in 0..10 {
                 match l
-                    .acquire(&dest("t1"), &s, 7, false, Priority::Change)
+                    .acquire(&dest("t1"), &s, 7, None, Priority::Change)
                     .await
                     .expect("redis")
                 {
@@ -111,7 +111,7 @@ async fn credit_reservations_never_pass_the_cap_and_resume_when_credits_leave() 
     ))
     .await;
     let p = workers[1]
-        .acquire(&dest("t1"), &s, 7, false, Priority::Change)
+        .acquire(&dest("t1"), &s, 7, None, Priority::Change)
         .await
         .expect("redis")
         .expect("credits came back");
@@ -135,7 +135,7 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
     let l = limiter(&redis, Duration::from_secs(60));
     let s = settings(1_000, 1.0);
     let p = l
-        .acquire(&dest("t"), &s, 10, false, Priority::Backfill)
+        .acquire(&dest("t"), &s, 10, None, Priority::Backfill)
         .await
         .expect("redis")
         .expect("permit");
@@ -143,7 +143,7 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
     assert_eq!(l.budget(&dest("t"), &s).await.expect("budget").used, 0);
 
     let p = l
-        .acquire(&dest("t"), &s, 10, false, Priority::Backfill)
+        .acquire(&dest("t"), &s, 10, None, Priority::Backfill)
         .await
         .expect("redis")
         .expect("permit");
@@ -167,7 +167,7 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
         .expect("set");
     let mut used = 400;
     while let Ok(p) = l
-        .acquire(&dest("t"), &s, 50, false, Priority::Backfill)
+        .acquire(&dest("t"), &s, 50, None, Priority::Backfill)
         .await
         .expect("redis")
     {
@@ -184,7 +184,7 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
     }
     assert_eq!(used, 900);
     let p = l
-        .acquire(&dest("t"), &s, 50, false, Priority::Change)
+        .acquire(&dest("t"), &s, 50, None, Priority::Change)
         .await
         .expect("redis")
         .expect("change feed still runs");
@@ -198,7 +198,7 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
     .await
     .expect("finish");
     let too_big = l
-        .acquire(&dest("t2"), &settings(10, 1.0), 11, false, Priority::Change)
+        .acquire(&dest("t2"), &settings(10, 1.0), 11, None, Priority::Change)
         .await
         .expect("redis");
     assert!(matches!(too_big, Err(Wait::TooLarge { cost: 11, allowed: 10 })));
@@ -219,7 +219,7 @@ async fn rate_is_shared_by_every_worker() {
         handles.push(tokio::spawn(async move {
             for _ in 0..7 {
                 let p = l
-                    .acquire(&dest("r"), &s, 1, false, Priority::Change)
+                    .acquire(&dest("r"), &s, 1, None, Priority::Change)
                     .await
                     .expect("redis")
                     .expect("permit");
@@ -258,17 +258,17 @@ async fn concurrency_leases_cap_parallel_calls_and_expire() {
         .with_lease_ttl(Duration::from_millis(800))
         .with_max_lease_wait(Duration::from_millis(200));
     let a = l
-        .acquire(&dest("c"), &s, 1, false, Priority::Change)
+        .acquire(&dest("c"), &s, 1, None, Priority::Change)
         .await
         .expect("redis")
         .expect("1st");
     let _dead = l
-        .acquire(&dest("c"), &s, 1, false, Priority::Change)
+        .acquire(&dest("c"), &s, 1, None, Priority::Change)
         .await
         .expect("redis")
         .expect("2nd");
     assert_eq!(
-        l.acquire(&dest("c"), &s, 1, false, Priority::Change)
+        l.acquire(&dest("c"), &s, 1, None, Priority::Change)
             .await
             .expect("redis")
             .err(),
@@ -284,14 +284,14 @@ async fn concurrency_leases_cap_parallel_calls_and_expire() {
     .await
     .expect("finish");
     let b = l
-        .acquire(&dest("c"), &s, 1, false, Priority::Change)
+        .acquire(&dest("c"), &s, 1, None, Priority::Change)
         .await
         .expect("redis")
         .expect("a slot came free");
     // `_dead` is never finished (its worker was killed): its lease expires on its own.
     let slow = l.clone().with_max_lease_wait(Duration::from_secs(3));
     let c = slow
-        .acquire(&dest("c"), &s, 1, false, Priority::Change)
+        .acquire(&dest("c"), &s, 1, None, Priority::Change)
         .await
         .expect("redis")
         .expect("the dead lease expired");
@@ -318,21 +318,21 @@ async fn concurrency_leases_cap_parallel_calls_and_expire() {
     let mut held = Vec::new();
     for _ in 0..10 {
         held.push(
-            l.acquire(&dest("big"), &wide, 10, true, Priority::Change)
+            l.acquire(&dest("big"), &wide, 10, Some(10), Priority::Change)
                 .await
                 .expect("redis")
                 .expect("complex"),
         );
     }
     assert_eq!(
-        l.acquire(&dest("big"), &wide, 10, true, Priority::Change)
+        l.acquire(&dest("big"), &wide, 10, Some(10), Priority::Change)
             .await
             .expect("redis")
             .err(),
         Some(Wait::Busy)
     );
     let small = l
-        .acquire(&dest("big"), &wide, 1, false, Priority::Change)
+        .acquire(&dest("big"), &wide, 1, None, Priority::Change)
         .await
         .expect("redis")
         .expect("small upserts still go");
@@ -369,7 +369,7 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
         limiter(&redis, Duration::from_secs(3600)),
     );
     let p = a
-        .acquire(&dest("x"), &s, 1, false, Priority::Change)
+        .acquire(&dest("x"), &s, 1, None, Priority::Change)
         .await
         .expect("redis")
         .expect("permit");
@@ -386,7 +386,7 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
         .expect("finish")
         .expect("cooldown");
     match b
-        .acquire(&dest("x"), &s, 1, false, Priority::Change)
+        .acquire(&dest("x"), &s, 1, None, Priority::Change)
         .await
         .expect("redis")
     {
@@ -403,7 +403,7 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
         .expect("del");
     for _ in 0..5 {
         let p = b
-            .acquire(&dest("x"), &s, 1, false, Priority::Change)
+            .acquire(&dest("x"), &s, 1, None, Priority::Change)
             .await
             .expect("redis")
             .expect("permit");
@@ -424,14 +424,14 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
 
     a.pause("x", "maintenance").await.expect("pause");
     assert!(matches!(
-        b.acquire(&dest("x"), &s, 1, false, Priority::Change)
+        b.acquire(&dest("x"), &s, 1, None, Priority::Change)
             .await
             .expect("redis"),
         Err(Wait::Paused { .. })
     ));
     assert!(a.resume("x").await.expect("resume"));
     assert!(
-        b.acquire(&dest("x"), &s, 1, false, Priority::Change)
+        b.acquire(&dest("x"), &s, 1, None, Priority::Change)
             .await
             .expect("redis")
             .is_ok()
@@ -472,7 +472,7 @@ async fn each_429_is_counted_per_minute_for_the_dashboard() {
         },
     ] {
         let p = l
-            .acquire(&dest("z"), &s, 3, false, Priority::Change)
+            .acquire(&dest("z"), &s, 3, None, Priority::Change)
             .await
             .expect("redis")
             .expect("permit");
@@ -508,4 +508,60 @@ async fn each_429_is_counted_per_minute_for_the_dashboard() {
     assert_eq!(ledger.used(), 3);
     assert_eq!(ledger.used(), l.budget(&dest("z"), &s).await.expect("budget").used);
     assert!(ledger.buckets.iter().all(|(start, _)| start % 60_000 == 0));
+}
+
+/// A permit dropped before its call finished (a cancelled or panicking call) gives back its
+/// leases and its reservation by itself: the next calls find every lease free and the credits
+/// unspent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_permit_gives_back_its_leases_and_credits() {
+    let redis = RedisServer::start();
+    let l = limiter(&redis, Duration::from_secs(60)).with_max_lease_wait(Duration::from_millis(300));
+    let s = LimitSettings {
+        concurrency: 1,
+        ..settings(100, 1.0)
+    };
+    let k = dest("x");
+    let permit = l
+        .acquire(&k, &s, 40, Some(1), Priority::Change)
+        .await
+        .expect("redis")
+        .expect("granted");
+    assert_eq!(
+        l.acquire(&k, &s, 1, None, Priority::Change).await.expect("redis").err(),
+        Some(Wait::Busy),
+        "the one lease is held"
+    );
+    drop(permit);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let used: Option<u64> = redis::cmd("HGET")
+            .arg(k.ledger())
+            .arg("sum")
+            .query(&mut redis.conn())
+            .expect("HGET");
+        let leases: u64 = redis::cmd("ZCARD")
+            .arg(k.leases())
+            .query(&mut redis.conn())
+            .expect("ZCARD");
+        let capped: u64 = redis::cmd("ZCARD")
+            .arg(k.complex_leases())
+            .query(&mut redis.conn())
+            .expect("ZCARD");
+        if used.unwrap_or(0) == 0 && leases == 0 && capped == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still held: {used:?} credits, {leases} leases, {capped} capped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The whole allowance is there again, and the lease.
+    let p = l
+        .acquire(&k, &s, 100, Some(1), Priority::Change)
+        .await
+        .expect("redis")
+        .expect("the whole allowance");
+    l.finish(p, &s, CallOutcome::NotSent).await.expect("finish");
 }

@@ -17,7 +17,8 @@ local A = {
   run_prefix = ARGV[3],
   records = ARGV[4],
   rejected_max = ARGV[5],
-  entries = tonumber(ARGV[6]),    -- then 9 per entry: key, src, cid, op, rk, from, result (w|d|r), rid, hash
+  entries = tonumber(ARGV[6]),    -- then 7 per entry: src, cid, result (w: written, m: written by
+                                  -- a move from `from`, d: deleted, r: refused), rk, from, rid, hash
   counts = tonumber(ARGV[7]),     -- then 3 per count: source, field, n
   rejections = tonumber(ARGV[8]), -- then 6 per rejection: source, contact, email, code, field, message
   first = 9,
@@ -26,16 +27,19 @@ if redis.call('EXISTS', K.batch) == 0 then return {} end
 
 local runs, fields, left_by_src = {}, {}, {}
 local i = A.first
+local last_src = nil
 for _ = 1, A.entries do
-  local key, src, cid, op, rk, from, result, rid, hash =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
-  i = i + 9
-  fields[#fields + 1] = key
+  local src, cid, result, rk, from, rid, hash =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  i = i + 7
   fields[#fields + 1] = '@' .. rk
   if from ~= '' then fields[#fields + 1] = '@' .. from end
   left_by_src[src] = (left_by_src[src] or 0) + 1
-  if src ~= 'feed' then runs[sub(src, 5)] = true end
-  if result == 'w' then
+  if src ~= last_src then
+    last_src = src
+    if src ~= 'feed' then runs[sub(src, 5)] = true end
+  end
+  if result == 'w' or result == 'm' then
     local r = rstate_get(A.records, rk)
     if r and r.owner == cid then
       rstate_set(A.records, rk, {hash = hash, rid = rid, owner = cid})
@@ -43,7 +47,7 @@ for _ = 1, A.entries do
       -- taken over (or left) while it was written: it does not hold its owner's fields
       rstate_set(A.records, rk, {hash = '-', rid = rid, owner = r and r.owner or ''})
     end
-    if op == 'move' then
+    if result == 'm' then
       -- the record left its former key: nothing of it is there any more
       local f = rstate_get(A.records, from)
       if f and (f.rid == rid or f.rid == '-') then

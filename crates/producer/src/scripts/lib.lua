@@ -9,48 +9,66 @@ if redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then
   return redis.error_reply('GONE the tenant was removed or pointed at another destination')
 end
 
-local sub, find = string.sub, string.find
+local sub, find, byte = string.sub, string.find, string.byte
 
--- Buckets of the state hashes: small hashes stay in Redis's compact listpack encoding, so a
--- contact's state costs its bytes plus a few, not a hash-table entry (~60 bytes more).
-local NBUCKETS = 1024
-local function bucket(s)
-  return tonumber(sub(redis.sha1hex(s), 1, 3), 16) % NBUCKETS
+-- The state lives in buckets, small hashes that Redis keeps in its compact listpack encoding,
+-- so a contact costs its bytes plus a few rather than a hash-table entry (~60 bytes more).
+-- A record key is base64url of a hash: its bucket is its first character and 4 bits of its
+-- second, as two characters (1,024 buckets; built from strings, as a number would be
+-- formatted on every use). A contact's bucket comes from the caller (it hashes the id).
+local HEX = {}
+do
+  local alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+  local hex = '0123456789abcdef'
+  for i = 1, 64 do
+    local d = (i - 1) % 16 + 1
+    HEX[byte(alphabet, i)] = sub(hex, d, d)
+  end
+end
+local function rbucket(rk)
+  return sub(rk, 1, 1) .. (HEX[byte(rk, 2)] or '0')
 end
 
 -- A buffer entry: what a flush writes for one buffer key (`c:<contact id>`, or `x:<record
--- key>` for the deletion of a record nobody holds any more). JSON through cjson only.
---   op    upsert | move | delete
---   src   feed | run:<id>
---   cid   the contact (for a deletion: the contact that left the record)
---   rk    the record key written: the email's hash (match on email) or the contact id
---   from  for a move: the record key the record leaves ('' otherwise)
---   at    event time, s
---   hash  hash of the record ('' for a deletion)
---   rec   the record's JSON, opaque here ('' for a deletion)
-local function entry_encode(e)
-  return cjson.encode({e.op, e.src, e.cid, e.rk, e.from, e.at, e.hash, e.rec})
+-- key>` for the deletion of a record nobody holds any more):
+--   `op \t src \t rk \t from \t at \t <JSON>`
+-- op (upsert | move | delete), src (feed | run:<id>), rk (the record key written), from (for a
+-- move, the record key the record leaves; '' otherwise) and at (event time, s, base 36) are the
+-- fields the scripts decide on; none can hold a tab (record keys are base64url, run ids are the
+-- fleet's own). The JSON (`{"c": contact, "h": hash, "r": record}`) is built by the caller,
+-- never here, and opaque to the scripts: `head` leaves it where it is (`body` cuts it out).
+local function head(v)
+  local a = find(v, '\t', 1, true)
+  local b = find(v, '\t', a + 1, true)
+  local c = find(v, '\t', b + 1, true)
+  local d = find(v, '\t', c + 1, true)
+  return {op = sub(v, 1, a - 1), src = sub(v, a + 1, b - 1), rk = sub(v, b + 1, c - 1), from = sub(v, c + 1, d - 1),
+    value = v, at_end = d}
 end
-local function entry_decode(v)
-  local t = cjson.decode(v)
-  return {op = t[1], src = t[2], cid = t[3], rk = t[4], from = t[5], at = t[6], hash = t[7], rec = t[8]}
+local function body(e)
+  return sub(e.value, find(e.value, '\t', e.at_end + 1, true) + 1)
+end
+local function entry(op, src, rk, from, at36, json)
+  return op .. '\t' .. src .. '\t' .. rk .. '\t' .. from .. '\t' .. at36 .. '\t' .. json
 end
 
--- Contact state, `<contacts prefix><bucket>`: contact id -> `<at s> <rk>`, the latest change
--- applied (rk `-`: the contact maps to no record).
-local function cstate_get(prefix, cid)
-  local v = redis.call('HGET', prefix .. bucket(cid), cid)
+-- Contact state, `<contacts prefix><bucket>`: contact id -> `<at> <rk>`, the latest change
+-- applied (at: event time in seconds, base 36 to keep it short, as the caller passes it; rk
+-- `-`: the contact maps to no record).
+local function cstate_get(prefix, b, cid)
+  local v = redis.call('HGET', prefix .. b, cid)
   if not v then return nil end
   local sp = find(v, ' ', 1, true)
   local rk = sub(v, sp + 1)
   if rk == '-' then rk = nil end
-  return tonumber(sub(v, 1, sp - 1)), rk
+  local at36 = sub(v, 1, sp - 1)
+  return tonumber(at36, 36), rk, at36
 end
-local function cstate_set(prefix, cid, at, rk)
-  redis.call('HSET', prefix .. bucket(cid), cid, at .. ' ' .. (rk or '-'))
+local function cstate_set(prefix, b, cid, at36, rk)
+  redis.call('HSET', prefix .. b, cid, at36 .. ' ' .. (rk or '-'))
 end
-local function cstate_del(prefix, cid)
-  redis.call('HDEL', prefix .. bucket(cid), cid)
+local function cstate_del(prefix, b, cid)
+  redis.call('HDEL', prefix .. b, cid)
 end
 
 -- Record state, `<records prefix><bucket>`: record key -> `<hash> <rid> <owner>`: the hash
@@ -58,17 +76,17 @@ end
 -- CRM's record id (`-`: none known) and the contact that owns it (empty: nobody; the record
 -- waits for its deletion).
 local function rstate_get(prefix, rk)
-  local v = redis.call('HGET', prefix .. bucket(rk), rk)
+  local v = redis.call('HGET', prefix .. rbucket(rk), rk)
   if not v then return nil end
   local a = find(v, ' ', 1, true)
   local b = find(v, ' ', a + 1, true)
   return {hash = sub(v, 1, a - 1), rid = sub(v, a + 1, b - 1), owner = sub(v, b + 1)}
 end
 local function rstate_set(prefix, rk, r)
-  redis.call('HSET', prefix .. bucket(rk), rk, r.hash .. ' ' .. r.rid .. ' ' .. r.owner)
+  redis.call('HSET', prefix .. rbucket(rk), rk, r.hash .. ' ' .. r.rid .. ' ' .. r.owner)
 end
 local function rstate_del(prefix, rk)
-  redis.call('HDEL', prefix .. bucket(rk), rk)
+  redis.call('HDEL', prefix .. rbucket(rk), rk)
 end
 
 -- Where a source's waiting-entry counter is: the run's `buffered` key, or the destination's

@@ -12,7 +12,8 @@ local K = {
   batch = KEYS[5],          -- hash: this flush's batch, key -> entry
   flushes = KEYS[6],        -- zset: flush id -> lease end
   feed_waiting = KEYS[7],
-  scheduled = KEYS[8],
+  scheduled = KEYS[8],      -- set: slots of flushes scheduled, not started
+  started_early = KEYS[9],  -- set: slots of flushes that started before they were counted
 }
 local A = {
   flush = ARGV[1],
@@ -23,24 +24,28 @@ local A = {
   batch_prefix = ARGV[6],
   run_prefix = ARGV[7],
   records = ARGV[8],        -- record-state bucket prefix
-  full = ARGV[9] == '1',    -- a flush scheduled for a full batch (counted in `scheduled`)
+  slot = ARGV[9],           -- the slot this flush is counted under ('' for none)
 }
 local CHUNK, SCAN_MAX = 100, 500
 
--- The in-flight fields an entry holds while written: its key, its record, its former record.
-local function lock_fields(key, e)
-  local f = {key, '@' .. e.rk}
-  if e.from ~= '' then f[3] = '@' .. e.from end
+-- The in-flight fields an entry holds while written: its record and its former record. (Its
+-- key needs no lock: a newer entry of the same contact writes the same record, or moves it
+-- from the one being written, or writes another record, which may go at once.)
+local function lock_fields(e)
+  local f = {'@' .. e.rk}
+  if e.from ~= '' then f[2] = '@' .. e.from end
   return f
 end
 
--- Each entry with the record id a move or a deletion acts on (`-`: none known).
+-- Each entry with the record id a move or a deletion acts on (`-`: none known; an upsert
+-- finds its record by its key). A batch holds one kind of entry.
 local function with_ids(batch)
   local out = {}
+  local upserts = #batch > 0 and sub(batch[2], 1, 7) == 'upsert\t'
   for i = 1, #batch, 2 do
-    local e = entry_decode(batch[i + 1])
     local rid = '-'
-    if e.op ~= 'upsert' then
+    if not upserts then
+      local e = head(batch[i + 1])
       local target = e.rk
       if e.op == 'move' then target = e.from end
       local r = rstate_get(A.records, target)
@@ -53,8 +58,11 @@ local function with_ids(batch)
   return out
 end
 
-if A.full and tonumber(redis.call('GET', K.scheduled) or '0') > 0 then
-  redis.call('DECR', K.scheduled)
+-- This flush stops counting among the scheduled ones; if it was not counted yet (its
+-- scheduler counts after the enqueue), it must not be.
+if A.slot ~= '' and redis.call('SREM', K.scheduled, A.slot) == 0 and redis.call('EXISTS', K.batch) == 0 then
+  redis.call('SADD', K.started_early, A.slot)
+  redis.call('PEXPIRE', K.started_early, 3600 * 1000)
 end
 if redis.call('EXISTS', K.batch) == 1 then
   redis.call('ZADD', K.flushes, A.now + A.lease, A.flush)
@@ -68,8 +76,8 @@ for _, stale in ipairs(redis.call('ZRANGEBYSCORE', K.flushes, '-inf', A.now, 'LI
   local back_feed, back_backfill = {}, {}
   for i = 1, #batch, 2 do
     local key, v = batch[i], batch[i + 1]
-    local e = entry_decode(v)
-    local fields = lock_fields(key, e)
+    local e = head(v)
+    local fields = lock_fields(e)
     local held = redis.call('HMGET', K.in_flight, unpack(fields))
     local mine = {}
     for j, f in ipairs(fields) do
@@ -105,9 +113,9 @@ for _, list in ipairs({K.queue_feed, K.queue_backfill}) do
     local entries, fields, at = {}, {}, {}
     for i, key in ipairs(keys) do
       if vals[i] then
-        entries[i] = entry_decode(vals[i])
+        entries[i] = head(vals[i])
         at[i] = #fields + 1
-        for _, f in ipairs(lock_fields(key, entries[i])) do fields[#fields + 1] = f end
+        for _, f in ipairs(lock_fields(entries[i])) do fields[#fields + 1] = f end
       end
     end
     local held = {}
@@ -118,14 +126,13 @@ for _, list in ipairs({K.queue_feed, K.queue_backfill}) do
       -- cancelled): dropped from the list.
       if e and not seen[key] then
         seen[key] = true
-        local busy = held[at[i]] or held[at[i] + 1] or locked[e.rk]
-          or (e.from ~= '' and (held[at[i] + 2] or locked[e.from]))
+        local busy = held[at[i]] or locked[e.rk] or (e.from ~= '' and (held[at[i] + 1] or locked[e.from]))
         if #picked < A.max and not busy and (kind == nil or kind == e.op) then
           kind = e.op
           picked[#picked + 1] = key
           values[#values + 1] = vals[i]
           locked[e.rk] = true
-          for _, f in ipairs(lock_fields(key, e)) do
+          for _, f in ipairs(lock_fields(e)) do
             lock[#lock + 1] = f
             lock[#lock + 1] = A.flush
           end
@@ -143,7 +150,7 @@ if not enough then
   -- Not enough for this flush: what it picked goes back too, where it was.
   for i, key in ipairs(picked) do
     local list = K.queue_backfill
-    if entry_decode(values[i]).src == 'feed' then list = K.queue_feed end
+    if head(values[i]).src == 'feed' then list = K.queue_feed end
     table.insert(keep[list], key)
   end
 end

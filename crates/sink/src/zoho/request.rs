@@ -8,8 +8,20 @@ use crate::{Class, Cost, Priority, SinkRequest};
 
 /// Most records per upsert, update or delete (Zoho's limit).
 pub const MAX_BATCH: usize = 100;
-/// Upserts of more than this many records are "complex": at most 10 at once per org.
+/// Upserts of more than this many records are "complex"...
 pub const COMPLEX_RECORDS: usize = 10;
+/// ...and at most this many complex calls run at once per org, on every edition.
+pub const COMPLEX_CONCURRENCY: u32 = 10;
+
+fn class(records: usize) -> Class {
+    if records > COMPLEX_RECORDS {
+        Class::Capped {
+            limit: COMPLEX_CONCURRENCY,
+        }
+    } else {
+        Class::Plain
+    }
+}
 
 /// What a call does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,19 +123,11 @@ impl SinkRequest for ZohoCall {
         match &self.op {
             ZohoOp::Upsert(r) => Cost {
                 units: write_cost(r.len()),
-                class: if r.len() > COMPLEX_RECORDS {
-                    Class::Complex
-                } else {
-                    Class::Plain
-                },
+                class: class(r.len()),
             },
             ZohoOp::Update(r) => Cost {
                 units: write_cost(r.len()),
-                class: if r.len() > COMPLEX_RECORDS {
-                    Class::Complex
-                } else {
-                    Class::Plain
-                },
+                class: class(r.len()),
             },
             // Delete (up to 100 ids), like get and search: 1 credit.
             ZohoOp::Delete(_) => Cost {
@@ -164,7 +168,7 @@ mod tests {
             call(ZohoOp::Upsert(vec![r.clone(); 11])).cost(),
             Cost {
                 units: 2,
-                class: Class::Complex
+                class: Class::Capped { limit: 10 }
             }
         );
         assert_eq!(call(ZohoOp::Upsert(vec![r; 10])).cost().class, Class::Plain);

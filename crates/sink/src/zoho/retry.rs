@@ -185,9 +185,12 @@ pub(crate) fn from_status(
 mod tests {
     use super::*;
 
+    /// HTTP status, body, and the expected decision with its code (None: not an error).
+    type Case<'a> = (u16, &'a str, Option<(Next, &'a str)>);
+
     #[test]
     fn classification_table() {
-        let cases: &[(u16, &str, Option<(Next, &str)>)] = &[
+        let cases: &[Case<'_>] = &[
             (200, r#"{"data":[]}"#, None),
             (207, r#"{"data":[]}"#, None),
             (

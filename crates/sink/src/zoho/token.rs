@@ -16,11 +16,16 @@
 //!   after the tenant moved on (or was removed) stores nothing (the write checks the tenant's
 //!   live destination in the same script).
 //!
+//! - each process keeps the tokens it used in memory, under the same destination and revision
+//!   (so the same invalidation holds), until they are due for refresh: most calls read no
+//!   Redis for their token.
+//!
 //! Keys (per destination prefix `D` = `{<ns>:t:<tenant>}:d:<dest>`): `D:zoho:token` (hash:
 //! `sealed`, `api_domain`, `expires_at`, `refresh_at`, `rev`), `D:zoho:lock`,
 //! `D:zoho:token_requests` (zset of request times).
 
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use crmsync_redis::{RedisConn, now_ms};
@@ -191,12 +196,18 @@ struct TokenResponse {
     error_description: Option<String>,
 }
 
+/// Most tokens a process keeps in memory (one per destination it writes to); past it, the
+/// ones due for refresh go, and if that is not enough, all.
+const LOCAL_MAX: usize = 4096;
+
 /// The fleet-wide token cache. Cheap to clone.
 #[derive(Clone)]
 pub struct TokenBroker {
     conn: RedisConn,
     http: reqwest::Client,
     sealer: Arc<dyn Sealer>,
+    /// Tokens this process used, by destination key and revision (see [`LOCAL_MAX`]).
+    local: Arc<Mutex<HashMap<String, AccessToken>>>,
     /// Zoho seconds per real second: 1 against Zoho; more against a simulator whose day is
     /// compressed (token lifetimes and the token-request window shrink alike).
     time_scale: f64,
@@ -208,6 +219,7 @@ impl TokenBroker {
             conn,
             http,
             sealer,
+            local: Arc::default(),
             time_scale: 1.0,
         }
     }
@@ -224,6 +236,34 @@ impl TokenBroker {
 
     /// A valid token for the tenant: the cached one, or a fresh one when it is about to expire.
     pub async fn token(&self, org: &ZohoOrg) -> Result<AccessToken, ZohoError> {
+        let local_key = format!("{}#{}", org.key("token"), org.rev);
+        if let Some(t) = self.local_map().get(&local_key)
+            && t.refresh_at_ms > now_ms()
+        {
+            return Ok(t.clone());
+        }
+        let t = self.shared_token(org).await?;
+        let mut map = self.local_map();
+        if map.len() >= LOCAL_MAX {
+            let now = now_ms();
+            map.retain(|_, t| t.refresh_at_ms > now);
+            if map.len() >= LOCAL_MAX {
+                map.clear();
+            }
+        }
+        map.insert(local_key, t.clone());
+        Ok(t)
+    }
+
+    fn local_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, AccessToken>> {
+        match self.local.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The fleet's token (from Redis), refreshed by one worker when due.
+    async fn shared_token(&self, org: &ZohoOrg) -> Result<AccessToken, ZohoError> {
         let deadline = now_ms() + WAIT_FOR_OTHERS.as_millis() as u64;
         loop {
             let cached = self.cached(org).await?;
@@ -281,6 +321,7 @@ impl TokenBroker {
 
     /// Drops the cached token if it is still `token` (another worker may have replaced it).
     pub async fn invalidate(&self, org: &ZohoOrg, token: &AccessToken) -> Result<(), ZohoError> {
+        self.local_map().retain(|_, t| t.sealed != token.sealed);
         let mut conn = self.conn.clone();
         let _: i64 = redis::Script::new(
             "if redis.call('HGET', KEYS[1], 'sealed') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
