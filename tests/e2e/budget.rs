@@ -236,3 +236,122 @@ async fn every_contact_lands_despite_429s_and_the_concurrency_limit() {
         );
     }
 }
+
+/// Another integration spends the org's credits before and during a 4-worker backfill (a
+/// 15-second Zoho day): no call of crmsync's takes the org's total in the window past
+/// share × daily, the tenant counts whose spend it waits for, and the run completes once the
+/// window allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_integrations_spend_counts_against_the_share() {
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    let mut t = TenantConfig::named("shared");
+    t.contacts = 3_000;
+    t.zoho.daily_credits = 400;
+    let sim = RunningSim::start(
+        SimConfig {
+            seed: 9,
+            time_scale: TIME_SCALE,
+            tenants: vec![t.clone()],
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    add_tenant(&redis, &key, &sim, &t, 0.8, 50.0, 10); // 320 allowed
+    sim.spend_zoho_credits(&t.zoho.org_id, 150).expect("spend");
+    let _workers = workers(&redis, &key, 4, TIME_SCALE);
+    let (code, out, err) = crmsync_output(&redis, &key, &["backfill", "shared"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The other integration keeps spending while the backfill runs: 60 more, a little at a
+    // time, as another integration's calls would.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sim.spend_zoho_credits(&t.zoho.org_id, 10).expect("spend");
+    }
+    // The tenant counts the org's other integrations' spend.
+    let said = eventually(Duration::from_secs(60), "the account's usage to show", || async {
+        let out = crmsync(&redis, &key)
+            .env("CRMSYNC_TIME_SCALE", TIME_SCALE.to_string())
+            .args(["budget", "shared", "--json"])
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let b = &v[0];
+        (b["others"].as_u64()? >= 150).then(|| b.clone())
+    })
+    .await;
+    assert!(said["used"].as_u64().is_some(), "{said}");
+    wait_for_runs(&redis, std::slice::from_ref(&t), Duration::from_secs(240)).await;
+
+    let org = sim.inspect_org(&t.zoho.org_id).expect("org");
+    // A reservation rests on the latest reading: the other integration's latest step (10
+    // credits) may be spent between that answer and the call's charge, unseen by anyone.
+    let max = org["max_credits_at_our_charge"].as_u64().expect("max");
+    assert!(
+        max <= 320 + 10,
+        "a call of ours took the org to {max} credits in one window; 320 allowed"
+    );
+    assert_eq!(org["calls"]["rejected_429"], 0, "no 429 caused by us");
+    assert!(
+        org["credits_used_total"].as_u64().expect("ours") > 170,
+        "the run needed more than the first window allowed, so it waited"
+    );
+    assert_crm_matches_book(&sim, &t, 9);
+}
+
+/// A backfill paused for its budget for hours (a real day) goes on within seconds of a raise;
+/// before it, `crmsync resume` says why it waits and how to lift it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_budget_lifts_the_pause_within_seconds() {
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    let mut t = TenantConfig::named("raise");
+    t.contacts = 600;
+    t.zoho.daily_credits = 100_000;
+    let sim = RunningSim::start(
+        SimConfig {
+            seed: 13,
+            tenants: vec![t.clone()],
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    add_tenant(&redis, &key, &sim, &t, 0.5, 50.0, 10);
+    let (code, out, err) = crmsync_output(&redis, &key, &["tenant", "set", "raise", "--daily-credits", "40"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let _workers = workers(&redis, &key, 2, 1.0);
+    let (code, out, err) = crmsync_output(&redis, &key, &["backfill", "raise"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // 20 credits allowed: the backfill pauses for the day.
+    let paused = eventually(Duration::from_secs(60), "the budget pause", || async {
+        let (_, out, _) = crmsync_output(&redis, &key, &["budget", "raise", "--json"]);
+        let v: Value = serde_json::from_str(&out).ok()?;
+        v[0]["budget_paused_until_ms"].as_u64().map(|u| (u, v[0].clone()))
+    })
+    .await;
+    assert!(
+        paused.0 > crmsync_queue::now_ms() + 3_600_000,
+        "paused for hours: {}",
+        paused.1
+    );
+    let (code, out, err) = crmsync_output(&redis, &key, &["resume", "raise"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("waits for its budget") && out.contains("crmsync tenant set raise --daily-credits"),
+        "{out}"
+    );
+    let (code, out, _) = crmsync_output(&redis, &key, &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("UTC"), "the pause's end in human time: {out}");
+
+    let (code, out, err) = crmsync_output(&redis, &key, &["tenant", "set", "raise", "--daily-credits", "100000"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("run again now"), "{out}");
+    // Within seconds, not the day the pause had left: the waiting writes run at once.
+    wait_for_runs(&redis, std::slice::from_ref(&t), Duration::from_secs(60)).await;
+    assert_crm_matches_book(&sim, &t, 13);
+}

@@ -109,9 +109,19 @@ pub(crate) async fn start_runs(
     queue: &JobQueue<BackfillPage>,
     tenants: &[TenantConfig],
 ) -> anyhow::Result<Vec<(String, String)>> {
+    start_runs_with(runs, queue, tenants, false).await
+}
+
+/// Starts a backfill run per tenant, forced (every contact written even if unchanged) or not.
+pub(crate) async fn start_runs_with(
+    runs: &RunStore,
+    queue: &JobQueue<BackfillPage>,
+    tenants: &[TenantConfig],
+    force: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
     let mut ids = Vec::new();
     for t in tenants {
-        let StartOutcome::Started(run) = runs.start(&t.name, false).await? else {
+        let StartOutcome::Started(run) = runs.start(&t.name, force).await? else {
             anyhow::bail!("a run was already active");
         };
         let first = BackfillPage {
@@ -119,7 +129,7 @@ pub(crate) async fn start_runs(
             run_id: run.id.clone(),
             page: 0,
             cursor: None,
-            force: false,
+            force,
         };
         queue
             .enqueue_with(

@@ -1,6 +1,9 @@
 //! `crmsync pause`, `crmsync resume`, `crmsync budget`.
 
-use crmsync_limits::{Budget, LimitSettings, Limiter};
+use crmsync_limits::{Budget, BudgetKind, LimitSettings, Limiter};
+use crmsync_producer::FlushWrites;
+use crmsync_queue::JobQueue;
+use crmsync_redis::when::{in_text, until_text, utc_text};
 use crmsync_tenants::{StoreError, TenantStore};
 
 use crate::Env;
@@ -51,51 +54,91 @@ pub async fn pause(env: &Env, args: PauseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Lifts an operator's pause (and runs the writes that waited for it now). A tenant waiting
+/// for its budget is not paused by anyone: says why it waits, until when, and how to lift it.
 pub async fn resume(env: &Env, tenant: &str) -> anyhow::Result<()> {
     exists(env, tenant).await?;
+    let conn = env.conn()?;
+    let site = crate::site::Site::of(&conn, &env.namespace, tenant).await?;
+    let writes: JobQueue<FlushWrites> = JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&env.namespace));
     if limiter(env, None)?.resume(tenant).await? {
-        println!("tenant `{tenant}` resumed");
-    } else {
-        println!("tenant `{tenant}` was not paused");
+        let woken = crmsync_producer::waits::wake(&conn, &writes, &site.keys).await?;
+        println!("tenant `{tenant}` resumed ({woken} waiting write(s) run now)");
+        return Ok(());
+    }
+    let b = limiter(env, None)?
+        .budget(&site.keys, &LimitSettings::of_view(&site.view))
+        .await?;
+    match (b.budget_paused_until_ms, b.budget_kind) {
+        (Some(until), Some(kind)) => {
+            let now = crmsync_queue::now_ms();
+            let whose = match kind {
+                BudgetKind::Ours => format!("crmsync used {} of the {} credits allowed", b.used, b.allowed),
+                BudgetKind::Account | BudgetKind::Probe => format!(
+                    "the org's other integrations used {} and crmsync {} of the {} credits allowed",
+                    b.others, b.used, b.allowed
+                ),
+            };
+            let when = match kind {
+                BudgetKind::Probe => format!(
+                    "crmsync reads the org's usage again at {} ({}) and goes on as soon as there is room",
+                    utc_text(until, now),
+                    in_text(until, now)
+                ),
+                _ => format!("it goes on by itself {}", until_text(until, now)),
+            };
+            println!(
+                "tenant `{tenant}` is not paused by an operator: it waits for its budget. {whose} \
+                 (share {:.2} x {} credits a day); {when}.\n\
+                 To lift it now, raise the budget: `crmsync tenant set {tenant} --daily-credits N` (the org's real \
+                 allowance) or `--budget-share S` (up to 1.0); the fleet applies it within seconds.",
+                b.budget_share, b.daily_credits
+            );
+        }
+        _ => println!("tenant `{tenant}` was not paused"),
     }
     Ok(())
 }
 
-fn when(ms: u64) -> String {
-    let now = crmsync_queue::now_ms();
-    let secs = ms.saturating_sub(now) / 1000;
-    match secs {
-        0..=59 => format!("in {secs}s"),
-        60..=3599 => format!("in {}m{:02}s", secs / 60, secs % 60),
-        _ => format!("in {}h{:02}m", secs / 3600, secs % 3600 / 60),
-    }
-}
-
 /// One tenant's budget, as `crmsync budget` prints it.
 pub fn render(b: &Budget) -> String {
+    let now = crmsync_queue::now_ms();
     let state = if let Some(p) = &b.paused {
         format!("paused by an operator: {}", p.reason)
-    } else if let Some(u) = b.budget_paused_until_ms {
-        format!("paused: budget spent, resumes {}", when(u))
+    } else if let (Some(u), Some(kind)) = (b.budget_paused_until_ms, b.budget_kind) {
+        match kind {
+            BudgetKind::Ours => format!("paused: budget used, {}", until_text(u, now)),
+            BudgetKind::Account => format!(
+                "paused: the org's budget is used by its other integrations, {}",
+                until_text(u, now)
+            ),
+            BudgetKind::Probe => format!(
+                "paused: the org's budget is used by its other integrations; usage read again at {} ({})",
+                utc_text(u, now),
+                in_text(u, now)
+            ),
+        }
     } else if let Some(u) = b.cooldown_until_ms {
-        format!("cooling down after a 429, {}", when(u))
+        format!("cooling down after a 429, {}", until_text(u, now))
     } else {
         "running".into()
     };
+    let total = b.used + b.others;
     format!(
-        "{:<20} {:>9} / {:<9} {:>5.1}%  share {:.2} of {:>9}  next credits back {:<14} rate x{:.2}  {}\n",
+        "{:<20} {:>9} {:>9} / {:<9} {:>5.1}%  share {:.2} of {:>9}  next credits back {:<22} rate x{:.2}  {}\n",
         b.tenant,
         b.used,
+        b.others,
         b.allowed,
         if b.allowed > 0 {
-            b.used as f64 * 100.0 / b.allowed as f64
+            total as f64 * 100.0 / b.allowed as f64
         } else {
             0.0
         },
         b.budget_share,
         b.daily_credits,
         b.next_return_ms
-            .map(|m| format!("{} ({})", when(m), b.next_return_credits))
+            .map(|m| format!("{} ({})", in_text(m, now), b.next_return_credits))
             .unwrap_or_else(|| "-".into()),
         b.rate_factor,
         state
@@ -120,8 +163,8 @@ pub async fn show(env: &Env, args: BudgetArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:>9} / {:<9} {:>6}  (credits used / allowed in the rolling window)",
-        "TENANT", "USED", "ALLOWED", ""
+        "{:<20} {:>9} {:>9} / {:<9} {:>6}  (credits used in the rolling window by crmsync and by the org's other integrations / allowed)",
+        "TENANT", "CRMSYNC", "OTHERS", "ALLOWED", ""
     );
     for b in &all {
         print!("{}", render(b));

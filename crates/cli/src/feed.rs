@@ -105,7 +105,7 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
             c("updated"),
             c("deleted"),
             failed,
-            c("zoho_calls"),
+            c("calls"),
             c("credits")
         );
     }

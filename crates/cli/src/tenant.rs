@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use crmsync_producer::{Maintenance, RunStatus, RunStore};
+use crmsync_producer::{FlushWrites, Maintenance, RunStatus, RunStore};
 use crmsync_queue::JobQueue;
 use crmsync_tenants::{
     Crm, Edition, NylasSettings, Secret, SecretKey, Tenant, TenantStore, UpdateOptions, Updated, ZohoConnection,
@@ -294,7 +294,18 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
             let s = store(env)?;
             let mut t = s.get(&flags.id).await?;
             let same_org = flags.same_org;
+            let limits = |t: &crmsync_tenants::Tenant| {
+                (
+                    t.daily_credits,
+                    t.budget_share.to_bits(),
+                    t.requests_per_second.to_bits(),
+                    t.effective_concurrency(),
+                )
+            };
+            let before = limits(&t);
             flags.apply(&mut t)?;
+            let limits_changed = limits(&t) != before;
+            let allowed = t.allowed_credits();
             let id = t.id.clone();
             let updated = s
                 .update_with(
@@ -307,6 +318,21 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                 .await?;
             println!("tenant `{id}` updated");
             after_update(env, &id, &updated).await?;
+            if limits_changed && updated.old_dest.is_none() {
+                let conn = env.conn()?;
+                let writes: JobQueue<FlushWrites> =
+                    JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&env.namespace));
+                let dest = crmsync_tenants::TenantKeys::new(&env.namespace, &id).dest(&updated.dest);
+                let woken = crmsync_producer::waits::wake(&conn, &writes, &dest).await?;
+                println!(
+                    "  limits changed ({allowed} credits allowed in any 24 hours): the fleet applies them from its next call{}",
+                    if woken > 0 {
+                        format!("; {woken} waiting write(s) run again now")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
         TenantCmd::List => {
             let s = TenantStore::new(env.conn()?, &env.namespace, SecretKey::from_env().ok());

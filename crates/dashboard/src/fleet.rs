@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crmsync_limits::{Budget, LimitSettings, Limiter};
+use crmsync_limits::{Budget, BudgetKind, LimitSettings, Limiter};
 use crmsync_producer::{Run, RunError, RunStore, WriteBuffer};
 use crmsync_queue::{Counters, DeadLetter, JobQueue, QueueConfig, QueueError, QueueStats, RedisConn, WorkerStatus};
 use crmsync_tenants::{CrmKind, DestKeys, TenantKeys};
@@ -93,10 +93,26 @@ pub struct FleetWorker {
 pub enum Pause {
     /// `crmsync pause`: until `crmsync resume`.
     Operator { reason: String, since_ms: u64 },
-    /// The credit budget is spent; work resumes by itself when enough credits leave the window.
-    Budget { until_ms: u64, used: u64, allowed: u64 },
-    /// Zoho answered 429; every worker waits.
+    /// The share of the org's daily allowance is used: by crmsync (`whose: ours`) or by the
+    /// org's other integrations (`account`; `probe`: crmsync reads the org's usage again at
+    /// `until_ms`); work resumes by itself.
+    Budget {
+        until_ms: u64,
+        used: u64,
+        others: u64,
+        allowed: u64,
+        whose: BudgetKind,
+    },
+    /// The CRM answered 429; every worker waits.
     Cooldown { until_ms: u64 },
+    /// The tenant's writes wait for something else: Zoho's token-request window
+    /// (`TOKEN_REQUESTS_EXHAUSTED`), a dead authorization (re-authorize), the CRM unreachable.
+    Blocked {
+        code: String,
+        reason: String,
+        until_ms: Option<u64>,
+        since_ms: u64,
+    },
 }
 
 impl Pause {
@@ -106,6 +122,7 @@ impl Pause {
             Pause::Operator { .. } => "operator",
             Pause::Budget { .. } => "budget",
             Pause::Cooldown { .. } => "429",
+            Pause::Blocked { .. } => "blocked",
         }
     }
 
@@ -113,8 +130,20 @@ impl Pause {
     pub fn why(&self) -> String {
         match self {
             Pause::Operator { reason, .. } => reason.clone(),
-            Pause::Budget { used, allowed, .. } => format!("credit budget spent ({used} of {allowed})"),
-            Pause::Cooldown { .. } => "Zoho rate limit (429)".into(),
+            Pause::Budget {
+                used,
+                others,
+                allowed,
+                whose: BudgetKind::Ours,
+                ..
+            } => format!("budget used: crmsync used {used} of {allowed} (others {others})"),
+            Pause::Budget {
+                used, others, allowed, ..
+            } => {
+                format!("the org's budget is used: its other integrations used {others}, crmsync {used}, of {allowed}")
+            }
+            Pause::Cooldown { .. } => "the CRM answered 429".into(),
+            Pause::Blocked { code, reason, .. } => format!("{reason} ({code})"),
         }
     }
 
@@ -123,6 +152,7 @@ impl Pause {
         match self {
             Pause::Operator { .. } => None,
             Pause::Budget { until_ms, .. } | Pause::Cooldown { until_ms } => Some(*until_ms),
+            Pause::Blocked { until_ms, .. } => *until_ms,
         }
     }
 }
@@ -130,12 +160,16 @@ impl Pause {
 /// Credits used and allowed in the rolling window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Credits {
+    /// Used by crmsync in the rolling window.
     pub used: u64,
+    /// Used by the org's other integrations, as the CRM last reported (see `reading_ms`).
+    pub others: u64,
+    pub reading_ms: Option<u64>,
     /// share × daily credits.
     pub allowed: u64,
     pub daily_credits: u64,
     pub budget_share: f64,
-    /// used / allowed, in percent.
+    /// (used + others) / allowed, in percent.
     pub percent: f64,
     /// When the oldest credits in the window return, and how many.
     pub next_return_ms: Option<u64>,
@@ -225,6 +259,8 @@ impl TenantStatus {
             pauses: Vec::new(),
             credits: Credits {
                 used: 0,
+                others: 0,
+                reading_ms: None,
                 allowed: 0,
                 daily_credits: 0,
                 budget_share: 0.0,
@@ -413,9 +449,9 @@ impl Fleet {
             profile.match_key,
             profile.max_batch,
         );
-        let (budget, budget_pause, active, newest, waiting, feed_stats, rejected) = tokio::join!(
+        let (budget, blocked, active, newest, waiting, feed_stats, rejected) = tokio::join!(
             self.limiter.budget(&dest, &s),
-            self.budget_pause(&dest),
+            crmsync_producer::waits::blocked(&self.conn, &dest),
             self.runs.active(&id),
             self.runs.list(&id, 1),
             buffer.waiting(),
@@ -435,16 +471,33 @@ impl Fleet {
                 since_ms: p.since_ms,
             });
         }
-        if let Some(until_ms) = budget.budget_paused_until_ms {
-            let (used, allowed) = budget_pause?.unwrap_or((budget.used, budget.allowed));
+        if let (Some(until_ms), Some(whose)) = (budget.budget_paused_until_ms, budget.budget_kind) {
             pauses.push(Pause::Budget {
                 until_ms,
-                used,
-                allowed,
+                used: budget.used,
+                others: budget.others,
+                allowed: budget.allowed,
+                whose,
             });
         }
         if let Some(until_ms) = budget.cooldown_until_ms {
             pauses.push(Pause::Cooldown { until_ms });
+        }
+        // Other causes the last flush met (the budget, pauses and 429s show above).
+        let now = crmsync_queue::now_ms();
+        if let Some(b) = blocked?
+            && !matches!(
+                b.code.as_str(),
+                "BUDGET" | "ORG_BUDGET" | "PAUSED" | "TOO_MANY_REQUESTS"
+            )
+            && b.until_ms.is_none_or(|u| u > now)
+        {
+            pauses.push(Pause::Blocked {
+                code: b.code,
+                reason: b.reason,
+                until_ms: b.until_ms,
+                since_ms: b.since_ms,
+            });
         }
 
         let run_error = newest.as_ref().and_then(|r| {
@@ -462,11 +515,13 @@ impl Fleet {
         Ok(Some(TenantStatus {
             credits: Credits {
                 used: budget.used,
+                others: budget.others,
+                reading_ms: budget.reading_ms,
                 allowed: budget.allowed,
                 daily_credits: budget.daily_credits,
                 budget_share: budget.budget_share,
                 percent: if budget.allowed > 0 {
-                    budget.used as f64 * 100.0 / budget.allowed as f64
+                    (budget.used + budget.others) as f64 * 100.0 / budget.allowed as f64
                 } else {
                     0.0
                 },
@@ -487,19 +542,6 @@ impl Fleet {
             last_error,
             problem: None,
         }))
-    }
-
-    /// `used` and `allowed` of the tenant's budget pause, as recorded when it began.
-    async fn budget_pause(&self, dest: &DestKeys) -> Result<Option<(u64, u64)>, FleetError> {
-        let mut conn = self.conn.clone();
-        let f: HashMap<String, u64> = redis::cmd("HGETALL")
-            .arg(dest.budget_pause())
-            .query_async(&mut conn)
-            .await?;
-        Ok(match (f.get("used"), f.get("allowed")) {
-            (Some(u), Some(a)) => Some((*u, *a)),
-            _ => None,
-        })
     }
 
     /// The tenant's newest rejected record, as an error (without the contact's email).

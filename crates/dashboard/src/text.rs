@@ -5,6 +5,9 @@ use std::fmt::Write as _;
 
 use crmsync_producer::RunStatus;
 
+use crmsync_limits::BudgetKind;
+use crmsync_redis::when::{until_text, utc_text};
+
 use crate::fleet::{ErrorSource, FleetStatus, LastError, Pause, RunView, TenantStatus};
 
 /// Terminals at least this wide get why a tenant is paused and its last error as columns;
@@ -209,24 +212,62 @@ fn why_text(t: &TenantStatus, now: u64) -> String {
             Pause::Budget {
                 until_ms,
                 used,
+                others,
                 allowed,
-            } => format!(
-                "credit budget spent ({}/{}); resumes by itself {}",
-                thousands(*used),
-                thousands(*allowed),
-                until(*until_ms, now)
-            ),
+                whose,
+            } => match whose {
+                BudgetKind::Ours => format!(
+                    "budget used: crmsync used {} of {}; resumes by itself {}",
+                    thousands(*used),
+                    thousands(*allowed),
+                    until_text(*until_ms, now)
+                ),
+                BudgetKind::Account => format!(
+                    "the org's budget is used: its other integrations used {}, crmsync {}, of {}; resumes by itself {}",
+                    thousands(*others),
+                    thousands(*used),
+                    thousands(*allowed),
+                    until_text(*until_ms, now)
+                ),
+                BudgetKind::Probe => format!(
+                    "the org's budget is used: its other integrations used {}, crmsync {}, of {}; its usage is read again at {} ({})",
+                    thousands(*others),
+                    thousands(*used),
+                    thousands(*allowed),
+                    utc_text(*until_ms, now),
+                    until(*until_ms, now)
+                ),
+            },
             Pause::Cooldown { until_ms } => {
-                format!("Zoho answered 429; every worker waits, {}", until(*until_ms, now))
+                format!("the CRM answered 429; every worker waits {}", until_text(*until_ms, now))
             }
+            Pause::Blocked {
+                code,
+                reason,
+                until_ms,
+                since_ms,
+            } => format!(
+                "{} ({code}, since {}){}",
+                reason,
+                ago(*since_ms, now),
+                until_ms
+                    .map(|u| format!("; waits {}", until_text(u, now)))
+                    .unwrap_or_default()
+            ),
         })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
+/// `30/800 (4%)`; with the org's other integrations' usage: `30+150 others/800 (23%)`.
 fn credits_col(t: &TenantStatus) -> String {
+    let others = if t.credits.others > 0 {
+        format!("+{} others", thousands(t.credits.others))
+    } else {
+        String::new()
+    };
     format!(
-        "{}/{} ({:.0}%)",
+        "{}{others}/{} ({:.0}%)",
         thousands(t.credits.used),
         thousands(t.credits.allowed),
         t.credits.percent

@@ -9,13 +9,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crmsync_redis::now_ms;
-use crmsync_sink::{BoxFuture, Next, SinkError, SinkRequest, SinkResponse, Usage};
+use crmsync_sink::{BoxFuture, Next, SinkError, SinkRequest, SinkResponse};
 use crmsync_tenants::DestKeys;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::warn;
 
-use crate::{CallOutcome, LimitSettings, Limiter, Wait};
+use crate::{Ask, BudgetKind, CallOutcome, LimitSettings, Limiter, Wait};
 
 /// 429s waited out in place (after a short shared cooldown) before the job is deferred.
 const INLINE_429_RETRIES: u32 = 3;
@@ -64,7 +64,11 @@ pub struct LimitService<S> {
 /// attempt (or, for a call that can never fit the budget, fails).
 pub fn wait_error(w: Wait) -> SinkError {
     crmsync_metrics::limiter_wait(match &w {
-        Wait::Budget { .. } | Wait::TooLarge { .. } => "budget",
+        Wait::Budget {
+            kind: BudgetKind::Ours, ..
+        }
+        | Wait::TooLarge { .. } => "budget",
+        Wait::Budget { .. } | Wait::Probe => "org_budget",
         Wait::Paused { .. } => "pause",
         Wait::Cooldown { .. } => "cooldown",
         Wait::Busy | Wait::Gone => "concurrency",
@@ -72,11 +76,19 @@ pub fn wait_error(w: Wait) -> SinkError {
     let (next, code) = match &w {
         Wait::TooLarge { .. } => (Next::FailJob, "CALL_TOO_LARGE"),
         Wait::Gone => (Next::Retry, "DEST_CHANGED"),
-        Wait::Budget { .. } => (
+        Wait::Budget {
+            kind: BudgetKind::Ours, ..
+        } => (
             Next::Wait {
                 until_ms: w.retry_at_ms(),
             },
             "BUDGET",
+        ),
+        Wait::Budget { .. } | Wait::Probe => (
+            Next::Wait {
+                until_ms: w.retry_at_ms(),
+            },
+            "ORG_BUDGET",
         ),
         Wait::Paused { .. } => (
             Next::Wait {
@@ -104,11 +116,46 @@ fn redis_error(e: redis::RedisError) -> SinkError {
     SinkError::new(Next::Retry, "REDIS", format!("redis: {e}")).not_sent()
 }
 
-fn remaining(usage: Option<Usage>) -> Option<u64> {
-    usage.map(|Usage::Remaining(r)| r)
-}
-
 impl<S> LimitService<S> {
+    /// A probe call: reserved whatever the cap (it costs a unit, at most every few minutes),
+    /// under the same leases and rate as any call; its answer's usage reading is recorded.
+    async fn probe<R>(
+        inner: &mut S,
+        limiter: &Limiter,
+        keys: &DestKeys,
+        s: &LimitSettings,
+        probe: R,
+    ) -> Result<(), SinkError>
+    where
+        R: SinkRequest + Clone,
+        S: Service<R, Error = SinkError>,
+        S::Response: SinkResponse,
+    {
+        let cost = probe.cost();
+        let mut ask = Ask::new(cost.units, cost.class.cap(), probe.priority());
+        ask.force = true;
+        std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+        let permit = match limiter.acquire_with(keys, s, ask).await.map_err(redis_error)? {
+            Ok(p) => p,
+            Err(w) => return Err(wait_error(w)),
+        };
+        let outcome = match inner.call(probe).await {
+            Ok(resp) => CallOutcome::Answered { usage: resp.usage() },
+            Err(e) if e.not_sent => CallOutcome::NotSent,
+            Err(SinkError {
+                next: Next::Throttled { retry_after },
+                usage,
+                ..
+            }) => CallOutcome::Throttled { retry_after, usage },
+            Err(e) => {
+                warn!(dest = %keys.prefix(), error = %e, "A probe of the org's usage failed");
+                CallOutcome::Failed
+            }
+        };
+        limiter.finish(permit, s, outcome).await.map_err(redis_error)?;
+        Ok(())
+    }
+
     async fn run<R>(mut inner: S, limits: LimitLayer, req: R) -> Result<S::Response, SinkError>
     where
         R: SinkRequest + Clone,
@@ -121,13 +168,23 @@ impl<S> LimitService<S> {
             settings: s,
         } = limits;
         let cost = req.cost();
+        let mut ask = Ask::new(cost.units, cost.class.cap(), req.priority());
+        ask.can_probe = req.probe().is_some();
         for _ in 0..INLINE_429_RETRIES {
-            let permit = match limiter
-                .acquire(&keys, &s, cost.units, cost.class.cap(), req.priority())
-                .await
-                .map_err(redis_error)?
-            {
+            // Ready first (a CRM client may fetch a token): nothing may delay the send once
+            // the call holds its slot.
+            std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+            let permit = match limiter.acquire_with(&keys, &s, ask).await.map_err(redis_error)? {
                 Ok(p) => p,
+                Err(Wait::Probe) => {
+                    // The org's other integrations fill the share: read its usage, then ask
+                    // again (once: the next probe is minutes away).
+                    ask.can_probe = false;
+                    if let Some(probe) = req.probe() {
+                        Self::probe(&mut inner, &limiter, &keys, &s, probe).await?;
+                    }
+                    continue;
+                }
                 Err(w) => return Err(wait_error(w)),
             };
             let waited = permit.waited();
@@ -141,18 +198,11 @@ impl<S> LimitService<S> {
                 }
             }
             crmsync_metrics::zoho_credits("reserved", permit.cost());
-            std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
             match inner.call(req.clone()).await {
                 Ok(resp) => {
                     crmsync_metrics::zoho_credits("spent", permit.cost());
                     limiter
-                        .finish(
-                            permit,
-                            &s,
-                            CallOutcome::Answered {
-                                credits_remaining: remaining(resp.usage()),
-                            },
-                        )
+                        .finish(permit, &s, CallOutcome::Answered { usage: resp.usage() })
                         .await
                         .map_err(redis_error)?;
                     return Ok(resp);
@@ -165,7 +215,7 @@ impl<S> LimitService<S> {
                                 &s,
                                 CallOutcome::Throttled {
                                     retry_after,
-                                    credits_remaining: remaining(e.usage),
+                                    usage: e.usage,
                                 },
                             )
                             .await

@@ -33,4 +33,6 @@ mod layer;
 mod limiter;
 
 pub use layer::{LimitLayer, LimitService, wait_error};
-pub use limiter::{Budget, CallOutcome, DAY, Ledger, LimitSettings, Limiter, Pause, Permit, Priority, Wait, Waited};
+pub use limiter::{
+    Ask, Budget, BudgetKind, CallOutcome, DAY, Ledger, LimitSettings, Limiter, Pause, Permit, Priority, Wait, Waited,
+};

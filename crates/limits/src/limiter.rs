@@ -5,6 +5,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use crmsync_redis::when::until_text;
 use crmsync_redis::{RedisConn, now_ms};
 use crmsync_tenants::{DestKeys, LIVE_GUARD, Tenant, TenantKeys, is_gone};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -13,6 +14,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 pub use crmsync_sink::Priority;
+use crmsync_sink::Usage;
 
 /// The limiter's shared Lua (ledger, rate, leases, AIMD, retry budget), in front of each script.
 const LIB: &str = include_str!("scripts/lib.lua");
@@ -25,18 +27,26 @@ fn guarded(src: &str) -> Script {
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/acquire.lua")));
 static LEASE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/lease.lua")));
-static GCRA: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/gcra.lua")));
+static RATE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/rate.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/finish.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/release.lua")));
 static PEEK: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/peek.lua")));
 static RETRY_BUDGET: LazyLock<Script> = LazyLock::new(|| guarded(include_str!("scripts/retry_budget.lua")));
 /// GCRA pacing of keys that belong to no tenant (Nylas grants): no guard.
-static PACE: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{LIB}\n{}", include_str!("scripts/gcra.lua"))));
+static PACE: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{LIB}\n{}", include_str!("scripts/rate.lua"))));
 
 /// Adds the guard's key and argument (last) to an invocation.
 fn guard<'a>(inv: &'a mut redis::ScriptInvocation<'static>, d: &DestKeys) -> &'a mut redis::ScriptInvocation<'static> {
     inv.key(d.live()).arg(d.dest())
 }
+
+/// Room the fleet-wide rate leaves between a call and the one `rps` calls before it beyond the
+/// second, for a send that leaves a little late: no second as the CRM counts ever holds more
+/// than `rps` calls.
+const RATE_MARGIN_MS: u64 = 50;
+
+/// A call waiting for its budget checks again at least this often.
+const BUDGET_RECHECK_MS: u64 = 300_000;
 
 /// The rolling window of Zoho's credit allowance.
 pub const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -105,14 +115,45 @@ impl LimitSettings {
     }
 }
 
+/// Whose spend keeps a tenant out of its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetKind {
+    /// crmsync's own spend reached the share: it resumes when enough of it leaves the window.
+    Ours,
+    /// The org's other integrations filled the share: it resumes when enough credits leave
+    /// the window (booked when seen: they may leave sooner).
+    Account,
+    /// The org's other integrations filled the share and nothing of ours leaves soon: a probe
+    /// call reads the org's usage again at `until_ms`.
+    Probe,
+}
+
+impl BudgetKind {
+    fn parse(s: &str) -> BudgetKind {
+        match s {
+            "account" => BudgetKind::Account,
+            "probe" => BudgetKind::Probe,
+            _ => BudgetKind::Ours,
+        }
+    }
+}
+
 /// Why a call may not be made now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Wait {
-    /// The credit budget is spent until `until_ms`.
-    Budget { until_ms: u64, used: u64, allowed: u64 },
+    /// The share of the org's daily allowance is used until `until_ms`: `used` by crmsync,
+    /// `others` by the org's other integrations.
+    Budget {
+        until_ms: u64,
+        used: u64,
+        others: u64,
+        allowed: u64,
+        kind: BudgetKind,
+    },
     /// An operator paused the tenant.
     Paused { reason: String },
-    /// Zoho answered 429; every worker waits until `until_ms`.
+    /// The CRM answered 429; every worker waits until `until_ms`.
     Cooldown { until_ms: u64 },
     /// No concurrency slot came free in time.
     Busy,
@@ -120,36 +161,84 @@ pub enum Wait {
     TooLarge { cost: u64, allowed: u64 },
     /// The tenant was removed or pointed at another destination meanwhile.
     Gone,
+    /// The org's other integrations fill the share: read its usage first with a probe call
+    /// (see [`crmsync_sink::SinkRequest::probe`]), then ask again.
+    Probe,
 }
 
 impl Wait {
-    /// When to try again (a manual pause is re-checked every 15 s).
+    /// When to try again (a manual pause is re-checked every 15 s; a budget pause at least
+    /// every 5 minutes, in case its settings changed while the call was on its way: a raise
+    /// wakes the writes that wait, but not one still running then).
     pub fn retry_at_ms(&self) -> u64 {
         let now = now_ms();
         match self {
-            Wait::Budget { until_ms, .. } | Wait::Cooldown { until_ms } => (*until_ms).max(now + 100),
+            Wait::Budget { until_ms, .. } => (*until_ms).clamp(now + 100, now + BUDGET_RECHECK_MS),
+            Wait::Cooldown { until_ms } => (*until_ms).max(now + 100),
             Wait::Paused { .. } => now + 15_000,
-            Wait::Busy | Wait::Gone => now + 1_000,
+            Wait::Busy | Wait::Gone | Wait::Probe => now + 1_000,
             Wait::TooLarge { .. } => now + 3_600_000,
         }
     }
 
     pub fn reason(&self) -> String {
+        let now = now_ms();
         match self {
             Wait::Budget {
                 until_ms,
                 used,
+                others,
                 allowed,
+                kind,
             } => {
-                format!("credit budget spent ({used} of {allowed} used); paused until {until_ms} ms")
+                let until = until_text(*until_ms, now);
+                match kind {
+                    BudgetKind::Ours => {
+                        format!("budget spent: crmsync used {used} of the {allowed} allowed; paused {until}")
+                    }
+                    BudgetKind::Account => format!(
+                        "the org's budget is used: its other integrations used {others}, crmsync {used}, of the {allowed} allowed; paused {until}"
+                    ),
+                    BudgetKind::Probe => format!(
+                        "the org's budget is used: its other integrations used {others}, crmsync {used}, of the {allowed} allowed; reading the org's usage again {}",
+                        until.trim_start_matches("until ")
+                    ),
+                }
             }
             Wait::Paused { reason } => format!("tenant paused by an operator: {reason}"),
-            Wait::Cooldown { until_ms } => format!("Zoho rate limit (429); cooling down until {until_ms} ms"),
+            Wait::Cooldown { until_ms } => format!("the CRM answered 429; cooling down {}", until_text(*until_ms, now)),
             Wait::Busy => "no concurrency slot free".into(),
             Wait::TooLarge { cost, allowed } => {
                 format!("a call of {cost} credits exceeds the whole allowance of {allowed}")
             }
             Wait::Gone => "the tenant was removed or pointed at another destination".into(),
+            Wait::Probe => "the org's other integrations fill the budget; reading its usage".into(),
+        }
+    }
+}
+
+/// What a call asks of the limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    /// Units of the daily allowance (credits, requests).
+    pub cost: u64,
+    /// A narrower concurrency limit of the call's class, if any.
+    pub cap: Option<u32>,
+    pub priority: Priority,
+    /// The caller can make a probe call when told to ([`Wait::Probe`]).
+    pub can_probe: bool,
+    /// A probe: reserved whatever the cap (it is how the cap is learned again).
+    pub force: bool,
+}
+
+impl Ask {
+    pub fn new(cost: u64, cap: Option<u32>, priority: Priority) -> Self {
+        Self {
+            cost,
+            cap,
+            priority,
+            can_probe: false,
+            force: false,
         }
     }
 }
@@ -161,8 +250,10 @@ pub struct Permit {
     keys: DestKeys,
     cost: u64,
     bucket: i64,
-    /// The destination's lease, and the capped class's, while held.
-    lease: Option<String>,
+    /// The permit's id: its place among the calls in flight, and its lease's id.
+    id: String,
+    /// Whether it holds the destination's lease, and the capped class's lease.
+    leased: bool,
     capped: Option<String>,
     waited: Waited,
     /// Set until finished: who to give everything back to if the permit is dropped.
@@ -175,7 +266,7 @@ impl std::fmt::Debug for Permit {
             .field("dest", &self.keys.prefix())
             .field("cost", &self.cost)
             .field("bucket", &self.bucket)
-            .field("lease", &self.lease)
+            .field("leased", &self.leased)
             .field("capped", &self.capped)
             .finish()
     }
@@ -191,7 +282,8 @@ impl Drop for Permit {
             keys: self.keys.clone(),
             cost: self.cost,
             bucket: self.bucket,
-            lease: self.lease.take(),
+            id: self.id.clone(),
+            leased: std::mem::take(&mut self.leased),
             capped: self.capped.take(),
             waited: self.waited,
             owner: None,
@@ -229,16 +321,17 @@ pub struct Waited {
 /// How a call went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallOutcome {
-    /// Zoho answered (anything but 429).
-    Answered { credits_remaining: Option<u64> },
-    /// 429 TOO_MANY_REQUESTS (Zoho does not charge it).
+    /// The CRM answered (anything but 429), saying what it said of the org's usage.
+    Answered { usage: Option<Usage> },
+    /// 429 (the CRM does not charge it).
     Throttled {
         retry_after: Option<Duration>,
-        credits_remaining: Option<u64>,
+        usage: Option<Usage>,
     },
     /// The request was never sent: its credits go back.
     NotSent,
-    /// Sent without an answer (timeout, 5xx): its credits stay spent, as Zoho may have charged.
+    /// Sent without an answer (timeout, 5xx): its credits stay spent, as the CRM may have
+    /// charged.
     Failed,
 }
 
@@ -253,8 +346,13 @@ pub struct Pause {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Budget {
     pub tenant: String,
-    /// Credits used in the current window (ours, and others' as reported by Zoho).
+    /// Credits crmsync used in the current window.
     pub used: u64,
+    /// Credits the org's other integrations used in the window, as the CRM last reported.
+    pub others: u64,
+    /// When the CRM last reported the org's usage, and what it said (all integrations).
+    pub reading_ms: Option<u64>,
+    pub org_used: Option<u64>,
     /// Credits crmsync may use in a window: share × daily.
     pub allowed: u64,
     pub daily_credits: u64,
@@ -264,8 +362,9 @@ pub struct Budget {
     pub next_return_credits: u64,
     /// Paused by an operator.
     pub paused: Option<Pause>,
-    /// Paused for budget until then.
+    /// Paused for budget until then, and whose spend it is.
     pub budget_paused_until_ms: Option<u64>,
+    pub budget_kind: Option<BudgetKind>,
     /// A 429 cooldown until then.
     pub cooldown_until_ms: Option<u64>,
     /// The AIMD factor on rate and concurrency (1 = full).
@@ -280,9 +379,11 @@ pub struct Ledger {
     /// Width of a bucket: the window / 1440 (a minute for a 24-hour window).
     pub bucket_ms: u64,
     pub window_ms: u64,
-    /// Credits booked per bucket still in the window: (bucket start ms, credits), oldest
-    /// first. Their sum is what [`Limiter::budget`] reports as used.
+    /// Credits crmsync booked per bucket still in the window: (bucket start ms, credits),
+    /// oldest first. Their sum is what [`Limiter::budget`] reports as used.
     pub buckets: Vec<(u64, u64)>,
+    /// The org's other integrations' credits, as booked when the CRM reported them.
+    pub others: Vec<(u64, u64)>,
 }
 
 impl Ledger {
@@ -356,7 +457,7 @@ impl Limiter {
     }
 
     /// Waits for everything needed to make one call of `cost` credits (and, for a call of a
-    /// capped class, a lease among at most `cap` such calls), or says why not.
+    /// capped class, a lease among at most `cap`), or says why not.
     pub async fn acquire(
         &self,
         k: &DestKeys,
@@ -365,33 +466,61 @@ impl Limiter {
         cap: Option<u32>,
         priority: Priority,
     ) -> Result<Result<Permit, Wait>, redis::RedisError> {
-        match self.try_acquire(k, s, cost, cap, priority).await {
+        self.acquire_with(k, s, Ask::new(cost, cap, priority)).await
+    }
+
+    /// [`Limiter::acquire`] with every option ([`Ask`]).
+    pub async fn acquire_with(
+        &self,
+        k: &DestKeys,
+        s: &LimitSettings,
+        ask: Ask,
+    ) -> Result<Result<Permit, Wait>, redis::RedisError> {
+        match self.try_acquire(k, s, ask).await {
             Err(e) if is_gone(&e) => Ok(Err(Wait::Gone)),
             other => other,
         }
+    }
+
+    /// How often a tenant kept out by the org's other integrations may probe: probes spend at
+    /// most 1% of the daily allowance a day, never more often than every 5 minutes nor less
+    /// often than hourly (in this limiter's window: shorter against a compressed day).
+    pub fn probe_interval(&self, s: &LimitSettings) -> Duration {
+        let window = self.window.as_millis() as f64;
+        let by_cost = window / (s.daily_credits as f64 * 0.01).max(1.0);
+        Duration::from_millis(by_cost.clamp(window * 5.0 / 1440.0, window / 24.0) as u64)
     }
 
     async fn try_acquire(
         &self,
         k: &DestKeys,
         s: &LimitSettings,
-        cost: u64,
-        cap: Option<u32>,
-        priority: Priority,
+        ask: Ask,
     ) -> Result<Result<Permit, Wait>, redis::RedisError> {
         let mut conn = self.conn.clone();
         let mut waited = Waited::default();
         let allowed = s.allowed();
-        let headroom = match priority {
+        let cost = ask.cost;
+        let headroom = match ask.priority {
             Priority::Change => 0,
             Priority::Backfill => (allowed as f64 * CHANGE_FEED_HEADROOM).ceil() as u64,
         };
-        let interval_ms = 1000.0 / s.requests_per_second.max(0.001);
         let ttl_ms = self.lease_ttl.as_millis() as u64;
+        let probe_ms = if ask.can_probe {
+            self.probe_interval(s).as_millis() as u64
+        } else {
+            0
+        };
+        // The local smoother first: a wait after the fleet's slot would bunch calls up.
+        let local = self.local_limiter(k.prefix(), s.requests_per_second);
+        if local.check().is_err() {
+            waited.rate = true;
+            local.until_ready().await;
+        }
         // Everything at once (`acquire.lua`); a short 429 cooldown is waited out in place.
+        let id = lease_id();
         let (mut permit, rate_wait) = loop {
-            let lease = lease_id();
-            let capped = cap.map(|_| lease_id());
+            let capped = ask.cap.map(|_| lease_id());
             let mut inv = ACQUIRE.prepare_invoke();
             inv.key(k.tenant().pause())
                 .key(k.cooldown())
@@ -403,25 +532,30 @@ impl Limiter {
                 .key(k.aimd())
                 .key(k.leases())
                 .key(k.complex_leases())
+                .key(k.in_flight_credits())
+                .key(k.account())
                 .arg(now_ms())
                 .arg(cost)
                 .arg(allowed)
                 .arg(self.window.as_millis() as u64)
                 .arg(self.bucket_ms())
                 .arg(headroom)
-                .arg(interval_ms)
+                .arg(s.requests_per_second)
                 .arg(ttl_ms)
                 .arg(s.concurrency)
-                .arg(cap.unwrap_or(0))
-                .arg(&lease)
-                .arg(capped.as_deref().unwrap_or(""));
+                .arg(ask.cap.unwrap_or(0))
+                .arg(&id)
+                .arg(capped.as_deref().unwrap_or(""))
+                .arg(if ask.force { 1 } else { 0 })
+                .arg(probe_ms)
+                .arg(RATE_MARGIN_MS);
             let answer: Vec<redis::Value> = guard(&mut inv, k).invoke_async(&mut conn).await?;
             let field = |i: usize| {
                 answer
                     .get(i)
                     .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
             };
-            let num = |i: usize| field(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            let num = |i: usize| field(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u64;
             match field(0).as_deref() {
                 Some("paused") => {
                     return Ok(Err(Wait::Paused {
@@ -429,7 +563,7 @@ impl Limiter {
                     }));
                 }
                 Some("cooldown") => {
-                    let until = num(1).max(0) as u64;
+                    let until = num(1);
                     let left = Duration::from_millis(until.saturating_sub(now_ms()));
                     if left > INLINE_COOLDOWN {
                         return Ok(Err(Wait::Cooldown { until_ms: until }));
@@ -438,24 +572,28 @@ impl Limiter {
                     tokio::time::sleep(left).await;
                 }
                 Some("too_large") => return Ok(Err(Wait::TooLarge { cost, allowed })),
+                Some("probe") => return Ok(Err(Wait::Probe)),
                 Some("budget") => {
-                    let (until, used) = (num(1).max(0) as u64, num(2).max(0) as u64);
-                    debug!(dest = %k.prefix(), used, allowed, cost, until, "Credit budget spent; pausing");
-                    return Ok(Err(Wait::Budget {
-                        until_ms: until,
-                        used,
+                    let wait = Wait::Budget {
+                        until_ms: num(1),
+                        used: num(2),
+                        others: num(3),
                         allowed,
-                    }));
+                        kind: BudgetKind::parse(&field(4).unwrap_or_default()),
+                    };
+                    debug!(dest = %k.prefix(), cost, ?wait, "Budget used; pausing");
+                    return Ok(Err(wait));
                 }
                 Some("ok") => {
-                    let rate_wait = num(2);
+                    let rate_wait = field(2).and_then(|v| v.parse::<i64>().ok()).unwrap_or(-1);
                     let leased = rate_wait >= 0;
                     break (
                         Permit {
                             keys: k.clone(),
                             cost,
-                            bucket: num(1),
-                            lease: leased.then_some(lease),
+                            bucket: num(1) as i64,
+                            id: id.clone(),
+                            leased,
                             capped: if leased { capped } else { None },
                             waited,
                             owner: Some(self.clone()),
@@ -485,8 +623,7 @@ impl Limiter {
                 }
                 permit.waited.concurrency = true;
                 tokio::time::sleep(Duration::from_millis(rand::random_range(10..40))).await;
-                let lease = lease_id();
-                let capped = cap.map(|_| lease_id());
+                let capped = ask.cap.map(|_| lease_id());
                 let mut inv = LEASE.prepare_invoke();
                 inv.key(k.leases())
                     .key(k.complex_leases())
@@ -494,29 +631,26 @@ impl Limiter {
                     .arg(now_ms())
                     .arg(ttl_ms)
                     .arg(s.concurrency)
-                    .arg(&lease)
-                    .arg(cap.unwrap_or(0))
+                    .arg(&permit.id)
+                    .arg(ask.cap.unwrap_or(0))
                     .arg(capped.as_deref().unwrap_or(""));
                 let got: i64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
                 if got == 1 {
-                    permit.lease = Some(lease);
+                    permit.leased = true;
                     permit.capped = capped;
                     break;
                 }
             }
-            let mut inv = GCRA.prepare_invoke();
-            inv.key(k.rate()).key(k.aimd()).arg(now_ms()).arg(interval_ms).arg(1);
+            let mut inv = RATE.prepare_invoke();
+            inv.key(k.rate())
+                .key(k.aimd())
+                .arg(s.requests_per_second)
+                .arg(RATE_MARGIN_MS);
             guard(&mut inv, k).invoke_async::<u64>(&mut conn).await?
         };
         if rate_wait > 0 {
             permit.waited.rate = true;
             tokio::time::sleep(Duration::from_millis(rate_wait)).await;
-        }
-        // The local smoother.
-        let local = self.local_limiter(k.prefix(), s.requests_per_second);
-        if local.check().is_err() {
-            permit.waited.rate = true;
-            local.until_ready().await;
         }
         Ok(Ok(permit))
     }
@@ -550,9 +684,11 @@ impl Limiter {
             .key(k.ledger_index())
             .key(k.leases())
             .key(k.complex_leases())
+            .key(k.in_flight_credits())
             .arg(permit.bucket)
             .arg(permit.cost)
-            .arg(permit.lease.take().unwrap_or_default())
+            .arg(&permit.id)
+            .arg(if std::mem::take(&mut permit.leased) { 1 } else { 0 })
             .arg(permit.capped.take().unwrap_or_default());
         match guard(&mut inv, &k).invoke_async::<i64>(&mut self.conn.clone()).await {
             Err(e) if !is_gone(&e) => Err(e),
@@ -584,14 +720,17 @@ impl Limiter {
     ) -> Result<Option<u64>, redis::RedisError> {
         let k = permit.keys.clone();
         let now = now_ms();
-        let (name, remaining, retry_after) = match outcome {
-            CallOutcome::Answered { credits_remaining } => ("answered", credits_remaining, None),
-            CallOutcome::Throttled {
-                retry_after,
-                credits_remaining,
-            } => ("throttled", credits_remaining, retry_after),
+        let (name, usage, retry_after) = match outcome {
+            CallOutcome::Answered { usage } => ("answered", usage, None),
+            CallOutcome::Throttled { retry_after, usage } => ("throttled", usage, retry_after),
             CallOutcome::NotSent => ("not_sent", None, None),
             CallOutcome::Failed => ("failed", None, None),
+        };
+        // What the CRM said of the org's usage: exactly, or only that it is under half.
+        let (used, below): (i64, i64) = match usage {
+            Some(Usage::Remaining(r)) => (s.daily_credits.saturating_sub(r) as i64, -1),
+            Some(Usage::BelowHalf) => (-1, s.daily_credits.div_ceil(2) as i64),
+            None => (-1, -1),
         };
         let mut inv = FINISH.prepare_invoke();
         inv.key(k.ledger())
@@ -602,16 +741,19 @@ impl Limiter {
             .key(k.retry_budget())
             .key(k.leases())
             .key(k.complex_leases())
+            .key(k.in_flight_credits())
+            .key(k.account())
             .arg(now)
             .arg(name)
             .arg(permit.bucket)
             .arg(permit.cost)
             .arg(self.window.as_millis() as u64)
             .arg(self.bucket_ms())
-            .arg(permit.lease.take().unwrap_or_default())
+            .arg(&permit.id)
+            .arg(if std::mem::take(&mut permit.leased) { 1 } else { 0 })
             .arg(permit.capped.take().unwrap_or_default())
-            .arg(s.daily_credits)
-            .arg(remaining.map(|r| r as i64).unwrap_or(-1))
+            .arg(used)
+            .arg(below)
             .arg(retry_after.map(|d| d.as_millis() as u64).unwrap_or(0))
             .arg(BACKOFF_BASE_MS)
             .arg(BACKOFF_CAP_MS)
@@ -622,13 +764,13 @@ impl Limiter {
             .arg(RETRY_DEPOSIT)
             .arg(RETRY_REFILL_PER_SEC)
             .arg(RETRY_MAX);
-        let (added, factor, until): (i64, i64, i64) = guard(&mut inv, &k).invoke_async(&mut self.conn.clone()).await?;
-        if added > 0 {
-            info!(
+        let (others, factor, until): (i64, i64, i64) = guard(&mut inv, &k).invoke_async(&mut self.conn.clone()).await?;
+        if used >= 0 && others > 0 {
+            debug!(
                 dest = %k.prefix(),
-                added,
-                remaining = remaining.unwrap_or(0),
-                "The CRM reports more credits used than our ledger; reconciled"
+                org_used = used,
+                others,
+                "The CRM reports the org's usage; its other integrations used {others}"
             );
         }
         if !matches!(outcome, CallOutcome::Throttled { .. }) {
@@ -636,7 +778,7 @@ impl Limiter {
         }
         info!(
             dest = %k.prefix(),
-            cooldown_until_ms = until,
+            cooldown_until = %until_text(until.max(0) as u64, now),
             rate_factor = factor as f64 / 1000.0,
             "The CRM answered 429; the fleet backs off"
         );
@@ -667,11 +809,10 @@ impl Limiter {
         let tag = format!("{{{}:pace:{key}}}", self.namespace);
         let mut conn = self.conn.clone();
         let wait: u64 = PACE
-            .key(format!("{tag}:rate"))
+            .key(format!("{tag}:rate:log"))
             .key(format!("{tag}:aimd"))
-            .arg(now_ms())
-            .arg(1000.0 / rps.max(0.001))
-            .arg(1)
+            .arg(rps)
+            .arg(RATE_MARGIN_MS)
             .invoke_async(&mut conn)
             .await?;
         if wait > 0 {
@@ -712,29 +853,44 @@ impl Limiter {
             .arg(now_ms())
             .arg(self.window.as_millis() as u64)
             .arg(self.bucket_ms());
-        let (used, next, amount): (i64, i64, i64) = match guard(&mut inv, k).invoke_async(&mut conn).await {
-            Err(e) if is_gone(&e) => (0, -1, 0),
+        let (used, others, next, amount): (i64, i64, i64, i64) = match guard(&mut inv, k).invoke_async(&mut conn).await
+        {
+            Err(e) if is_gone(&e) => (0, 0, -1, 0),
             other => other?,
         };
         let tenant = k.tenant().id().to_owned();
-        let (pause, budget_until, cooldown, factor): (HashMap<String, String>, Option<u64>, Option<u64>, Option<f64>) =
-            redis::pipe()
-                .cmd("HGETALL")
-                .arg(k.tenant().pause())
-                .cmd("HGET")
-                .arg(k.budget_pause())
-                .arg("until")
-                .cmd("GET")
-                .arg(k.cooldown())
-                .cmd("HGET")
-                .arg(k.aimd())
-                .arg("f")
-                .query_async(&mut conn)
-                .await?;
+        type State = (
+            HashMap<String, String>,
+            (Option<u64>, Option<String>),
+            Option<u64>,
+            Option<f64>,
+            (Option<u64>, Option<u64>),
+        );
+        let (pause, (budget_until, budget_kind), cooldown, factor, (reading_ms, org_used)): State = redis::pipe()
+            .cmd("HGETALL")
+            .arg(k.tenant().pause())
+            .cmd("HMGET")
+            .arg(k.budget_pause())
+            .arg("until")
+            .arg("kind")
+            .cmd("GET")
+            .arg(k.cooldown())
+            .cmd("HGET")
+            .arg(k.aimd())
+            .arg("f")
+            .cmd("HMGET")
+            .arg(k.account())
+            .arg("at")
+            .arg("org_used")
+            .query_async(&mut conn)
+            .await?;
         let now = now_ms();
         Ok(Budget {
             tenant,
             used: used.max(0) as u64,
+            others: others.max(0) as u64,
+            reading_ms,
+            org_used,
             allowed: s.allowed(),
             daily_credits: s.daily_credits,
             budget_share: s.budget_share,
@@ -745,6 +901,9 @@ impl Limiter {
                 since_ms: pause.get("since").and_then(|v| v.parse().ok()).unwrap_or(0),
             }),
             budget_paused_until_ms: budget_until.filter(|u| *u > now),
+            budget_kind: budget_until
+                .filter(|u| *u > now)
+                .and(budget_kind.as_deref().map(BudgetKind::parse)),
             cooldown_until_ms: cooldown.filter(|u| *u > now),
             rate_factor: factor.unwrap_or(1.0),
             requests_per_second: s.requests_per_second,
@@ -761,17 +920,21 @@ impl Limiter {
         let bms = self.bucket_ms();
         let window_ms = self.window.as_millis() as u64;
         let oldest_live = (now_ms() / bms).saturating_sub(window_ms / bms);
-        let mut buckets: Vec<(u64, u64)> = fields
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("b:")?.parse::<u64>().ok()?, v)))
-            .filter(|(b, v)| *b >= oldest_live && *v > 0)
-            .map(|(b, v)| (b * bms, v as u64))
-            .collect();
-        buckets.sort_unstable();
+        let of = |prefix: &str| -> Vec<(u64, u64)> {
+            let mut v: Vec<(u64, u64)> = fields
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.parse::<u64>().ok()?, *v)))
+                .filter(|(b, v)| *b >= oldest_live && *v > 0)
+                .map(|(b, v)| (b * bms, v as u64))
+                .collect();
+            v.sort_unstable();
+            v
+        };
         Ok(Ledger {
             bucket_ms: bms,
             window_ms,
-            buckets,
+            buckets: of("b:"),
+            others: of("o:"),
         })
     }
 

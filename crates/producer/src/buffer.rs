@@ -574,6 +574,7 @@ impl WriteBuffer {
             .key(d.feed_waiting())
             .key(t.active_run())
             .key(d.rejected())
+            .key(d.blocked())
             .key(d.live())
             .arg(flush_id)
             .arg(now_ms())
@@ -682,13 +683,18 @@ impl WriteBuffer {
         Ok(added)
     }
 
-    /// The change feed's counters (see [`TenantKeys::feed_stats`]).
+    /// The change feed's counters (see [`TenantKeys::feed_stats`]); `credits` includes the
+    /// feed's share of calls it shared with a backfill (kept in thousandths, `credits_milli`).
     pub async fn feed_stats(&self) -> Result<BTreeMap<String, u64>, BufferError> {
         let mut conn = self.conn.clone();
-        Ok(redis::cmd("HGETALL")
+        let mut stats: BTreeMap<String, u64> = redis::cmd("HGETALL")
             .arg(self.tenant.feed_stats())
             .query_async(&mut conn)
-            .await?)
+            .await?;
+        if let Some(milli) = stats.get("credits_milli").copied() {
+            *stats.entry("credits".into()).or_default() += (milli + 500) / 1000;
+        }
+        Ok(stats)
     }
 
     /// What waits (see [`Waiting`]), in one read.

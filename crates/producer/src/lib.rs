@@ -10,6 +10,7 @@ mod buffer;
 mod jobs;
 mod rejected;
 mod runs;
+pub mod waits;
 
 pub use buffer::{
     BufferError, Change, Entry, FlushCount, Op, Pushed, Pushing, Rejection, SEEN_MS, Source, Waiting, WriteBuffer,

@@ -175,18 +175,7 @@ fn now_ms() -> u64 {
 
 /// `YYYYMMDD-HHMMSS` (UTC) of a time in ms, for readable run ids.
 fn stamp(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d, rem) = crmsync_redis::when::civil(ms);
     format!(
         "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
         rem / 3600,
@@ -416,7 +405,9 @@ fn parse_run(fields: Vec<(String, String)>) -> Run {
             "unchanged" => run.unchanged = n(),
             "adjusted" => run.adjusted = n(),
             "zoho_calls" => run.zoho_calls = n(),
-            "credits" => run.credits = n(),
+            "credits" => run.credits += n(),
+            // shared with other sources' records in the same calls, in thousandths
+            "credits_milli" => run.credits += (n() + 500) / 1000,
             "error" if !v.is_empty() => run.error = Some(v.clone()),
             other => {
                 if let Some(r) = other.strip_prefix("skipped:") {

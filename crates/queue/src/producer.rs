@@ -237,6 +237,32 @@ impl<Args: Serialize> JobQueue<Args> {
         redrive::purge(&self.conn, &self.keys, dead_ids).await
     }
 
+    /// Makes delayed jobs due now (those still delayed among `ids`; others are left alone) and
+    /// moves them into the stream: for work that waited on something that has changed (a
+    /// raised budget, a resumed tenant). Returns how many were delayed.
+    pub async fn run_now(&self, ids: &[String]) -> Result<u64, QueueError> {
+        let mut moved = 0;
+        for chunk in ids.chunks(500) {
+            let mut conn = self.conn.clone();
+            let n: u64 = redis::Script::new(
+                "local n = 0 \
+                 for i = 2, #ARGV do \
+                   if redis.call('ZADD', KEYS[1], 'XX', 'CH', ARGV[1], ARGV[i]) == 1 then n = n + 1 end \
+                 end return n",
+            )
+            .key(&self.keys.delayed)
+            .arg(crmsync_redis::now_ms())
+            .arg(chunk)
+            .invoke_async(&mut conn)
+            .await?;
+            moved += n;
+        }
+        if moved > 0 {
+            self.promote_due().await?;
+        }
+        Ok(moved)
+    }
+
     /// Moves every due delayed job into the stream now, in bounded script calls (workers do
     /// this continuously).
     pub async fn promote_due(&self) -> Result<PromoteReport, QueueError> {

@@ -16,6 +16,7 @@
 //! non-atomic pipelines, which a Cluster connection splits by node.
 
 mod purge;
+pub mod when;
 
 use std::fmt;
 use std::sync::{Arc, RwLock};

@@ -91,14 +91,27 @@ pub struct Cost {
 /// crmsync).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
-    /// Zoho's `X-API-CREDITS-REMAINING`, sent once half the day's credits are used.
+    /// What is left of the daily allowance (Zoho's `X-API-CREDITS-REMAINING`, sent once half
+    /// the day's credits are used).
     Remaining(u64),
+    /// Less than half the daily allowance is used (a Zoho answer without the header).
+    BelowHalf,
 }
 
 /// A sink call: what it costs and whose work it is.
 pub trait SinkRequest {
     fn cost(&self) -> Cost;
     fn priority(&self) -> Priority;
+
+    /// The cheapest call that reads the org's usage (Zoho: `GET /org`, 1 credit), for when the
+    /// org's other integrations keep the tenant waiting and only a fresh reading tells when
+    /// there is room again. None: the CRM has none.
+    fn probe(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// A sink answer: the org's usage, when the CRM reported it.

@@ -234,9 +234,23 @@ impl DestKeys {
         self.key(name)
     }
 
-    /// Hash: credit buckets `b:<n>` and their `sum`.
+    /// Hash: the org's usage in the rolling window, per bucket: ours `b:<n>` (reserved, then
+    /// booked when the CRM served the call) and their `sum`; the org's other integrations'
+    /// `o:<n>` (learned from the CRM's usage readings) and their `osum`.
     pub fn ledger(&self) -> String {
         self.key("credits")
+    }
+
+    /// Zset: our calls in flight, `<permit id>:<cost>` -> expiry ms (a dead worker's expire):
+    /// the part of our ledger the CRM may not have charged yet when it reports usage.
+    pub fn in_flight_credits(&self) -> String {
+        self.key("credits:inflight")
+    }
+
+    /// Hash: the last usage reading (`at`, `org_used`, `others`, `daily`) and when the next
+    /// probe may go (`probe_at`).
+    pub fn account(&self) -> String {
+        self.key("account")
     }
 
     /// Zset: live bucket numbers.
@@ -244,9 +258,10 @@ impl DestKeys {
         self.key("credits:idx")
     }
 
-    /// String: the GCRA theoretical arrival time, ms.
+    /// List: the times (ms, Redis's clock) of the latest calls granted, newest first: at most
+    /// the rate's count in any window.
     pub fn rate(&self) -> String {
-        self.key("rate")
+        self.key("rate:log")
     }
 
     /// Zset: concurrency leases (id -> expiry ms).
@@ -274,9 +289,23 @@ impl DestKeys {
         format!("{}:429s:{epoch_minute}", self.prefix)
     }
 
-    /// Hash (with TTL): the last budget pause (`until`, `used`, `allowed`), for display.
+    /// Hash (with TTL): the last budget pause (`until`, `used` ours, `others`, `allowed`,
+    /// `kind`: `budget` when our own spend reached the share, `account` when the org's other
+    /// integrations' did, `probe`: when a probe call reads the org's usage again), for display.
     pub fn budget_pause(&self) -> String {
         self.key("budget_pause")
+    }
+
+    /// Hash: why the destination's writes wait right now (`code`, `reason`, `until` ms or
+    /// absent, `since` ms), set by the flush that met it, cleared by the next write that goes.
+    pub fn blocked(&self) -> String {
+        self.key("blocked")
+    }
+
+    /// Set: ids of flush jobs deferred for the budget or an operator's pause, woken at once
+    /// when either is lifted (`tenant set`, `resume`).
+    pub fn waiters(&self) -> String {
+        self.key("waiters")
     }
 
     /// Hash: the retry budget (`tokens`, `at`).

@@ -28,7 +28,14 @@ const FLEET: &[(&str, &str)] = &[
         "DEST_CHANGED",
         "the tenant was re-pointed or removed while the job ran (it runs again against the new settings)",
     ),
-    ("BUDGET", "the credit budget was spent (deferred until credits return)"),
+    (
+        "BUDGET",
+        "crmsync used its share of the org's budget (deferred until credits return)",
+    ),
+    (
+        "ORG_BUDGET",
+        "the org's other integrations used the share of its budget (deferred until there is room; probed)",
+    ),
     ("PAUSED", "the tenant was paused by an operator"),
     ("BUSY", "no concurrency slot came free in time"),
     (
@@ -105,8 +112,18 @@ mod tests {
             crmsync_limits::Wait::Budget {
                 until_ms: 1,
                 used: 1,
+                others: 0,
                 allowed: 1,
+                kind: crmsync_limits::BudgetKind::Ours,
             },
+            crmsync_limits::Wait::Budget {
+                until_ms: 1,
+                used: 1,
+                others: 1,
+                allowed: 1,
+                kind: crmsync_limits::BudgetKind::Account,
+            },
+            crmsync_limits::Wait::Probe,
             crmsync_limits::Wait::Paused { reason: "x".into() },
             crmsync_limits::Wait::Busy,
             crmsync_limits::Wait::Gone,

@@ -12,14 +12,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crmsync_domain::{MapOutcome, map_contact};
+use crmsync_limits::LimitSettings;
 use crmsync_nylas::Grant;
 use crmsync_producer::{
     Change, Entry, FlushCount, FlushTrigger, FlushWrites, Op, Rejection, Source, Waiting, WriteBuffer, Written,
 };
 use crmsync_queue::{JobError, JobInfo, now_ms};
-use crmsync_sink::{Outcome, Priority, Write};
+use crmsync_sink::{Next, Outcome, Priority, SinkError, Write};
 use crmsync_tenants::Tenant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::context::{Context, profile};
 use crate::{backfill, errors};
@@ -132,7 +133,10 @@ pub async fn run_flush(ctx: &Context, job: FlushWrites, info: &JobInfo) -> Resul
         enqueue(ctx, &tenant.id, after, None).await?;
     } else if waiting > 0 && min_batch(&w, batch) == 1 {
         if feed > 0 {
-            enqueue(ctx, &tenant.id, after, Some(FEED_WINDOW)).await?;
+            // One flush per window slot, however many flushes finish meanwhile: change-feed
+            // records gather into full batches instead of leaving one call each.
+            let slot = (now_ms() + FEED_WINDOW.as_millis() as u64) / FEED_WINDOW.as_millis() as u64;
+            enqueue(ctx, &tenant.id, FlushTrigger::FeedWindow { slot }, Some(FEED_WINDOW)).await?;
         } else {
             let missing = buffer.cover().await.map_err(errors::buffer)?;
             crmsync_producer::schedule_full_flushes(&ctx.writes, &buffer, &tenant.id, missing)
@@ -161,6 +165,26 @@ fn write_of(e: &Entry) -> Write {
     }
 }
 
+/// Records why the destination's writes wait (shown by `crmsync status` and the dashboard),
+/// and for the budget or a pause, this flush as one to wake when it is lifted. Transient
+/// contention (no concurrency slot, a destination that changed meanwhile) is not recorded.
+async fn note_wait(ctx: &Context, tenant: &Tenant, flush_id: &str, e: &SinkError) {
+    if matches!(e.code, "BUSY" | "DEST_CHANGED") {
+        return;
+    }
+    let now = now_ms();
+    let until = match e.next {
+        Next::Wait { until_ms } => Some(until_ms),
+        Next::RetryAfter(d) | Next::Throttled { retry_after: Some(d) } => Some(now + d.as_millis() as u64),
+        Next::Throttled { retry_after: None } | Next::Retry | Next::Reauthorize | Next::FailJob => None,
+    };
+    let waiter = matches!(e.code, "BUDGET" | "ORG_BUDGET" | "PAUSED").then_some(flush_id);
+    let dest = ctx.dest_keys(tenant);
+    if let Err(error) = crmsync_producer::waits::record(&ctx.conn, &dest, e.code, &e.message, until, waiter).await {
+        warn!(tenant = %tenant.id, %error, "Could not record why the tenant's writes wait");
+    }
+}
+
 async fn write_batch(
     ctx: &Context,
     tenant: &Tenant,
@@ -175,7 +199,25 @@ async fn write_batch(
         Priority::Backfill
     };
     let writes: Vec<Write> = entries.iter().map(write_of).collect();
-    let written = sink.write(&writes, priority).await.map_err(errors::sink)?;
+    let written = match sink.write(&writes, priority).await {
+        Ok(w) => w,
+        Err(e) => {
+            note_wait(ctx, tenant, flush_id, &e).await;
+            // The limits may have been raised since this job read them (a raise wakes the
+            // writes that wait, not one still running): read them again before waiting.
+            if matches!(e.code, "BUDGET" | "ORG_BUDGET")
+                && let Some(now) = backfill::load_tenant(ctx, &tenant.id).await?
+                && LimitSettings::of(&now) != LimitSettings::of(tenant)
+            {
+                return Err(JobError::Defer {
+                    until_ms: now_ms() + 100,
+                    code: e.code,
+                    reason: "the tenant's limits changed; writing again".into(),
+                });
+            }
+            return Err(errors::sink(e));
+        }
+    };
     if written.outcomes.len() != entries.len() {
         return Err(JobError::retry(
             "OTHER",
@@ -219,10 +261,20 @@ async fn write_batch(
         *counts.entry((entry.source.clone(), field)).or_default() += 1;
         results.push((entry, result));
     }
-    // The calls and their cost count for the source with most entries in the batch.
+    // The calls count for the source with most entries in the batch; their cost is shared by
+    // entries (in thousandths of a credit): change-feed records riding in a backfill's batch
+    // cost what they add to it.
     if let Some((main, _)) = per_source.iter().max_by_key(|(_, n)| **n) {
         *counts.entry((main.clone(), "calls".into())).or_default() += written.calls;
-        *counts.entry((main.clone(), "credits".into())).or_default() += written.cost;
+        let total = written.cost * 1000;
+        let n = entries.len().max(1) as u64;
+        let mut given = 0;
+        for (source, k) in &per_source {
+            let share = total * k / n;
+            given += share;
+            *counts.entry((source.clone(), "credits_milli".into())).or_default() += share;
+        }
+        *counts.entry((main.clone(), "credits_milli".into())).or_default() += total - given;
     }
     let counts: Vec<FlushCount> = counts
         .into_iter()

@@ -129,7 +129,7 @@ async fn dashboard_renders_the_fleet_in_headless_chromium() {
     for text in [
         PAUSE_REASON,
         "budget paused",
-        "credit budget spent (98 of 100)",
+        "budget used: crmsync used 98 of 100",
         "429 cooldown",
         "50% · page 4/8",
         " / 800 (",

@@ -1,6 +1,7 @@
 //! `Fleet::status` and its text rendering.
 
 use crmsync_dashboard::{ErrorSource, Pause, RunView, text};
+use crmsync_limits::BudgetKind;
 use crmsync_producer::RunStatus;
 use crmsync_testkit::RedisServer;
 
@@ -76,6 +77,8 @@ async fn status_shows_pauses_credits_runs_errors_queues_and_workers() {
                 until_ms,
                 used,
                 allowed,
+                others: 0,
+                whose: BudgetKind::Ours,
             },
         ] => {
             assert_eq!((*used, *allowed), (98, 100));
@@ -118,7 +121,7 @@ async fn status_shows_pauses_credits_runs_errors_queues_and_workers() {
             "operator",
             "CRM migration",
             "budget",
-            "(98/100)",
+            "crmsync used 98 of 100",
             "resume",
             "429",
             "50% 4/8p",
@@ -135,4 +138,38 @@ async fn status_shows_pauses_credits_runs_errors_queues_and_workers() {
     println!("{}\n{}", text::render(&s, 80), text::render(&s, 200));
     seeded.gate.add_permits(10);
     seeded.writes_worker.stop().await;
+}
+
+/// Writes that wait for something besides the budget, a pause or a 429 (here Zoho's
+/// token-request window) show why, since when and until when, in human time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_the_token_window_shows_why_and_until_when() {
+    let redis = RedisServer::start();
+    let _seeded = seed(&redis).await;
+    let now = crmsync_queue::now_ms();
+    let conn = crmsync_queue::connect(redis.client(), std::time::Duration::from_secs(5)).expect("conn");
+    let until = now + 8 * 60_000;
+    crmsync_producer::waits::record(
+        &conn,
+        &crate::support::dest(&redis, "acme").await,
+        "TOKEN_REQUESTS_EXHAUSTED",
+        "Zoho's 10 token requests per 10 minutes are used",
+        Some(until),
+        None,
+    )
+    .await
+    .expect("record");
+    let s = fleet(&redis).status().await.expect("status");
+    let acme = s.tenants.iter().find(|t| t.id == "acme").expect("acme");
+    match acme.pauses.as_slice() {
+        [Pause::Blocked { code, until_ms, .. }] => {
+            assert_eq!((code.as_str(), *until_ms), ("TOKEN_REQUESTS_EXHAUSTED", Some(until)));
+        }
+        other => panic!("acme waits for the token window: {other:?}"),
+    }
+    let out = text::render(&s, 200);
+    assert!(
+        out.contains("Zoho's 10 token requests") && (out.contains("in 7m") || out.contains("in 8m")),
+        "{out}"
+    );
 }

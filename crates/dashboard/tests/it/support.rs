@@ -172,13 +172,7 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
             .expect("redis")
             .expect("permit");
         limiter
-            .finish(
-                p,
-                &acme,
-                CallOutcome::Answered {
-                    credits_remaining: None,
-                },
-            )
+            .finish(p, &acme, CallOutcome::Answered { usage: None })
             .await
             .expect("finish");
     }
@@ -228,7 +222,7 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
             &hooli,
             CallOutcome::Throttled {
                 retry_after: Some(Duration::from_secs(60)),
-                credits_remaining: None,
+                usage: None,
             },
         )
         .await
@@ -244,13 +238,7 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
             .expect("redis")
         {
             Ok(p) => limiter
-                .finish(
-                    p,
-                    &initech,
-                    CallOutcome::Answered {
-                        credits_remaining: None,
-                    },
-                )
+                .finish(p, &initech, CallOutcome::Answered { usage: None })
                 .await
                 .map(|_| ())
                 .expect("finish"),

@@ -1,9 +1,9 @@
 -- How a call went, recorded in one step: its leases go back; its reservation is given back
 -- (never sent, or a 429, which the CRM does not charge) or booked at completion (answered,
--- or sent without an answer, which the CRM may have charged); an answer raises the AIMD
--- factor, deposits into the retry budget and reconciles the ledger with what the CRM says the
--- org has left; a 429 halves the factor (at most once a second), sets the fleet's cooldown
--- and counts it in the minute's 429 counter.
+-- or sent without an answer, which the CRM may have charged); what the answer said of the
+-- org's usage updates the others' credits in the ledger; an answer raises the AIMD factor and
+-- deposits into the retry budget; a 429 halves the factor (at most once a second), sets the
+-- fleet's cooldown and counts it in the minute's 429 counter.
 local K = {
   ledger = KEYS[1],
   index = KEYS[2],
@@ -13,6 +13,8 @@ local K = {
   retry_budget = KEYS[6],
   leases = KEYS[7],
   capped = KEYS[8],
+  in_flight = KEYS[9],
+  account = KEYS[10],
 }
 local A = {
   now = tonumber(ARGV[1]),
@@ -21,35 +23,41 @@ local A = {
   cost = tonumber(ARGV[4]),
   window = tonumber(ARGV[5]),
   bms = tonumber(ARGV[6]),
-  lease_id = ARGV[7],            -- '' when none
-  capped_id = ARGV[8],
-  daily = tonumber(ARGV[9]),
-  remaining = tonumber(ARGV[10]), -- what the CRM says is left (-1: it did not say)
-  retry_after = tonumber(ARGV[11]), -- ms (0: not given)
-  backoff_base = tonumber(ARGV[12]),
-  backoff_cap = tonumber(ARGV[13]),
-  jitter = tonumber(ARGV[14]),   -- in [0.5, 1]: the share of the backoff to wait
-  aimd_step = tonumber(ARGV[15]),
-  aimd_min = tonumber(ARGV[16]),
-  throttled_ttl = tonumber(ARGV[17]),
-  deposit = tonumber(ARGV[18]),
-  refill = tonumber(ARGV[19]),
-  retry_max = tonumber(ARGV[20]),
+  permit = ARGV[7],              -- the permit's id (its lease's too; '' when not leased)
+  leased = ARGV[8] == '1',
+  capped_id = ARGV[9],           -- '' when none
+  used = tonumber(ARGV[10]),     -- the org's usage the CRM reported (-1: not reported)
+  below = tonumber(ARGV[11]),    -- or only that it is below this (-1: not that either)
+  retry_after = tonumber(ARGV[12]), -- ms (0: not given)
+  backoff_base = tonumber(ARGV[13]),
+  backoff_cap = tonumber(ARGV[14]),
+  jitter = tonumber(ARGV[15]),   -- in [0.5, 1]: the share of the backoff to wait
+  aimd_step = tonumber(ARGV[16]),
+  aimd_min = tonumber(ARGV[17]),
+  throttled_ttl = tonumber(ARGV[18]),
+  deposit = tonumber(ARGV[19]),
+  refill = tonumber(ARGV[20]),
+  retry_max = tonumber(ARGV[21]),
 }
--- Returns {credits reconciled, factor × 1000, cooldown end ms (0: none)}.
+-- Returns {others' credits in the window (-1: no reading), factor × 1000, cooldown end ms (0: none)}.
 
-if A.lease_id ~= '' then redis.call('ZREM', K.leases, A.lease_id) end
+if A.leased then redis.call('ZREM', K.leases, A.permit) end
 if A.capped_id ~= '' then redis.call('ZREM', K.capped, A.capped_id) end
+in_flight_remove(K.in_flight, A.permit, A.cost)
 local L = {ledger = K.ledger, index = K.index, window = A.window, bms = A.bms}
 if A.outcome == 'not_sent' or A.outcome == 'throttled' then
   ledger_release(L, A.bucket, A.cost)
 else
   ledger_rebook(L, A.bucket, A.cost, A.now)
 end
-if A.outcome == 'not_sent' or A.outcome == 'failed' then return {0, 0, 0} end
+if A.outcome == 'not_sent' or A.outcome == 'failed' then return {-1, 0, 0} end
 
-local added = 0
-if A.remaining >= 0 then added = ledger_reconcile(L, A.now, A.daily, A.remaining) end
+local others = -1
+if A.used >= 0 then
+  others = account_reading(L, {key = K.account, in_flight = K.in_flight}, A.now, A.used, nil)
+elseif A.below >= 0 then
+  others = account_reading(L, {key = K.account, in_flight = K.in_flight}, A.now, nil, A.below)
+end
 local f = aimd_factor(K.aimd)
 local streak = tonumber(redis.call('HGET', K.aimd, 'streak') or '0')
 local until_ms = 0
@@ -78,4 +86,4 @@ else
 end
 redis.call('HSET', K.aimd, 'f', tostring(f), 'streak', streak)
 redis.call('PEXPIRE', K.aimd, 86400000)
-return {added, math.floor(f * 1000), until_ms}
+return {others, math.floor(f * 1000), until_ms}

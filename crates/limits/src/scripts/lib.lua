@@ -2,39 +2,53 @@
 -- definition of the ledger, the rate, the leases, AIMD and the retry budget, whichever script
 -- uses them.
 
--- The credit ledger: a hash of buckets (`b:<n>`, each bucket_ms wide) plus their running
--- `sum`, and a zset indexing the buckets so old ones are dropped without scanning. A bucket's
--- credits leave the window when the whole bucket is older than the window, i.e. up to one
--- bucket later than the exact moment: the ledger errs on the side of spending less.
+-- The ledger of the org's usage in the rolling window: a hash of buckets (each bucket_ms
+-- wide) holding our credits (`b:<n>`, summed in `sum`) and the org's other integrations'
+-- (`o:<n>`, summed in `osum`), and a zset indexing the buckets so old ones are dropped without
+-- scanning. A bucket's credits leave the window when the whole bucket is older than the
+-- window, i.e. up to one bucket later than the exact moment: the ledger errs on the side of
+-- spending less. Others' credits are booked when a reading shows them (they were spent then
+-- or before: they leave no earlier than booked), and taken out oldest first when a reading
+-- shows fewer.
 -- `L` = {ledger = key, index = key, window = ms, bms = bucket ms}.
 local function ledger_span(L)
   return math.floor(L.window / L.bms) + 1          -- buckets that may hold live credits
 end
+local function num(v)
+  return tonumber(v or '0') or 0
+end
 -- Drops the buckets that left the window (a bounded number per call); returns the credits
--- used in the window.
+-- used in the window: ours, and others'.
 local function ledger_trim(L, now)
   local cur = math.floor(now / L.bms)
   local old = redis.call('ZRANGEBYSCORE', L.index, '-inf', '(' .. (cur - ledger_span(L) + 1), 'LIMIT', 0, 500)
   for _, b in ipairs(old) do
-    local v = tonumber(redis.call('HGET', L.ledger, 'b:' .. b) or '0')
-    if v ~= 0 then redis.call('HINCRBY', L.ledger, 'sum', -v) end
-    redis.call('HDEL', L.ledger, 'b:' .. b)
+    local v = redis.call('HMGET', L.ledger, 'b:' .. b, 'o:' .. b)
+    if num(v[1]) ~= 0 then redis.call('HINCRBY', L.ledger, 'sum', -num(v[1])) end
+    if num(v[2]) ~= 0 then redis.call('HINCRBY', L.ledger, 'osum', -num(v[2])) end
+    redis.call('HDEL', L.ledger, 'b:' .. b, 'o:' .. b)
     redis.call('ZREM', L.index, b)
   end
-  return tonumber(redis.call('HGET', L.ledger, 'sum') or '0')
+  local sums = redis.call('HMGET', L.ledger, 'sum', 'osum')
+  return num(sums[1]), math.max(0, num(sums[2]))
 end
-local function ledger_add(L, b, n)
-  redis.call('HINCRBY', L.ledger, 'b:' .. b, n)
-  redis.call('HINCRBY', L.ledger, 'sum', n)
+local function ledger_book(L, field, total, b, n)
+  redis.call('HINCRBY', L.ledger, field .. b, n)
+  redis.call('HINCRBY', L.ledger, total, n)
   redis.call('ZADD', L.index, b, b)
   redis.call('PEXPIRE', L.ledger, L.window * 2)
   redis.call('PEXPIRE', L.index, L.window * 2)
 end
--- When `need` credits will have left the window: walk the live buckets from the oldest.
+local function ledger_add(L, b, n)
+  ledger_book(L, 'b:', 'sum', b, n)
+end
+-- When `need` credits (ours and others') will have left the window: walk the live buckets
+-- from the oldest.
 local function ledger_freed_at(L, now, need)
   local freed = 0
   for _, b in ipairs(redis.call('ZRANGE', L.index, 0, -1)) do
-    freed = freed + tonumber(redis.call('HGET', L.ledger, 'b:' .. b) or '0')
+    local v = redis.call('HMGET', L.ledger, 'b:' .. b, 'o:' .. b)
+    freed = freed + num(v[1]) + num(v[2])
     if freed >= need then return (tonumber(b) + ledger_span(L)) * L.bms end
   end
   return now + L.window
@@ -58,15 +72,66 @@ local function ledger_rebook(L, old, cost, now)
   end
   ledger_add(L, cur, cost)
 end
--- The CRM said how much the org has left (counting every integration of the org): makes the
--- ledger's usage at least daily - remaining. The missing credits are booked now, so they
--- leave the window no earlier than they really do. Returns the credits added.
-local function ledger_reconcile(L, now, daily, remaining)
-  local used = tonumber(redis.call('HGET', L.ledger, 'sum') or '0')
-  local missing = (daily - remaining) - used
-  if missing <= 0 then return 0 end
-  ledger_add(L, math.floor(now / L.bms), missing)
-  return missing
+-- Sets the others' credits in the window to `target`: more are booked now; fewer are taken
+-- out oldest first (the oldest leave the CRM's window first).
+local function ledger_set_others(L, now, target)
+  local _, others = ledger_trim(L, now)
+  local delta = target - others
+  if delta > 0 then
+    ledger_book(L, 'o:', 'osum', math.floor(now / L.bms), delta)
+  elseif delta < 0 then
+    local drop = -delta
+    for _, b in ipairs(redis.call('ZRANGE', L.index, 0, -1)) do
+      if drop <= 0 then break end
+      local v = num(redis.call('HGET', L.ledger, 'o:' .. b))
+      if v > 0 then
+        local take = math.min(v, drop)
+        redis.call('HINCRBY', L.ledger, 'o:' .. b, -take)
+        redis.call('HINCRBY', L.ledger, 'osum', -take)
+        drop = drop - take
+      end
+    end
+  end
+end
+
+-- Our calls in flight (`<permit id>:<cost>` -> expiry): their credits are in our ledger from
+-- the reservation on, but the CRM charges them only when it serves them.
+local function in_flight_add(key, now, ttl, id, cost)
+  redis.call('ZADD', key, now + ttl, id .. ':' .. cost)
+  redis.call('PEXPIRE', key, ttl * 2)
+end
+local function in_flight_remove(key, id, cost)
+  redis.call('ZREM', key, id .. ':' .. cost)
+end
+local function in_flight_sum(key, now)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local sum = 0
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    sum = sum + num(string.match(m, ':(%d+)$'))
+  end
+  return sum
+end
+
+-- A reading of the org's usage (all integrations) from the CRM: `used` exactly, or only that
+-- it is below `below` (Zoho sends no header under half the day's credits). What the org used
+-- beyond our credits the CRM has charged (our ledger minus our calls in flight) is the
+-- others': the ledger follows it. Returns the others' credits now.
+local function account_reading(L, A, now, used, below)
+  local ours, others = ledger_trim(L, now)
+  local charged = math.max(0, ours - in_flight_sum(A.in_flight, now))
+  if used then
+    others = math.max(0, used - charged)
+    ledger_set_others(L, now, others)
+    redis.call('HSET', A.key, 'at', now, 'org_used', used, 'others', others)
+    redis.call('PEXPIRE', A.key, L.window * 2)
+  elseif below then
+    local bound = math.max(0, below - 1 - charged)
+    if others > bound then
+      others = bound
+      ledger_set_others(L, now, others)
+    end
+  end
+  return others
 end
 
 -- The AIMD factor on rate and concurrency (1: full), in the hash's field `f`.
@@ -74,17 +139,31 @@ local function aimd_factor(aimd)
   return tonumber(redis.call('HGET', aimd, 'f') or '1')
 end
 
--- The fleet-wide rate (GCRA, the interval scaled by the AIMD factor): takes the next slot and
--- returns the wait for it, so callers queue fairly instead of retrying in a herd.
-local function gcra(rate, f, now, interval, burst)
-  local step = interval / f
-  local tat = tonumber(redis.call('GET', rate) or '0')
-  if tat < now then tat = now end
-  local wait = tat - (burst - 1) * step - now
-  if wait < 0 then wait = 0 end
-  local next_tat = tat + step
-  redis.call('SET', rate, string.format('%d', math.ceil(next_tat)), 'PX', math.ceil(next_tat - now) + 1000)
-  return math.ceil(wait)
+-- The fleet-wide rate, as the CRM counts it: at most `n` calls in any `window` ms. `key`
+-- lists the times of the latest grants (Redis's clock, so every machine agrees), newest first;
+-- a call goes at the latest of now, the newest grant, and the n-th newest + window + `margin`
+-- (room for a late send). Returns the wait in ms.
+local function rate_slot(key, n, window, margin)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local at = now
+  local newest = tonumber(redis.call('LINDEX', key, 0) or '0')
+  if newest > at then at = newest end
+  if redis.call('LLEN', key) >= n then
+    local nth = tonumber(redis.call('LINDEX', key, n - 1))
+    if nth + window + margin > at then at = nth + window + margin end
+  end
+  redis.call('LPUSH', key, at)
+  redis.call('LTRIM', key, 0, n - 1)
+  redis.call('PEXPIRE', key, at - now + window + margin + 1000)
+  return at - now
+end
+-- The count and window of a rate of `rps` calls per second scaled by the AIMD factor `f`: the
+-- whole calls per second, or one call per 1/rps seconds below one a second.
+local function rate_shape(rps, f)
+  local r = rps * f
+  if r >= 1 then return math.floor(r), 1000 end
+  return 1, math.ceil(1000 / math.max(r, 0.0001))
 end
 
 -- A concurrency lease: at most `limit` at once (expired ones go first). Leases expire, so a

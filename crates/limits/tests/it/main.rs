@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crmsync_limits::{CallOutcome, LimitSettings, Limiter, Priority, Wait};
+use crmsync_limits::{BudgetKind, CallOutcome, LimitSettings, Limiter, Priority, Wait};
 use crmsync_tenants::{DestKeys, TenantKeys};
 use crmsync_testkit::RedisServer;
 
@@ -62,15 +62,9 @@ async fn credit_reservations_never_pass_the_cap_and_resume_when_credits_leave() 
                 {
                     Ok(p) => {
                         granted.fetch_add(7, Ordering::SeqCst);
-                        l.finish(
-                            p,
-                            &s,
-                            CallOutcome::Answered {
-                                credits_remaining: None,
-                            },
-                        )
-                        .await
-                        .expect("finish");
+                        l.finish(p, &s, CallOutcome::Answered { usage: None })
+                            .await
+                            .expect("finish");
                     }
                     Err(w) => waits.push(w),
                 }
@@ -92,6 +86,8 @@ async fn credit_reservations_never_pass_the_cap_and_resume_when_credits_leave() 
         until_ms,
         used,
         allowed,
+        others: 0,
+        kind: BudgetKind::Ours,
     }) = waits.first().cloned()
     else {
         panic!("expected budget waits, got {waits:?}")
@@ -116,13 +112,7 @@ async fn credit_reservations_never_pass_the_cap_and_resume_when_credits_leave() 
         .expect("redis")
         .expect("credits came back");
     workers[1]
-        .finish(
-            p,
-            &s,
-            CallOutcome::Answered {
-                credits_remaining: None,
-            },
-        )
+        .finish(p, &s, CallOutcome::Answered { usage: None })
         .await
         .expect("finish");
 }
@@ -152,12 +142,13 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
         p,
         &s,
         CallOutcome::Answered {
-            credits_remaining: Some(600),
+            usage: Some(crmsync_sink::Usage::Remaining(600)),
         },
     )
     .await
     .expect("finish");
-    assert_eq!(l.budget(&dest("t"), &s).await.expect("budget").used, 400);
+    let b = l.budget(&dest("t"), &s).await.expect("budget");
+    assert_eq!((b.used, b.others, b.org_used), (10, 390, Some(400)));
 
     // While change-feed work waits, backfill may go up to 900 (90%); the change feed up to 1,000.
     let _: () = redis::cmd("SET")
@@ -172,15 +163,9 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
         .expect("redis")
     {
         used += 50;
-        l.finish(
-            p,
-            &s,
-            CallOutcome::Answered {
-                credits_remaining: None,
-            },
-        )
-        .await
-        .expect("finish");
+        l.finish(p, &s, CallOutcome::Answered { usage: None })
+            .await
+            .expect("finish");
     }
     assert_eq!(used, 900);
     let p = l
@@ -188,15 +173,9 @@ async fn ledger_gives_back_unsent_calls_reconciles_with_zoho_and_keeps_headroom(
         .await
         .expect("redis")
         .expect("change feed still runs");
-    l.finish(
-        p,
-        &s,
-        CallOutcome::Answered {
-            credits_remaining: None,
-        },
-    )
-    .await
-    .expect("finish");
+    l.finish(p, &s, CallOutcome::Answered { usage: None })
+        .await
+        .expect("finish");
     let too_big = l
         .acquire(&dest("t2"), &settings(10, 1.0), 11, None, Priority::Change)
         .await
@@ -217,32 +196,43 @@ async fn rate_is_shared_by_every_worker() {
     let mut handles = Vec::new();
     for l in workers {
         handles.push(tokio::spawn(async move {
+            let mut granted = Vec::new();
             for _ in 0..7 {
                 let p = l
                     .acquire(&dest("r"), &s, 1, None, Priority::Change)
                     .await
                     .expect("redis")
                     .expect("permit");
-                l.finish(
-                    p,
-                    &s,
-                    CallOutcome::Answered {
-                        credits_remaining: None,
-                    },
-                )
-                .await
-                .expect("finish");
+                granted.push(start.elapsed());
+                l.finish(p, &s, CallOutcome::Answered { usage: None })
+                    .await
+                    .expect("finish");
             }
+            granted
         }));
     }
+    let mut granted = Vec::new();
     for h in handles {
-        h.await.expect("task");
+        granted.extend(h.await.expect("task"));
     }
+    granted.sort();
     assert!(
-        start.elapsed() >= Duration::from_millis(1_950),
+        start.elapsed() >= Duration::from_millis(2_000),
         "21 calls at 10/s took {:?}",
         start.elapsed()
     );
+    // As the CRM counts: no second holds more than 10 calls (a wake-up may be up to the
+    // limiter's 50 ms margin late, so windows of 950 ms are counted).
+    for (i, t) in granted.iter().enumerate() {
+        let in_window = granted[i..]
+            .iter()
+            .take_while(|u| **u < *t + Duration::from_millis(950))
+            .count();
+        assert!(
+            in_window <= 10,
+            "{in_window} calls within a second from {t:?}: {granted:?}"
+        );
+    }
 }
 
 /// No more calls in flight than the tenant's concurrency (and 10 for large upserts); a lease
@@ -274,15 +264,9 @@ async fn concurrency_leases_cap_parallel_calls_and_expire() {
             .err(),
         Some(Wait::Busy)
     );
-    l.finish(
-        a,
-        &s,
-        CallOutcome::Answered {
-            credits_remaining: None,
-        },
-    )
-    .await
-    .expect("finish");
+    l.finish(a, &s, CallOutcome::Answered { usage: None })
+        .await
+        .expect("finish");
     let b = l
         .acquire(&dest("c"), &s, 1, None, Priority::Change)
         .await
@@ -295,24 +279,12 @@ async fn concurrency_leases_cap_parallel_calls_and_expire() {
         .await
         .expect("redis")
         .expect("the dead lease expired");
-    l.finish(
-        b,
-        &s,
-        CallOutcome::Answered {
-            credits_remaining: None,
-        },
-    )
-    .await
-    .expect("finish");
-    l.finish(
-        c,
-        &s,
-        CallOutcome::Answered {
-            credits_remaining: None,
-        },
-    )
-    .await
-    .expect("finish");
+    l.finish(b, &s, CallOutcome::Answered { usage: None })
+        .await
+        .expect("finish");
+    l.finish(c, &s, CallOutcome::Answered { usage: None })
+        .await
+        .expect("finish");
 
     let wide = LimitSettings { concurrency: 25, ..s };
     let mut held = Vec::new();
@@ -336,25 +308,13 @@ async fn concurrency_leases_cap_parallel_calls_and_expire() {
         .await
         .expect("redis")
         .expect("small upserts still go");
-    l.finish(
-        small,
-        &s,
-        CallOutcome::Answered {
-            credits_remaining: None,
-        },
-    )
-    .await
-    .expect("finish");
-    for p in held {
-        l.finish(
-            p,
-            &wide,
-            CallOutcome::Answered {
-                credits_remaining: None,
-            },
-        )
+    l.finish(small, &s, CallOutcome::Answered { usage: None })
         .await
         .expect("finish");
+    for p in held {
+        l.finish(p, &wide, CallOutcome::Answered { usage: None })
+            .await
+            .expect("finish");
     }
 }
 
@@ -379,7 +339,7 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
             &s,
             CallOutcome::Throttled {
                 retry_after: Some(Duration::from_secs(5)),
-                credits_remaining: None,
+                usage: None,
             },
         )
         .await
@@ -407,15 +367,9 @@ async fn a_429_cools_down_every_worker_and_pauses_stop_calls() {
             .await
             .expect("redis")
             .expect("permit");
-        b.finish(
-            p,
-            &s,
-            CallOutcome::Answered {
-                credits_remaining: None,
-            },
-        )
-        .await
-        .expect("finish");
+        b.finish(p, &s, CallOutcome::Answered { usage: None })
+            .await
+            .expect("finish");
     }
     assert!(
         (b.budget(&dest("x"), &s).await.expect("budget").rate_factor - 0.6).abs() < 1e-9,
@@ -461,14 +415,12 @@ async fn each_429_is_counted_per_minute_for_the_dashboard() {
     for outcome in [
         CallOutcome::Throttled {
             retry_after: Some(Duration::from_millis(1)),
-            credits_remaining: None,
+            usage: None,
         },
-        CallOutcome::Answered {
-            credits_remaining: None,
-        },
+        CallOutcome::Answered { usage: None },
         CallOutcome::Throttled {
             retry_after: Some(Duration::from_millis(1)),
-            credits_remaining: None,
+            usage: None,
         },
     ] {
         let p = l
@@ -564,4 +516,95 @@ async fn a_dropped_permit_gives_back_its_leases_and_credits() {
         .expect("redis")
         .expect("the whole allowance");
     l.finish(p, &s, CallOutcome::NotSent).await.expect("finish");
+}
+
+/// The budget is the org's: what its other integrations use (read from the CRM's usage
+/// answers) counts against the share. When they fill it, one caller at a time is told to
+/// probe; a reading showing room lifts the pause at once, and an answer without the header
+/// (under half the day used) bounds what others can have used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orgs_other_integrations_count_and_a_probe_reads_their_usage_again() {
+    use crmsync_limits::Ask;
+    use crmsync_sink::Usage;
+    let redis = RedisServer::start();
+    let l = limiter(&redis, Duration::from_secs(60));
+    let s = settings(1_000, 0.8); // 800 allowed
+    let k = dest("y");
+    let answered = |r: u64| CallOutcome::Answered {
+        usage: Some(Usage::Remaining(r)),
+    };
+    let p = l
+        .acquire(&k, &s, 10, None, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("permit");
+    // 400 left: the org used 600, 10 of them ours.
+    l.finish(p, &s, answered(400)).await.expect("finish");
+    let b = l.budget(&k, &s).await.expect("budget");
+    assert_eq!((b.used, b.others), (10, 590));
+    let p = l
+        .acquire(&k, &s, 10, None, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("room");
+    // Meanwhile the others spent 240 more: 150 left.
+    l.finish(p, &s, answered(150)).await.expect("finish");
+    assert_eq!(l.budget(&k, &s).await.expect("budget").others, 830);
+
+    let mut ask = Ask::new(10, None, Priority::Change);
+    ask.can_probe = true;
+    assert_eq!(
+        l.acquire_with(&k, &s, ask).await.expect("redis").err(),
+        Some(Wait::Probe)
+    );
+    let Some(Wait::Budget {
+        kind,
+        others,
+        used,
+        until_ms,
+        ..
+    }) = l.acquire_with(&k, &s, ask).await.expect("redis").err()
+    else {
+        panic!("one probe at a time")
+    };
+    assert_eq!((kind, others, used), (BudgetKind::Probe, 830, 20));
+    let interval = l.probe_interval(&s).as_millis() as u64;
+    assert!(
+        until_ms <= crmsync_queue::now_ms() + interval,
+        "the next probe is due within {interval} ms"
+    );
+    let b = l.budget(&k, &s).await.expect("budget");
+    assert_eq!(b.budget_kind, Some(BudgetKind::Probe));
+
+    // The probe (forced past the cap) reads 600 left: the others' credits left the window.
+    let mut probe = Ask::new(1, None, Priority::Change);
+    probe.force = true;
+    let p = l
+        .acquire_with(&k, &s, probe)
+        .await
+        .expect("redis")
+        .expect("a probe goes");
+    l.finish(p, &s, answered(600)).await.expect("finish");
+    let b = l.budget(&k, &s).await.expect("budget");
+    assert_eq!((b.used, b.others), (21, 379));
+    let p = l.acquire_with(&k, &s, ask).await.expect("redis").expect("room again");
+    // No header: under half the day (500) is used, so the others used at most 499 - 31.
+    l.finish(p, &s, below_half()).await.expect("finish");
+    let b = l.budget(&k, &s).await.expect("budget");
+    assert_eq!((b.used, b.others), (31, 379), "379 is under the bound");
+    let p = l
+        .acquire(&k, &s, 100, None, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("permit");
+    l.finish(p, &s, below_half()).await.expect("finish");
+    let b = l.budget(&k, &s).await.expect("budget");
+    assert_eq!((b.used, b.others), (131, 499 - 131), "bounded by the missing header");
+}
+
+/// An answer without `X-API-CREDITS-REMAINING`: under half the day is used.
+fn below_half() -> CallOutcome {
+    CallOutcome::Answered {
+        usage: Some(crmsync_sink::Usage::BelowHalf),
+    }
 }

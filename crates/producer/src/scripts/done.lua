@@ -10,6 +10,7 @@ local K = {
   feed_waiting = KEYS[5],
   active_run = KEYS[6],
   rejected = KEYS[7],        -- stream: records the CRM refused
+  blocked = KEYS[8],         -- hash: why the destination's writes waited (they went now)
 }
 local A = {
   flush = ARGV[1],
@@ -112,6 +113,6 @@ for run, _ in pairs(runs) do
     end
   end
 end
-redis.call('DEL', K.batch)
+redis.call('DEL', K.batch, K.blocked)
 redis.call('ZREM', K.flushes, A.flush)
 return completed

@@ -171,7 +171,7 @@ impl Drop for InFlight {
 }
 
 /// Steps 1–3: latency draw, routing, authentication, faults.
-async fn begin(sim: Arc<Sim>, path: ApiPath, headers: &HeaderMap) -> Result<Call, Response> {
+async fn begin(sim: Arc<Sim>, path: ApiPath, headers: &HeaderMap, module_wanted: &str) -> Result<Call, Response> {
     let delay = sim.latency.draw();
     let unrouted = || {
         respond(
@@ -223,8 +223,9 @@ async fn begin(sim: Arc<Sim>, path: ApiPath, headers: &HeaderMap) -> Result<Call
             Some(error_body("INVALID_TOKEN", json!({}), "invalid oauth token")),
         ));
     };
+    lock(&org.state).stats.arrived(std::time::Instant::now());
     let call = Call { sim, org, delay };
-    if !module.eq_ignore_ascii_case("Contacts") {
+    if !module.eq_ignore_ascii_case(module_wanted) {
         return Err(call
             .reject(
                 StatusCode::BAD_REQUEST,
@@ -337,7 +338,7 @@ async fn write_body(call: &Call, body: &[u8]) -> Result<WriteBody, Response> {
 
 /// `POST {api}/crm/{v6|v8}/Contacts/upsert`
 pub async fn upsert(State(sim): State<Arc<Sim>>, path: ApiPath, headers: HeaderMap, body: Bytes) -> Response {
-    let call = match begin(sim, path, &headers).await {
+    let call = match begin(sim, path, &headers, "Contacts").await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -383,7 +384,7 @@ pub async fn upsert(State(sim): State<Arc<Sim>>, path: ApiPath, headers: HeaderM
 /// `PUT {api}/crm/{v6|v8}/Contacts` — update records by id. Same limits, costs and statuses
 /// as upsert.
 pub async fn update(State(sim): State<Arc<Sim>>, path: ApiPath, headers: HeaderMap, body: Bytes) -> Response {
-    let call = match begin(sim, path, &headers).await {
+    let call = match begin(sim, path, &headers, "Contacts").await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -413,7 +414,7 @@ pub async fn delete(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let call = match begin(sim, path, &headers).await {
+    let call = match begin(sim, path, &headers, "Contacts").await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -455,7 +456,7 @@ pub async fn search(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let call = match begin(sim, path, &headers).await {
+    let call = match begin(sim, path, &headers, "Contacts").await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -483,6 +484,29 @@ pub async fn search(
             ),
             None => (StatusCode::NO_CONTENT, None),
         }
+    })
+    .await
+}
+
+/// `GET /crm/v{6,8}/org`: the organization (1 credit, like any get). crmsync reads it only for
+/// the usage header it answers with.
+pub async fn org(State(sim): State<Arc<Sim>>, path: ApiPath, headers: HeaderMap) -> Response {
+    let call = match begin(sim, path, &headers, "org").await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let org_id = call.org.cfg.org_id.clone();
+    call.limited(SEARCH_COST, false, move |st, _now| {
+        st.stats.org += 1;
+        (
+            StatusCode::OK,
+            Some(json!({"org": [{
+                "id": org_id,
+                "zgid": org_id,
+                "company_name": format!("{org_id} Inc."),
+                "license_details": {"paid": true, "paid_type": "enterprise", "users_license_purchased": 10},
+            }]})),
+        )
     })
     .await
 }

@@ -35,6 +35,8 @@ pub struct CreditWindow {
     others_total: u64,
     /// The most used within one window, everyone's usage included (checked at every charge).
     max_in_window: u64,
+    /// The same, checked only at crmsync's charges: what crmsync's calls took the org to.
+    max_at_our_charge: u64,
 }
 
 #[derive(Debug)]
@@ -74,6 +76,12 @@ impl CreditWindow {
     /// never exceed.
     pub fn max_in_window(&self) -> u64 {
         self.max_in_window
+    }
+
+    /// The most the org had used in the window right after one of crmsync's charges: over the
+    /// share, crmsync's own call took the org past it (others' spend alone may, after).
+    pub fn max_at_our_charge(&self) -> u64 {
+        self.max_at_our_charge
     }
 
     /// crmsync's own charges since the simulator started.
@@ -121,6 +129,9 @@ impl CreditWindow {
             self.total += credits;
         }
         self.max_in_window = self.max_in_window.max(self.in_window);
+        if !other {
+            self.max_at_our_charge = self.max_at_our_charge.max(self.in_window);
+        }
     }
 }
 

@@ -104,6 +104,8 @@ pub struct OrgStats {
     pub update: u64,
     pub delete: u64,
     pub search: u64,
+    /// `GET /org` (1 credit, like any get).
+    pub org: u64,
     /// Access tokens issued for this org.
     pub token: u64,
     /// All token-endpoint requests attributed to this org (issued, denied by the limit, or
@@ -124,6 +126,25 @@ pub struct OrgStats {
     pub records_upserted: u64,
     /// Records sent in served updates by id.
     pub records_updated: u64,
+    /// Arrival times (real time) of the org's API requests in the last second, and the most
+    /// seen within any one second: what a per-second rate limit would count.
+    pub arrivals: std::collections::VecDeque<std::time::Instant>,
+    pub max_per_second: usize,
+}
+
+impl OrgStats {
+    /// Counts a request's arrival in its second.
+    pub fn arrived(&mut self, at: std::time::Instant) {
+        while let Some(first) = self.arrivals.front() {
+            if at.duration_since(*first) >= std::time::Duration::from_secs(1) {
+                self.arrivals.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.arrivals.push_back(at);
+        self.max_per_second = self.max_per_second.max(self.arrivals.len());
+    }
 }
 
 impl OrgState {
@@ -147,6 +168,7 @@ impl OrgState {
             "record_count": self.records.len(),
             "credits_used_window": self.credits.used(now),
             "max_credits_used_window": self.credits.max_in_window(),
+            "max_credits_at_our_charge": self.credits.max_at_our_charge(),
             "credits_used_total": self.credits.total(),
             "other_credits_window": self.credits.others_used(now),
             "other_credits_total": self.credits.others_total(),
@@ -156,6 +178,7 @@ impl OrgState {
                 "update": s.update,
                 "delete": s.delete,
                 "search": s.search,
+                "org": s.org,
                 "token": s.token,
                 "rejected_429": s.rejected_429,
                 "faults_injected": s.faults_injected,
@@ -163,6 +186,7 @@ impl OrgState {
             },
             "token_requests": s.token_requests,
             "max_in_flight": s.max_in_flight,
+            "max_requests_per_second": s.max_per_second,
             "in_flight": self.in_flight,
             "workflows_triggered": s.workflows_triggered,
             "records_upserted": s.records_upserted,
@@ -223,7 +247,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/zoho/{dc}/api/crm/{version}/{module}/search", get(api::search))
         .route(
             "/zoho/{dc}/api/crm/{version}/{module}",
-            delete(api::delete).put(api::update),
+            delete(api::delete).put(api::update).get(api::org),
         )
         .route("/_sim/orgs/{org_id}/spend", post(spend))
 }

@@ -32,6 +32,8 @@ pub enum ZohoOp {
     Update(Vec<(String, CrmRecord)>),
     /// `DELETE /crm/v6/Contacts?ids=...`.
     Delete(Vec<String>),
+    /// `GET /crm/v8/org`: the org (1 credit), for the usage header it answers with.
+    Probe,
 }
 
 /// One Zoho call.
@@ -54,6 +56,7 @@ impl ZohoCall {
             ZohoOp::Upsert(_) => "upsert",
             ZohoOp::Update(_) => "update",
             ZohoOp::Delete(_) => "delete",
+            ZohoOp::Probe => "org",
         }
     }
 
@@ -63,6 +66,7 @@ impl ZohoCall {
             ZohoOp::Upsert(r) => r.len(),
             ZohoOp::Update(r) => r.len(),
             ZohoOp::Delete(ids) => ids.len(),
+            ZohoOp::Probe => 0,
         }
     }
 
@@ -114,6 +118,7 @@ impl ZohoCall {
                 vec![("ids", ids.join(","))],
                 None,
             ),
+            ZohoOp::Probe => (reqwest::Method::GET, "/crm/v8/org", vec![], None),
         }
     }
 }
@@ -130,7 +135,7 @@ impl SinkRequest for ZohoCall {
                 class: class(r.len()),
             },
             // Delete (up to 100 ids), like get and search: 1 credit.
-            ZohoOp::Delete(_) => Cost {
+            ZohoOp::Delete(_) | ZohoOp::Probe => Cost {
                 units: 1,
                 class: Class::Plain,
             },
@@ -139,6 +144,13 @@ impl SinkRequest for ZohoCall {
 
     fn priority(&self) -> Priority {
         self.priority
+    }
+
+    fn probe(&self) -> Option<Self> {
+        Some(ZohoCall {
+            op: ZohoOp::Probe,
+            priority: self.priority,
+        })
     }
 }
 

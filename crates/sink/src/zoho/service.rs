@@ -26,7 +26,8 @@ pub struct ZohoReply {
 
 impl SinkResponse for ZohoReply {
     fn usage(&self) -> Option<Usage> {
-        self.credits_remaining.map(Usage::Remaining)
+        // Zoho sends the header once half the day's credits are used, on every answer.
+        Some(self.credits_remaining.map_or(Usage::BelowHalf, Usage::Remaining))
     }
 }
 
@@ -42,12 +43,26 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, SinkError> {
         .map_err(|e| SinkError::new(crate::Next::Retry, "ZOHO_UNAVAILABLE", e.to_string()))
 }
 
-/// One tenant's Zoho API. Cheap to clone.
-#[derive(Clone)]
+/// One tenant's Zoho API. Cheap to clone. Ready once it holds a fresh access token: the limit
+/// layer polls readiness before it takes the call's slot, so a token fetch never delays a send
+/// past its slot (calls would bunch up in a second).
 pub struct ZohoHttp {
     http: reqwest::Client,
     broker: TokenBroker,
     org: Arc<ZohoOrg>,
+    /// A token being fetched for readiness (in a mutex only to keep the client `Sync`).
+    warming: std::sync::Mutex<Option<BoxFuture<'static, Result<(), ZohoError>>>>,
+}
+
+impl Clone for ZohoHttp {
+    fn clone(&self) -> Self {
+        Self {
+            http: self.http.clone(),
+            broker: self.broker.clone(),
+            org: self.org.clone(),
+            warming: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 impl ZohoHttp {
@@ -56,6 +71,7 @@ impl ZohoHttp {
             http,
             broker,
             org: Arc::new(org),
+            warming: std::sync::Mutex::new(None),
         }
     }
 
@@ -138,8 +154,21 @@ impl Service<ZohoCall> for ZohoHttp {
     type Error = SinkError;
     type Future = BoxFuture<'static, Result<ZohoReply, SinkError>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
+        let warming = self.warming.get_mut().unwrap_or_else(|p| p.into_inner());
+        if warming.is_none() {
+            if self.broker.is_fresh(&self.org) {
+                return Poll::Ready(Ok(()));
+            }
+            let (broker, org) = (self.broker.clone(), self.org.clone());
+            *warming = Some(Box::pin(async move { broker.token(&org).await.map(|_| ()) }));
+        }
+        let Some(fetch) = warming.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let done = std::task::ready!(fetch.as_mut().poll(cx));
+        *warming = None;
+        Poll::Ready(done.map_err(SinkError::from))
     }
 
     fn call(&mut self, call: ZohoCall) -> Self::Future {

@@ -255,6 +255,14 @@ impl TokenBroker {
         Ok(t)
     }
 
+    /// Whether this process holds the org's token, not yet due for refresh.
+    pub fn is_fresh(&self, org: &ZohoOrg) -> bool {
+        let local_key = format!("{}#{}", org.key("token"), org.rev);
+        self.local_map()
+            .get(&local_key)
+            .is_some_and(|t| t.refresh_at_ms > now_ms())
+    }
+
     fn local_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, AccessToken>> {
         match self.local.lock() {
             Ok(m) => m,
