@@ -52,6 +52,7 @@ bench: tools
 	$(CARGO) build --release -p crmsync-bench -p crmsync-cli
 	./target/release/crmsync-bench queue
 	./target/release/crmsync-bench backfill
+	./target/release/crmsync-bench salesforce
 	./target/release/crmsync-bench buffer
 	./target/release/crmsync-bench limits
 	./target/release/crmsync-bench webhook

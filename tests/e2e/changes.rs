@@ -13,7 +13,7 @@ use crate::support::{add_sim_tenant_with, crmsync_output, crmsync_worker, webhoo
 
 const SECRET: &str = "whsec-e2e-secret";
 
-async fn current_book(sim: &RunningSim, grant: &str) -> Vec<Value> {
+pub(crate) async fn current_book(sim: &RunningSim, grant: &str) -> Vec<Value> {
     reqwest::get(format!("{}/_sim/nylas/{grant}/contacts", sim.base_url()))
         .await
         .expect("book")
@@ -24,7 +24,7 @@ async fn current_book(sim: &RunningSim, grant: &str) -> Vec<Value> {
 
 /// Nothing waits to be written: the buffer is empty, no flush holds a batch, no writes job is
 /// pending, delayed or running.
-async fn settled(redis: &RedisServer, tenant: &str) -> bool {
+pub(crate) async fn settled(redis: &RedisServer, tenant: &str) -> bool {
     let mut c = redis.conn();
     let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     let Some(dest) = crmsync_e2e::dest_of(&conn, "crmsync", tenant).await else {

@@ -13,4 +13,5 @@ mod lifecycle;
 mod metrics;
 mod queue_processes;
 mod rolling;
+mod salesforce;
 mod webhook;

@@ -174,3 +174,122 @@ pub fn crm_records(sim: &crmsync_sim::RunningSim, org: &str) -> std::collections
     }
     out
 }
+
+/// The Salesforce fields crmsync keeps equal to the book (routing decides Contact or Lead, and
+/// the Lead's Company or the Contact's Account, separately).
+pub const SF_FIELDS: [&str; 5] = ["FirstName", "LastName", "Email", "Phone", "Title"];
+
+/// The Salesforce state a backfill of `book` must produce: one record per contact with a usable
+/// email, keyed by the contact's id (the external id), with [`SF_FIELDS`] as the mapping gives
+/// them (contacts sharing an email are separate records); and the contacts skipped, by reason.
+pub fn expected_salesforce(
+    book: &[serde_json::Value],
+) -> (
+    std::collections::BTreeMap<String, serde_json::Value>,
+    std::collections::BTreeMap<String, u64>,
+) {
+    use crmsync_domain::{MapOutcome, map_contact};
+    let mut out = std::collections::BTreeMap::new();
+    let mut skipped: std::collections::BTreeMap<String, u64> = Default::default();
+    for c in book {
+        let contact = crmsync_nylas::parse_contact(c).expect("the simulator serves valid contacts");
+        match map_contact(&contact, &crmsync_sink::salesforce::LIMITS) {
+            MapOutcome::Mapped { record, .. } => {
+                out.insert(
+                    contact.id.clone(),
+                    serde_json::json!({
+                        "FirstName": record.first_name,
+                        "LastName": record.last_name,
+                        "Email": record.email,
+                        "Phone": record.phone,
+                        "Title": record.title,
+                    }),
+                );
+            }
+            MapOutcome::Skipped(r) => *skipped.entry(r.as_str().into()).or_default() += 1,
+        }
+    }
+    (out, skipped)
+}
+
+/// A simulated Salesforce org's live records (Contacts and unconverted Leads) by external id,
+/// with [`SF_FIELDS`], and how many of each object there are. Panics when one external id
+/// is held by two live records (a duplicate) or a live record has none (crmsync always sets it).
+pub fn salesforce_records(
+    sim: &crmsync_sim::RunningSim,
+    org: &str,
+    ext_field: &str,
+) -> (std::collections::BTreeMap<String, serde_json::Value>, SfCounts) {
+    let doc = sim.inspect_salesforce(org).unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    let mut counts = SfCounts::default();
+    for (object, list) in [("Contact", &doc["contacts"]), ("Lead", &doc["leads"])] {
+        for r in list.as_array().cloned().unwrap_or_default() {
+            if r["IsConverted"].as_bool() == Some(true) {
+                counts.converted_leads += 1;
+                continue;
+            }
+            let ext = r[ext_field].as_str().unwrap_or_default().to_owned();
+            assert!(!ext.is_empty(), "a {object} without {ext_field}: {r}");
+            if object == "Contact" {
+                counts.contacts += 1;
+                if r["AccountId"].is_string() {
+                    counts.contacts_with_account += 1;
+                }
+            } else {
+                counts.leads += 1;
+            }
+            let fields: serde_json::Map<String, serde_json::Value> = SF_FIELDS
+                .iter()
+                .map(|f| (f.to_string(), r.get(*f).cloned().unwrap_or(serde_json::Value::Null)))
+                .collect();
+            assert!(
+                out.insert(ext.clone(), serde_json::Value::Object(fields)).is_none(),
+                "two live records hold {ext_field} {ext}"
+            );
+        }
+    }
+    (out, counts)
+}
+
+/// Live records of a Salesforce org by object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfCounts {
+    pub contacts: u64,
+    pub contacts_with_account: u64,
+    pub leads: u64,
+    pub converted_leads: u64,
+}
+
+/// `crmsync tenant add` arguments registering a simulator tenant with its Salesforce org.
+pub fn sim_salesforce_tenant_add_args(sim: &crmsync_sim::RunningSim, t: &crmsync_sim::TenantConfig) -> Vec<String> {
+    let sf = t.salesforce.as_ref().expect("the tenant has a Salesforce org");
+    [
+        "tenant",
+        "add",
+        &t.name,
+        "--crm",
+        "salesforce",
+        "--nylas-grant-id",
+        &t.grant_id,
+        "--nylas-api-key",
+        &t.nylas_api_key,
+        "--nylas-api-uri",
+        &sim.nylas_api_uri(&t.nylas_region),
+        "--sf-login-url",
+        &sim.salesforce_login_url(&sf.org_id),
+        "--sf-client-id",
+        &sf.client_id,
+        "--sf-client-secret",
+        &sf.client_secret,
+        "--sf-refresh-token",
+        &sf.refresh_token,
+        "--sf-external-id-field",
+        &sf.ext_id_field,
+        "--daily-requests",
+        &sf.daily_requests.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}

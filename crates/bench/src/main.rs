@@ -5,6 +5,7 @@ mod backfill;
 mod buffer;
 mod limits;
 mod queue;
+mod salesforce;
 mod webhook;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Command {
     Queue(queue::QueueBench),
     /// A backfill of 100,000 contacts across 10 tenants against the simulator, limits off.
     Backfill(backfill::BackfillBench),
+    /// A Salesforce backfill, limits off: API requests per 1,000 contacts and contacts/s.
+    Salesforce(salesforce::SalesforceBench),
     /// The write buffer's scripts alone: Redis CPU per contact for push, take and done.
     Buffer(buffer::BufferBench),
     /// A backfill of a tenant limited to R requests/s and C concurrent calls.
@@ -46,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Backfill(b) => backfill::run(b).await,
         Command::Limits(b) => limits::run(b).await,
         Command::Buffer(b) => buffer::run(b).await,
+        Command::Salesforce(b) => salesforce::run(b).await,
         Command::Webhook(b) => webhook::run(b).await,
     }
 }

@@ -341,6 +341,7 @@ async fn burst(b: &WebhookBench) -> anyhow::Result<()> {
         let one = [crmsync_sink::Write::Upsert {
             contact_id: format!("c{i}"),
             record: r.clone(),
+            rid: None,
         }];
         zoho.write(&one, crmsync_sink::Priority::Change).await?;
     }

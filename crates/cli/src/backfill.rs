@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crmsync_producer::{BackfillPage, Run, RunStatus, RunStore, StartOutcome};
 use crmsync_queue::{EnqueueOptions, JobQueue};
-use crmsync_tenants::{StoreError, TenantStore};
+use crmsync_tenants::{CrmKind, StoreError, TenantStore};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::Env;
@@ -30,9 +30,16 @@ pub async fn run(env: &Env, args: BackfillArgs) -> anyhow::Result<()> {
     let runs = RunStore::new(conn.clone(), &env.namespace);
     let queue: JobQueue<BackfillPage> = JobQueue::new(conn.clone(), crmsync_producer::backfill_queue(&env.namespace));
     let mut followed = Vec::new();
+    let mut kinds = std::collections::HashMap::new();
     for tenant in &args.tenants {
         match tenants.view(tenant).await {
-            Ok(_) => {}
+            Ok(v) => {
+                let kind = v["crm"]["kind"]
+                    .as_str()
+                    .and_then(CrmKind::parse)
+                    .unwrap_or(CrmKind::Zoho);
+                kinds.insert(tenant.clone(), kind);
+            }
             Err(StoreError::NotFound(_)) => {
                 anyhow::bail!("no tenant `{tenant}`; add it with `crmsync tenant add {tenant} ...`")
             }
@@ -88,7 +95,8 @@ pub async fn run(env: &Env, args: BackfillArgs) -> anyhow::Result<()> {
     let finished = follow(&runs, followed).await?;
     println!();
     for run in &finished {
-        print!("{}", summary(run));
+        let kind = kinds.get(&run.tenant).copied().unwrap_or(CrmKind::Zoho);
+        print!("{}", summary(run, kind));
     }
     let failed: Vec<&Run> = finished.iter().filter(|r| r.status != RunStatus::Completed).collect();
     anyhow::ensure!(failed.is_empty(), "{} run(s) did not complete", failed.len());
@@ -148,14 +156,20 @@ async fn follow(runs: &RunStore, mut list: Vec<Run>) -> anyhow::Result<Vec<Run>>
 }
 
 /// A run's summary as printed at the end of `--follow` (and by the demo).
-pub fn summary(run: &Run) -> String {
+pub fn summary(run: &Run, kind: CrmKind) -> String {
     let secs = run
         .finished_at_ms
         .unwrap_or(run.updated_at_ms)
         .saturating_sub(run.started_at_ms) as f64
         / 1000.0;
     let written = run.inserted + run.updated;
-    let minimum = written.div_ceil(10);
+    let profile = crmsync_sink::profile(kind);
+    // The least a CRM's calls can cost for these records: Zoho 1 credit per 10 records
+    // written, Salesforce 1 request per full batch of 200.
+    let minimum = match kind {
+        CrmKind::Zoho => written.div_ceil(10),
+        CrmKind::Salesforce => written.div_ceil(profile.max_batch as u64),
+    };
     let mut s = format!(
         "run {} ({}): {} in {:.1} s\n  contacts read {} · inserted {} · updated {} · unchanged {} · shortened to fit {}\n",
         run.id,
@@ -180,7 +194,8 @@ pub fn summary(run: &Run) -> String {
     ));
     let failed: Vec<String> = run.failed.iter().map(|(c, n)| format!("{c} {n}")).collect();
     s.push_str(&format!(
-        "  rejected by Zoho {}{}\n",
+        "  rejected by {} {}{}\n",
+        kind.label(),
         run.failed_total(),
         if failed.is_empty() {
             String::new()
@@ -188,10 +203,16 @@ pub fn summary(run: &Run) -> String {
             format!(" ({})", failed.join(", "))
         }
     ));
-    s.push_str(&format!(
-        "  Zoho calls {} · credits {} (minimum for {} records written: {})\n",
-        run.zoho_calls, run.credits, written, minimum
-    ));
+    match kind {
+        CrmKind::Zoho => s.push_str(&format!(
+            "  Zoho calls {} · credits {} (minimum for {} records written: {})\n",
+            run.calls, run.credits, written, minimum
+        )),
+        CrmKind::Salesforce => s.push_str(&format!(
+            "  Salesforce API requests {} (minimum for {} records written: {} upserts of 200)\n",
+            run.credits, written, minimum
+        )),
+    }
     if let Some(e) = &run.error {
         s.push_str(&format!("  error: {e}\n"));
     }

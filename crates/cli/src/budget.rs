@@ -72,10 +72,15 @@ pub async fn resume(env: &Env, tenant: &str) -> anyhow::Result<()> {
     match (b.budget_paused_until_ms, b.budget_kind) {
         (Some(until), Some(kind)) => {
             let now = crmsync_queue::now_ms();
+            let unit = site.kind.budget_unit();
+            let flag = match site.kind {
+                crmsync_tenants::CrmKind::Zoho => "--daily-credits",
+                crmsync_tenants::CrmKind::Salesforce => "--daily-requests",
+            };
             let whose = match kind {
-                BudgetKind::Ours => format!("crmsync used {} of the {} credits allowed", b.used, b.allowed),
+                BudgetKind::Ours => format!("crmsync used {} of the {} {unit} allowed", b.used, b.allowed),
                 BudgetKind::Account | BudgetKind::Probe => format!(
-                    "the org's other integrations used {} and crmsync {} of the {} credits allowed",
+                    "the org's other integrations used {} and crmsync {} of the {} {unit} allowed",
                     b.others, b.used, b.allowed
                 ),
             };
@@ -89,8 +94,8 @@ pub async fn resume(env: &Env, tenant: &str) -> anyhow::Result<()> {
             };
             println!(
                 "tenant `{tenant}` is not paused by an operator: it waits for its budget. {whose} \
-                 (share {:.2} x {} credits a day); {when}.\n\
-                 To lift it now, raise the budget: `crmsync tenant set {tenant} --daily-credits N` (the org's real \
+                 (share {:.2} x {} {unit} a day); {when}.\n\
+                 To lift it now, raise the budget: `crmsync tenant set {tenant} {flag} N` (the org's real \
                  allowance) or `--budget-share S` (up to 1.0); the fleet applies it within seconds.",
                 b.budget_share, b.daily_credits
             );
@@ -101,7 +106,7 @@ pub async fn resume(env: &Env, tenant: &str) -> anyhow::Result<()> {
 }
 
 /// One tenant's budget, as `crmsync budget` prints it.
-pub fn render(b: &Budget) -> String {
+pub fn render(b: &Budget, unit: &str) -> String {
     let now = crmsync_queue::now_ms();
     let state = if let Some(p) = &b.paused {
         format!("paused by an operator: {}", p.reason)
@@ -125,7 +130,7 @@ pub fn render(b: &Budget) -> String {
     };
     let total = b.used + b.others;
     format!(
-        "{:<20} {:>9} {:>9} / {:<9} {:>5.1}%  share {:.2} of {:>9}  next credits back {:<22} rate x{:.2}  {}\n",
+        "{:<20} {:>9} {:>9} / {:<9} {:>5.1}%  share {:.2} of {:>9} {:<8}  next back {:<22} rate x{:.2}  {}\n",
         b.tenant,
         b.used,
         b.others,
@@ -137,6 +142,7 @@ pub fn render(b: &Budget) -> String {
         },
         b.budget_share,
         b.daily_credits,
+        unit,
         b.next_return_ms
             .map(|m| format!("{} ({})", in_text(m, now), b.next_return_credits))
             .unwrap_or_else(|| "-".into()),
@@ -156,18 +162,27 @@ pub async fn show(env: &Env, args: BudgetArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for id in ids {
         let site = crate::site::Site::of(&conn, &env.namespace, &id).await?;
-        all.push(l.budget(&site.keys, &LimitSettings::of_view(&site.view)).await?);
+        let b = l.budget(&site.keys, &LimitSettings::of_view(&site.view)).await?;
+        all.push((b, site.kind.budget_unit()));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        let json: Vec<serde_json::Value> = all
+            .iter()
+            .map(|(b, unit)| {
+                let mut v = serde_json::to_value(b).unwrap_or_default();
+                v["unit"] = (*unit).into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
     println!(
-        "{:<20} {:>9} {:>9} / {:<9} {:>6}  (credits used in the rolling window by crmsync and by the org's other integrations / allowed)",
+        "{:<20} {:>9} {:>9} / {:<9} {:>6}  (credits or requests used in the rolling window by crmsync and by the org's other integrations / allowed)",
         "TENANT", "CRMSYNC", "OTHERS", "ALLOWED", ""
     );
-    for b in &all {
-        print!("{}", render(b));
+    for (b, unit) in &all {
+        print!("{}", render(b, unit));
     }
     Ok(())
 }

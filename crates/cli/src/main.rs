@@ -9,6 +9,7 @@ mod feed;
 mod logging;
 mod rejected;
 mod runs;
+mod salesforce;
 mod site;
 mod status;
 mod tenant;
@@ -56,7 +57,7 @@ enum Command {
     /// Dead letters of both queues: list, show, retry after a fix, purge.
     #[command(subcommand)]
     Dead(dead::DeadCmd),
-    /// Records Zoho rejected, per tenant: list, and retry after a fix.
+    /// Records the CRM rejected, per tenant: list, and retry after a fix.
     #[command(subcommand)]
     Rejected(rejected::RejectedCmd),
     /// The change feed per tenant: changes received, skipped as unchanged or stale, written.
@@ -66,7 +67,7 @@ enum Command {
     Status(status::StatusArgs),
     /// Serve the fleet dashboard (a web page with charts; needs --token).
     Dashboard(dashboard::DashboardArgs),
-    /// Pause a tenant: no Zoho call is made for it until it is resumed.
+    /// Pause a tenant: no CRM call is made for it until it is resumed.
     Pause(budget::PauseArgs),
     /// Resume a paused tenant.
     Resume { tenant: String },
@@ -78,6 +79,9 @@ enum Command {
     /// Zoho OAuth helpers.
     #[command(subcommand)]
     Zoho(zoho::ZohoCmd),
+    /// Salesforce OAuth helpers.
+    #[command(subcommand)]
+    Salesforce(salesforce::SalesforceCmd),
     /// Print a new random secret key for CRMSYNC_SECRET_KEY.
     Keygen,
 }
@@ -139,6 +143,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
                 Command::Resume { tenant } => budget::resume(&env, &tenant).await,
                 Command::Budget(args) => budget::show(&env, args).await,
                 Command::Zoho(cmd) => zoho::run(&env, cmd).await,
+                Command::Salesforce(cmd) => salesforce::run(&env, cmd).await,
                 Command::Keygen => {
                     println!("{}", crmsync_tenants::SecretKey::generate());
                     Ok(())

@@ -40,7 +40,7 @@ impl Site {
             &self.tenant,
             self.keys.dest(),
             p.match_key,
-            p.max_batch,
+            p.max_take,
         )
     }
 }

@@ -6,7 +6,8 @@ use clap::Subcommand;
 use crmsync_producer::{FlushWrites, Maintenance, RunStatus, RunStore};
 use crmsync_queue::JobQueue;
 use crmsync_tenants::{
-    Crm, Edition, NylasSettings, Secret, SecretKey, Tenant, TenantStore, UpdateOptions, Updated, ZohoConnection,
+    Crm, CrmKind, Edition, NylasSettings, Routing, SalesforceConnection, Secret, SecretKey, Tenant, TenantStore,
+    UpdateOptions, Updated, ZohoConnection,
 };
 
 use crate::Env;
@@ -34,7 +35,7 @@ pub enum TenantCmd {
 pub struct TenantFlags {
     /// Tenant id: lowercase letters, digits, `-`, `_`.
     id: String,
-    /// The CRM the tenant writes to: zoho [add default: zoho].
+    /// The CRM the tenant writes to: zoho or salesforce [add default: zoho].
     #[arg(long)]
     crm: Option<String>,
     #[arg(long)]
@@ -62,9 +63,46 @@ pub struct TenantFlags {
     /// (or CRMSYNC_ZOHO_REFRESH_TOKEN; or use `crmsync zoho exchange-code`)
     #[arg(long, env = "CRMSYNC_ZOHO_REFRESH_TOKEN", hide_env_values = true)]
     zoho_refresh_token: Option<String>,
-    /// The org's daily API credits [add default: from --edition and --users, else 50000].
+    /// Salesforce: the login server: https://login.salesforce.com (production),
+    /// https://test.salesforce.com (sandboxes) or the org's My Domain URL [add default:
+    /// https://login.salesforce.com].
+    #[arg(long)]
+    sf_login_url: Option<String>,
+    /// Salesforce: the connected app's consumer key.
+    #[arg(long)]
+    sf_client_id: Option<String>,
+    /// Salesforce: the connected app's consumer secret (or CRMSYNC_SF_CLIENT_SECRET).
+    #[arg(long, env = "CRMSYNC_SF_CLIENT_SECRET", hide_env_values = true)]
+    sf_client_secret: Option<String>,
+    /// Salesforce: the refresh token (or CRMSYNC_SF_REFRESH_TOKEN; or use `crmsync salesforce
+    /// exchange-code`).
+    #[arg(long, env = "CRMSYNC_SF_REFRESH_TOKEN", hide_env_values = true)]
+    sf_refresh_token: Option<String>,
+    /// Salesforce: the REST API version, vNN.N [add default: v60.0].
+    #[arg(long)]
+    sf_api_version: Option<String>,
+    /// Salesforce: the external-id field holding the Nylas contact id, on both Contact and Lead
+    /// [add default: Nylas_Contact_Id__c].
+    #[arg(long)]
+    sf_external_id_field: Option<String>,
+    /// Salesforce: where a contact goes: contact-or-lead (a Contact under the Account with the
+    /// email's domain, else a Lead), contact, or lead [add default: contact-or-lead].
+    #[arg(long)]
+    sf_routing: Option<String>,
+    /// Salesforce: send `Sforce-Duplicate-Rule-Header: allowSave=true`, so records save past
+    /// duplicate rules that only alert (never past blocking ones): true or false [add default:
+    /// false].
+    #[arg(long)]
+    sf_allow_duplicates: Option<bool>,
+    /// The org's daily API credits (Zoho) [add default: from --edition and --users, else
+    /// 50000].
     #[arg(long, allow_hyphen_values = true)]
     daily_credits: Option<i64>,
+    /// The org's daily API requests (Salesforce's DailyApiRequests Max; the org's own figure,
+    /// sent with every answer, replaces it from the first call) [add default: 15000, Developer
+    /// Edition's].
+    #[arg(long, allow_hyphen_values = true)]
+    daily_requests: Option<i64>,
     /// Zoho edition: free, standard, professional, enterprise, ultimate (sets the default
     /// concurrency and, with --users, the daily credits).
     #[arg(long)]
@@ -104,20 +142,59 @@ fn store(env: &Env) -> anyhow::Result<TenantStore> {
     ))
 }
 
-fn credits(n: i64) -> anyhow::Result<u64> {
-    anyhow::ensure!(n > 0, "daily credits must be a positive number, got {n}");
+fn positive(what: &str, n: i64) -> anyhow::Result<u64> {
+    anyhow::ensure!(n > 0, "{what} must be a positive number, got {n}");
     Ok(n as u64)
 }
+
+/// Salesforce's DailyApiRequests of the smallest org (Developer Edition): the allowance until
+/// the org reports its own.
+pub const SF_DEFAULT_DAILY_REQUESTS: u64 = 15_000;
 
 fn nylas_uri(s: &str) -> String {
     crmsync_nylas::api_uri(s)
 }
 
 impl TenantFlags {
+    fn refuse_zoho_flags(&self) -> anyhow::Result<()> {
+        let given = [
+            ("--zoho-region", self.zoho_region.is_some()),
+            ("--zoho-accounts-url", self.zoho_accounts_url.is_some()),
+            ("--zoho-api-domain", self.zoho_api_domain.is_some()),
+            ("--zoho-client-id", self.zoho_client_id.is_some()),
+            ("--zoho-client-secret", self.zoho_client_secret.is_some()),
+            ("--zoho-refresh-token", self.zoho_refresh_token.is_some()),
+        ];
+        match given.iter().find(|(_, g)| *g) {
+            Some((flag, _)) => anyhow::bail!("{flag} is for Zoho tenants; tenant `{}` writes to Salesforce", self.id),
+            None => Ok(()),
+        }
+    }
+
+    fn refuse_salesforce_flags(&self) -> anyhow::Result<()> {
+        let given = [
+            ("--sf-login-url", self.sf_login_url.is_some()),
+            ("--sf-client-id", self.sf_client_id.is_some()),
+            ("--sf-client-secret", self.sf_client_secret.is_some()),
+            ("--sf-refresh-token", self.sf_refresh_token.is_some()),
+            ("--sf-api-version", self.sf_api_version.is_some()),
+            ("--sf-external-id-field", self.sf_external_id_field.is_some()),
+            ("--sf-routing", self.sf_routing.is_some()),
+            ("--sf-allow-duplicates", self.sf_allow_duplicates.is_some()),
+        ];
+        match given.iter().find(|(_, g)| *g) {
+            Some((flag, _)) => anyhow::bail!("{flag} is for Salesforce tenants; tenant `{}` writes to Zoho", self.id),
+            None => Ok(()),
+        }
+    }
+
     fn apply(self, t: &mut Tenant) -> anyhow::Result<()> {
+        match t.crm.kind() {
+            CrmKind::Zoho => self.refuse_salesforce_flags()?,
+            CrmKind::Salesforce => self.refuse_zoho_flags()?,
+        }
         if let Some(c) = &self.crm {
-            let kind =
-                crmsync_tenants::CrmKind::parse(c).ok_or_else(|| anyhow::anyhow!("unknown CRM `{c}`: use zoho"))?;
+            let kind = CrmKind::parse(c).ok_or_else(|| anyhow::anyhow!("unknown CRM `{c}`: use zoho or salesforce"))?;
             anyhow::ensure!(
                 kind == t.crm.kind(),
                 "tenant `{}` writes to {}; to move it to {kind}, remove it and add it again",
@@ -134,24 +211,71 @@ impl TenantFlags {
         if let Some(v) = self.nylas_api_uri {
             t.nylas.api_uri = nylas_uri(&v);
         }
-        let Crm::Zoho(z) = &mut t.crm;
-        if let Some(v) = self.zoho_region {
-            z.region = Some(v.to_ascii_lowercase());
-        }
-        if let Some(v) = self.zoho_accounts_url {
-            z.accounts_url = Some(v).filter(|s| !s.is_empty());
-        }
-        if let Some(v) = self.zoho_api_domain {
-            z.api_domain = Some(v).filter(|s| !s.is_empty());
-        }
-        if let Some(v) = self.zoho_client_id {
-            z.client_id = v;
-        }
-        if let Some(v) = self.zoho_client_secret {
-            z.client_secret = Secret::new(v);
-        }
-        if let Some(v) = self.zoho_refresh_token {
-            z.refresh_token = Some(Secret::new(v));
+        match &mut t.crm {
+            Crm::Zoho(z) => {
+                if let Some(v) = self.zoho_region {
+                    z.region = Some(v.to_ascii_lowercase());
+                }
+                if let Some(v) = self.zoho_accounts_url {
+                    z.accounts_url = Some(v).filter(|s| !s.is_empty());
+                }
+                if let Some(v) = self.zoho_api_domain {
+                    z.api_domain = Some(v).filter(|s| !s.is_empty());
+                }
+                if let Some(v) = self.zoho_client_id {
+                    z.client_id = v;
+                }
+                if let Some(v) = self.zoho_client_secret {
+                    z.client_secret = Secret::new(v);
+                }
+                if let Some(v) = self.zoho_refresh_token {
+                    // Empty: none (nothing is written until one is set or exchanged).
+                    z.refresh_token = Some(v).filter(|s| !s.is_empty()).map(Secret::new);
+                }
+                anyhow::ensure!(
+                    self.daily_requests.is_none(),
+                    "--daily-requests is for Salesforce tenants; a Zoho tenant's budget is --daily-credits"
+                );
+            }
+            Crm::Salesforce(c) => {
+                if let Some(v) = self.sf_login_url {
+                    c.login_url = v;
+                }
+                if let Some(v) = self.sf_client_id {
+                    c.client_id = v;
+                }
+                if let Some(v) = self.sf_client_secret {
+                    c.client_secret = Secret::new(v);
+                }
+                if let Some(v) = self.sf_refresh_token {
+                    c.refresh_token = Some(v).filter(|s| !s.is_empty()).map(Secret::new);
+                }
+                if let Some(v) = self.sf_api_version {
+                    c.api_version = v;
+                }
+                if let Some(v) = self.sf_external_id_field {
+                    c.ext_id_field = v;
+                }
+                if let Some(v) = self.sf_routing {
+                    c.routing = Routing::parse(&v).ok_or_else(|| {
+                        anyhow::anyhow!("unknown routing `{v}`: use contact-or-lead, contact or lead")
+                    })?;
+                }
+                if let Some(v) = self.sf_allow_duplicates {
+                    c.allow_duplicates = v;
+                }
+                anyhow::ensure!(
+                    self.daily_credits.is_none(),
+                    "--daily-credits is for Zoho tenants; a Salesforce tenant's budget is --daily-requests"
+                );
+                anyhow::ensure!(
+                    self.edition.is_none() && self.users.is_none(),
+                    "--edition and --users are Zoho's plans; a Salesforce tenant's budget is --daily-requests"
+                );
+                if let Some(v) = self.daily_requests {
+                    t.daily_credits = positive("daily requests", v)?;
+                }
+            }
         }
         let plan_changed = self.edition.is_some() || self.users.is_some();
         if let Some(v) = self.edition {
@@ -164,7 +288,7 @@ impl TenantFlags {
             t.users = Some(v as u32);
         }
         match (self.daily_credits, t.edition) {
-            (Some(v), _) => t.daily_credits = credits(v)?,
+            (Some(v), _) => t.daily_credits = positive("daily credits", v)?,
             (None, Some(e)) if plan_changed => t.daily_credits = e.daily_credits(t.users.unwrap_or(1)),
             _ => {}
         }
@@ -183,12 +307,34 @@ impl TenantFlags {
         if let Some(v) = self.concurrency {
             anyhow::ensure!(
                 (1..=25).contains(&v),
-                "concurrency {v} is out of range: Zoho allows 1 to 25 concurrent calls"
+                "concurrency {v} is out of range: 1 to 25 concurrent calls"
             );
             t.concurrency = Some(v as u32);
         }
         Ok(())
     }
+}
+
+/// New credentials lift the pause the fleet put on a tenant whose grant the CRM refused, and
+/// the writes that waited for it run again now.
+async fn lift_reauthorize_pause(env: &Env, id: &str, dest: &str) -> anyhow::Result<()> {
+    let conn = env.conn()?;
+    let keys = crmsync_tenants::TenantKeys::new(&env.namespace, id);
+    let reason: Option<String> = redis::cmd("HGET")
+        .arg(keys.pause())
+        .arg("reason")
+        .query_async(&mut conn.clone())
+        .await?;
+    if !reason.is_some_and(|r| r.starts_with(crmsync_worker::flush::REAUTHORIZE)) {
+        return Ok(());
+    }
+    crmsync_limits::Limiter::new(conn.clone(), &env.namespace)
+        .resume(id)
+        .await?;
+    let writes: JobQueue<FlushWrites> = JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&env.namespace));
+    let woken = crmsync_producer::waits::wake(&conn, &writes, &keys.dest(dest)).await?;
+    println!("  the pause for re-authorization is lifted ({woken} waiting write(s) run now)");
+    Ok(())
 }
 
 /// Keys deleted per `UNLINK` when a tenant is removed.
@@ -200,6 +346,9 @@ const PURGE_BATCH: usize = 500;
 pub async fn after_update(env: &Env, id: &str, u: &Updated) -> anyhow::Result<()> {
     if u.connection_changed && u.old_dest.is_none() {
         println!("  new credentials: cached access tokens are no longer used");
+    }
+    if u.connection_changed {
+        lift_reauthorize_pause(env, id, &u.dest).await?;
     }
     let Some(old) = &u.old_dest else { return Ok(()) };
     let conn = env.conn()?;
@@ -269,14 +418,14 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                 !flags.same_org,
                 "--same-org is for `tenant set` (a new tenant has no org yet)"
             );
-            let mut t = Tenant::new(
-                flags.id.clone(),
-                NylasSettings {
-                    grant_id: String::new(),
-                    api_key: Secret::new(""),
-                    api_uri: nylas_uri("us"),
-                },
-                Crm::Zoho(ZohoConnection {
+            let kind = match &flags.crm {
+                Some(c) => {
+                    CrmKind::parse(c).ok_or_else(|| anyhow::anyhow!("unknown CRM `{c}`: use zoho or salesforce"))?
+                }
+                None => CrmKind::Zoho,
+            };
+            let crm = match kind {
+                CrmKind::Zoho => Crm::Zoho(ZohoConnection {
                     region: None,
                     accounts_url: None,
                     api_domain: None,
@@ -284,7 +433,24 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                     client_secret: Secret::new(""),
                     refresh_token: None,
                 }),
+                CrmKind::Salesforce => Crm::Salesforce(SalesforceConnection::new(
+                    crmsync_tenants::crm::salesforce::PRODUCTION_LOGIN,
+                    "",
+                    Secret::new(""),
+                )),
+            };
+            let mut t = Tenant::new(
+                flags.id.clone(),
+                NylasSettings {
+                    grant_id: String::new(),
+                    api_key: Secret::new(""),
+                    api_uri: nylas_uri("us"),
+                },
+                crm,
             );
+            if kind == CrmKind::Salesforce {
+                t.daily_credits = SF_DEFAULT_DAILY_REQUESTS;
+            }
             flags.apply(&mut t)?;
             let id = t.id.clone();
             store(env)?.add(t).await?;
@@ -306,6 +472,7 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
             flags.apply(&mut t)?;
             let limits_changed = limits(&t) != before;
             let allowed = t.allowed_credits();
+            let updated_unit = t.crm.kind().budget_unit();
             let id = t.id.clone();
             let updated = s
                 .update_with(
@@ -324,8 +491,9 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                     JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&env.namespace));
                 let dest = crmsync_tenants::TenantKeys::new(&env.namespace, &id).dest(&updated.dest);
                 let woken = crmsync_producer::waits::wake(&conn, &writes, &dest).await?;
+                let unit = updated_unit;
                 println!(
-                    "  limits changed ({allowed} credits allowed in any 24 hours): the fleet applies them from its next call{}",
+                    "  limits changed ({allowed} {unit} allowed in any 24 hours): the fleet applies them from its next call{}",
                     if woken > 0 {
                         format!("; {woken} waiting write(s) run again now")
                     } else {
@@ -341,18 +509,24 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                 println!("no tenants; add one with `crmsync tenant add <id> ...`");
             }
             println!(
-                "{:<24} {:<28} {:<8} {:>12} {:>6}",
-                "TENANT", "NYLAS GRANT", "ZOHO DC", "CREDITS/DAY", "SHARE"
+                "{:<24} {:<28} {:<16} {:>18} {:>6}",
+                "TENANT", "NYLAS GRANT", "CRM", "DAILY ALLOWANCE", "SHARE"
             );
             for id in ids {
                 let v = s.view(&id).await?;
-                let dc = v["zoho"]["region"].as_str().unwrap_or("custom").to_owned();
+                let (crm, unit) = match v["crm"]["kind"].as_str() {
+                    Some("salesforce") => ("salesforce".to_owned(), "requests"),
+                    _ => (
+                        format!("zoho/{}", v["crm"]["region"].as_str().unwrap_or("custom")),
+                        "credits",
+                    ),
+                };
                 println!(
-                    "{:<24} {:<28} {:<8} {:>12} {:>6}",
+                    "{:<24} {:<28} {:<16} {:>18} {:>6}",
                     id,
                     v["nylas"]["grant_id"].as_str().unwrap_or(""),
-                    dc,
-                    v["daily_credits"],
+                    crm,
+                    format!("{} {unit}", v["daily_credits"]),
                     v["budget_share"]
                 );
             }

@@ -36,7 +36,12 @@ pub async fn run(env: &Env, cmd: ZohoCmd) -> anyhow::Result<()> {
         } => {
             let store = TenantStore::new(env.conn()?, &env.namespace, Some(SecretKey::from_env()?));
             let mut t = store.get(&tenant).await?;
-            let Crm::Zoho(z) = &mut t.crm;
+            let Crm::Zoho(z) = &mut t.crm else {
+                anyhow::bail!(
+                    "tenant `{tenant}` writes to {}; use `crmsync salesforce exchange-code`",
+                    t.crm.kind().label()
+                );
+            };
             let accounts = z
                 .accounts_url()
                 .ok_or_else(|| anyhow::anyhow!("tenant `{tenant}` has no Zoho region or accounts URL"))?;

@@ -174,6 +174,8 @@ pub struct Credits {
     /// When the oldest credits in the window return, and how many.
     pub next_return_ms: Option<u64>,
     pub next_return_credits: u64,
+    /// What the CRM counts: `credits` (Zoho) or `requests` (Salesforce).
+    pub unit: &'static str,
 }
 
 /// A backfill run with its progress.
@@ -232,6 +234,8 @@ pub struct LastError {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TenantStatus {
     pub id: String,
+    /// The CRM it writes to (`zoho`, `salesforce`).
+    pub crm: &'static str,
     /// Whatever stops its Zoho calls now: an operator's pause, a spent budget, a 429 cooldown
     /// (in that order). Empty when it runs.
     pub pauses: Vec<Pause>,
@@ -256,6 +260,7 @@ impl TenantStatus {
     fn unreadable(id: String, problem: String) -> Self {
         Self {
             id,
+            crm: "",
             pauses: Vec::new(),
             credits: Credits {
                 used: 0,
@@ -267,6 +272,7 @@ impl TenantStatus {
                 percent: 0.0,
                 next_return_ms: None,
                 next_return_credits: 0,
+                unit: "credits",
             },
             rate_factor: 1.0,
             run: None,
@@ -447,7 +453,7 @@ impl Fleet {
             &id,
             dest.dest(),
             profile.match_key,
-            profile.max_batch,
+            profile.max_take,
         );
         let (budget, blocked, active, newest, waiting, feed_stats, rejected) = tokio::join!(
             self.limiter.budget(&dest, &s),
@@ -513,6 +519,7 @@ impl Fleet {
             None => newest.map(RunView::from),
         };
         Ok(Some(TenantStatus {
+            crm: kind.as_str(),
             credits: Credits {
                 used: budget.used,
                 others: budget.others,
@@ -527,6 +534,7 @@ impl Fleet {
                 },
                 next_return_ms: budget.next_return_ms,
                 next_return_credits: budget.next_return_credits,
+                unit: kind.budget_unit(),
             },
             rate_factor: budget.rate_factor,
             id,
@@ -585,6 +593,7 @@ impl Fleet {
 fn crm_name(kind: CrmKind) -> &'static str {
     match kind {
         CrmKind::Zoho => "Zoho",
+        CrmKind::Salesforce => "Salesforce",
     }
 }
 

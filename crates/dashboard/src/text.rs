@@ -259,15 +259,17 @@ fn why_text(t: &TenantStatus, now: u64) -> String {
         .join("; ")
 }
 
-/// `30/800 (4%)`; with the org's other integrations' usage: `30+150 others/800 (23%)`.
+/// `30/800 (4%)`; with the org's other integrations' usage: `30+150 others/800 (23%)`; a CRM
+/// counting requests (Salesforce) says so: `30/800 req (4%)`.
 fn credits_col(t: &TenantStatus) -> String {
     let others = if t.credits.others > 0 {
         format!("+{} others", thousands(t.credits.others))
     } else {
         String::new()
     };
+    let unit = if t.credits.unit == "requests" { " req" } else { "" };
     format!(
-        "{}{others}/{} ({:.0}%)",
+        "{}{others}/{}{unit} ({:.0}%)",
         thousands(t.credits.used),
         thousands(t.credits.allowed),
         t.credits.percent
@@ -284,7 +286,7 @@ fn tenants_wide(out: &mut String, s: &FleetStatus, width: usize) {
     let _ = writeln!(
         out,
         "\n{:<14} {:<9} {:<10} {:<why_w$} {:<24} {:<14} LAST ERROR",
-        "TENANT", "PAUSED", "UNTIL", "WHY", "CREDITS USED/ALLOWED", "RUN"
+        "TENANT", "PAUSED", "UNTIL", "WHY", "BUDGET USED/ALLOWED", "RUN"
     );
     for t in &s.tenants {
         let err = t.last_error.as_ref().map(|e| error_text(e, now));
@@ -310,7 +312,7 @@ fn tenants_narrow(out: &mut String, s: &FleetStatus, width: usize) {
     let _ = writeln!(
         out,
         "\n{:<14} {:<9} {:<10} {:<24} RUN",
-        "TENANT", "PAUSED", "UNTIL", "CREDITS USED/ALLOWED"
+        "TENANT", "PAUSED", "UNTIL", "BUDGET USED/ALLOWED"
     );
     for t in &s.tenants {
         let _ = writeln!(

@@ -1,10 +1,12 @@
 //! `make demo`: crmsync's main job end to end, on a machine with nothing running.
 //!
-//! Starts its own `redis-server` and the simulator (3 tenants across the US and EU data
-//! centers, 2,000–5,000 messy contacts each), registers the tenants with `crmsync tenant add`,
+//! Starts its own `redis-server` and the simulator (3 Zoho tenants across the US and EU data
+//! centers and a Salesforce tenant, 2,000–5,000 messy contacts each), registers the tenants
+//! with `crmsync tenant add`,
 //! starts 2 `crmsync worker` processes, runs `crmsync backfill ... --follow` (live progress,
-//! then each run's summary), checks the simulated CRMs, then keeps one CRM current from the
-//! change feed: the simulator changes acme's address book 500 times and delivers signed
+//! then each run's summary), checks the simulated CRMs (Zoho records; Salesforce Contacts vs
+//! Leads, API requests and rejected records), then keeps one CRM current from the change
+//! feed: the simulator changes acme's address book 500 times and delivers signed
 //! webhooks (duplicated, out of order, some forged) to `crmsync webhook`; the demo waits until
 //! the CRM equals the address book again and shows `crmsync feed`. It stops everything it
 //! started.
@@ -14,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use crmsync_sim::{MutationPlan, RunningSim, SimConfig, TenantConfig, WebhookConfig};
+use crmsync_sim::{MutationPlan, RunningSim, SalesforceConfig, SimConfig, TenantConfig, WebhookConfig};
 use crmsync_testkit::{ChildProcess, RedisServer, bin_path, free_port};
 
 const WEBHOOK_SECRET: &str = "whsec-demo";
@@ -48,11 +50,18 @@ async fn main() -> anyhow::Result<()> {
         tenant("globex", "eu", 3_000),
         tenant("initech", "us", 2_500),
     ];
+    // A Salesforce org beside them: Contacts under the Accounts whose domains match, Leads
+    // for the rest.
+    let mut umbrella = TenantConfig::named("umbrella");
+    umbrella.contacts = 3_000;
+    umbrella.salesforce = Some(SalesforceConfig::named("umbrella"));
+    let mut everyone = tenants.clone();
+    everyone.push(umbrella.clone());
     let hook_port = free_port();
     let sim = RunningSim::start(
         SimConfig {
             seed: 2026,
-            tenants: tenants.clone(),
+            tenants: everyone.clone(),
             webhooks: Some(WebhookConfig::new(
                 format!("http://127.0.0.1:{hook_port}/webhooks/nylas"),
                 WEBHOOK_SECRET,
@@ -62,7 +71,10 @@ async fn main() -> anyhow::Result<()> {
         "127.0.0.1:0".parse()?,
     )
     .await?;
-    println!("• simulator (fake Nylas + Zoho CRM) on {}", sim.base_url());
+    println!(
+        "• simulator (fake Nylas, Zoho CRM and Salesforce) on {}",
+        sim.base_url()
+    );
 
     let key = crmsync_tenants::SecretKey::generate();
     for t in &tenants {
@@ -101,6 +113,40 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    {
+        let mut args = crmsync_e2e::sim_salesforce_tenant_add_args(&sim, &umbrella);
+        // Secrets from the environment, as an operator would pass them.
+        let secret_flags = ["--nylas-api-key", "--sf-client-secret", "--sf-refresh-token"];
+        let mut i = 0;
+        while i < args.len() {
+            if secret_flags.contains(&args[i].as_str()) {
+                args.drain(i..i + 2);
+            } else {
+                i += 1;
+            }
+        }
+        let sf = umbrella.salesforce.as_ref().expect("salesforce");
+        let out = crmsync(&redis, &key)
+            .args(&args)
+            .env("CRMSYNC_NYLAS_API_KEY", &umbrella.nylas_api_key)
+            .env("CRMSYNC_SF_CLIENT_SECRET", &sf.client_secret)
+            .env("CRMSYNC_SF_REFRESH_TOKEN", &sf.refresh_token)
+            .env("CRMSYNC_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .output()
+            .context("running crmsync tenant add")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "tenant add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "• {} ({} contacts, Nylas {}, Salesforce)",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            umbrella.contacts,
+            umbrella.nylas_region.to_uppercase()
+        );
+    }
+
     let mut workers: Vec<ChildProcess> = (1..=2)
         .map(|i| {
             let mut cmd = crmsync(&redis, &key);
@@ -116,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("• 2 `crmsync worker` processes and `crmsync webhook` on port {hook_port} started\n");
 
-    let names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = everyone.iter().map(|t| t.name.as_str()).collect();
     let status = crmsync(&redis, &key)
         .arg("backfill")
         .args(&names)
@@ -151,6 +197,8 @@ async fn main() -> anyhow::Result<()> {
             (records.len() as u64).div_ceil(10)
         );
     }
+
+    salesforce_table(&redis, &sim, &umbrella).await?;
 
     let feed_ok = if status.success() {
         change_feed(&redis, &key, &sim, &tenants[0]).await?
@@ -256,6 +304,36 @@ async fn change_feed(redis: &RedisServer, key: &str, sim: &RunningSim, t: &Tenan
     let out = crmsync(redis, key).args(["feed", &t.name]).output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
     Ok(caught_up)
+}
+
+/// The Salesforce org after the backfill: Contacts (under an Account) vs Leads, API requests
+/// used (crmsync's, against the org's Max) and the records Salesforce refused.
+async fn salesforce_table(redis: &RedisServer, sim: &RunningSim, t: &TenantConfig) -> anyhow::Result<()> {
+    let sf = t.salesforce.as_ref().expect("salesforce");
+    let doc = sim.inspect_salesforce(&sf.org_id).unwrap_or_default();
+    let (records, counts) = crmsync_e2e::salesforce_records(sim, &sf.org_id, &sf.ext_id_field);
+    let conn = crmsync_redis::connect(redis.client(), Duration::from_secs(5))?;
+    let rejected = crmsync_e2e::rejections(&conn, "crmsync", &t.name, 10_000).await;
+    println!("\nThe simulated Salesforce org:");
+    println!(
+        "{:<10} {:>9} {:>16} {:>7} {:>9} {:>13} {:>9}",
+        "TENANT", "CONTACTS", "UNDER AN ACCOUNT", "LEADS", "REJECTED", "API REQUESTS", "PER 1K"
+    );
+    let requests = doc["api_usage"]["total"].as_u64().unwrap_or(0);
+    println!(
+        "{:<10} {:>9} {:>16} {:>7} {:>9} {:>13} {:>9.1}",
+        t.name,
+        counts.contacts,
+        counts.contacts_with_account,
+        counts.leads,
+        rejected.len(),
+        format!("{requests}/{}", doc["api_usage"]["max"].as_u64().unwrap_or(0)),
+        requests as f64 * 1000.0 / records.len().max(1) as f64
+    );
+    for r in rejected.iter().take(3) {
+        println!("  rejected {}: {} {}", r.contact_id, r.code, r.message);
+    }
+    Ok(())
 }
 
 async fn reqwest_get_json(url: &str) -> anyhow::Result<Vec<serde_json::Value>> {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crmsync_redis::when::until_text;
 use crmsync_redis::{RedisConn, now_ms};
@@ -410,7 +410,14 @@ pub struct Limiter {
     lease_ttl: Duration,
     max_lease_wait: Duration,
     local: LocalLimiters,
+    org_max: OrgMax,
 }
+
+/// The daily allowance each destination's CRM last reported (Salesforce's `Sforce-Limit-Info`
+/// MAX), with when this process last read it from Redis.
+type OrgMax = Arc<Mutex<HashMap<String, (Option<u64>, Instant)>>>;
+/// How long a process trusts its copy of the org's reported allowance.
+const ORG_MAX_TTL: Duration = Duration::from_secs(60);
 
 impl Limiter {
     pub fn new(conn: RedisConn, namespace: impl Into<String>) -> Self {
@@ -421,6 +428,7 @@ impl Limiter {
             lease_ttl: Duration::from_secs(60),
             max_lease_wait: Duration::from_secs(30),
             local: Arc::default(),
+            org_max: Arc::default(),
         }
     }
 
@@ -476,10 +484,51 @@ impl Limiter {
         s: &LimitSettings,
         ask: Ask,
     ) -> Result<Result<Permit, Wait>, redis::RedisError> {
-        match self.try_acquire(k, s, ask).await {
+        let s = match self.effective(k, s).await {
+            Err(e) if is_gone(&e) => return Ok(Err(Wait::Gone)),
+            other => other?,
+        };
+        match self.try_acquire(k, &s, ask).await {
             Err(e) if is_gone(&e) => Ok(Err(Wait::Gone)),
             other => other,
         }
+    }
+
+    /// The settings as the CRM counts them: a daily allowance the CRM reported (Salesforce sends
+    /// it on every answer) replaces the configured one. Read from Redis at most once a minute
+    /// per process; this process's own readings update it at once.
+    pub async fn effective(&self, k: &DestKeys, s: &LimitSettings) -> Result<LimitSettings, redis::RedisError> {
+        let known = {
+            let m = self.org_max.lock().unwrap_or_else(|p| p.into_inner());
+            m.get(k.prefix())
+                .filter(|(_, at)| at.elapsed() < ORG_MAX_TTL)
+                .map(|(max, _)| *max)
+        };
+        let max = match known {
+            Some(max) => max,
+            None => {
+                let max: Option<u64> = redis::cmd("HGET")
+                    .arg(k.account())
+                    .arg("max")
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+                self.remember_max(k, max);
+                max
+            }
+        };
+        let mut s = *s;
+        if let Some(max) = max.filter(|m| *m > 0) {
+            s.daily_credits = max;
+        }
+        Ok(s)
+    }
+
+    fn remember_max(&self, k: &DestKeys, max: Option<u64>) {
+        let mut m = self.org_max.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 10_000 {
+            m.clear();
+        }
+        m.insert(k.prefix().to_owned(), (max, Instant::now()));
     }
 
     /// How often a tenant kept out by the org's other integrations may probe: probes spend at
@@ -730,7 +779,15 @@ impl Limiter {
         let (used, below): (i64, i64) = match usage {
             Some(Usage::Remaining(r)) => (s.daily_credits.saturating_sub(r) as i64, -1),
             Some(Usage::BelowHalf) => (-1, s.daily_credits.div_ceil(2) as i64),
+            Some(Usage::Used { used, .. }) => (used as i64, -1),
             None => (-1, -1),
+        };
+        let max = match usage {
+            Some(Usage::Used { max, .. }) if max > 0 => {
+                self.remember_max(&k, Some(max));
+                max
+            }
+            _ => 0,
         };
         let mut inv = FINISH.prepare_invoke();
         inv.key(k.ledger())
@@ -763,7 +820,8 @@ impl Limiter {
             .arg(THROTTLED_TTL_SECS)
             .arg(RETRY_DEPOSIT)
             .arg(RETRY_REFILL_PER_SEC)
-            .arg(RETRY_MAX);
+            .arg(RETRY_MAX)
+            .arg(max);
         let (others, factor, until): (i64, i64, i64) = guard(&mut inv, &k).invoke_async(&mut self.conn.clone()).await?;
         if used >= 0 && others > 0 {
             debug!(
@@ -846,6 +904,10 @@ impl Limiter {
 
     /// The budget and pause state of a tenant's destination.
     pub async fn budget(&self, k: &DestKeys, s: &LimitSettings) -> Result<Budget, redis::RedisError> {
+        let s = &match self.effective(k, s).await {
+            Err(e) if is_gone(&e) => *s,
+            other => other?,
+        };
         let mut conn = self.conn.clone();
         let mut inv = PEEK.prepare_invoke();
         inv.key(k.ledger())

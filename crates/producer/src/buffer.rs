@@ -545,6 +545,7 @@ impl WriteBuffer {
             .arg(self.tenant.run_prefix())
             .arg(d.records_prefix())
             .arg(slot.unwrap_or(""))
+            .arg(if self.mode == MatchKey::ContactId { "1" } else { "0" })
             .arg(d.dest())
             .invoke_async(&mut conn)
             .await?;

@@ -95,7 +95,8 @@ pub struct Run {
     pub skipped: BTreeMap<String, u64>,
     /// Records Zoho rejected, by Zoho's code.
     pub failed: BTreeMap<String, u64>,
-    pub zoho_calls: u64,
+    /// Calls made to the CRM.
+    pub calls: u64,
     pub credits: u64,
     pub error: Option<String>,
 }
@@ -382,7 +383,7 @@ fn parse_run(fields: Vec<(String, String)>) -> Run {
         adjusted: 0,
         skipped: BTreeMap::new(),
         failed: BTreeMap::new(),
-        zoho_calls: 0,
+        calls: 0,
         credits: 0,
         error: None,
     };
@@ -404,7 +405,8 @@ fn parse_run(fields: Vec<(String, String)>) -> Run {
             "updated" => run.updated = n(),
             "unchanged" => run.unchanged = n(),
             "adjusted" => run.adjusted = n(),
-            "zoho_calls" => run.zoho_calls = n(),
+            // `zoho_calls`: the name before the sink seam.
+            "calls" | "zoho_calls" => run.calls += n(),
             "credits" => run.credits += n(),
             // shared with other sources' records in the same calls, in thousandths
             "credits_milli" => run.credits += (n() + 500) / 1000,

@@ -505,9 +505,15 @@ async fn matched_on_the_contact_id_every_contact_has_its_own_record() {
         .await
         .expect("push");
     assert_eq!(p.pushed, 1);
+    // The upsert carries the record crmsync wrote for the contact (Salesforce keeps writing
+    // the object it wrote).
+    let taken = b.take("f2", 100, 1, None).await.expect("take");
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].rid.as_deref(), Some("r-c1"));
     assert_eq!(
         write_all(&b, "f2").await,
-        vec![("c1".to_owned(), up("new@x.io", "One"))]
+        vec![("c1".to_owned(), up("new@x.io", "One"))],
+        "the flush resumes its own batch"
     );
     b.push(&Source::Feed, false, &[delete("c2", 12)]).await.expect("push");
     assert_eq!(

@@ -6,7 +6,9 @@
 //! URL layout under the base URL (`http://127.0.0.1:PORT`):
 //! - Nylas API URI per region: `/nylas/{us|eu}` (then `/v3/grants/{grant_id}/contacts...`)
 //! - Zoho accounts server per DC: `/zoho/{dc}/accounts` (then `/oauth/v2/token`)
-//! - Zoho API domain per DC: `/zoho/{dc}/api` (then `/crm/{v6|v8}/Contacts...`)
+//! - Zoho API domain per DC: `/zoho/{dc}/api` (then `/crm/{v6|v8}/Contacts...`), see [`zoho`]
+//! - Zoho records changed by hand (another user in Zoho's UI): `POST /_sim/orgs/{org_id}/records`,
+//!   `PATCH`/`DELETE /_sim/orgs/{org_id}/records/{id}` (see [`zoho::hand`])
 //! - Salesforce login server per org: `/salesforce/{org}/login` (then
 //!   `/services/oauth2/token`), and instance: `/salesforce/{org}/instance` (then
 //!   `/services/data/vNN.N/...`), see [`salesforce`]
@@ -285,6 +287,33 @@ impl RunningSim {
     /// not (the inspection shows them as `other_credits_*`).
     pub fn spend_zoho_credits(&self, org_id: &str, credits: u64) -> anyhow::Result<SpendReport> {
         self.sim.spend_zoho_credits(org_id, credits)
+    }
+
+    /// Creates a Contacts record in Zoho org `org_id` as another user would in Zoho's UI (not
+    /// an API call: no credits, no faults); returns its id. The record belongs to that user:
+    /// crmsync must never touch it (the inspection shows it with `origin: "hand"` and counts
+    /// `api_updates`). As `POST /_sim/orgs/{org_id}/records`.
+    pub fn create_zoho_record(&self, org_id: &str, fields: serde_json::Map<String, Value>) -> anyhow::Result<String> {
+        self.sim.create_zoho_record(org_id, fields)
+    }
+
+    /// Edits record `record_id` of Zoho org `org_id` as a user would in Zoho's UI: sets
+    /// `fields` (`null` clears), stamps `Modified_Time` now; returns the record as the
+    /// inspection shows it. As `PATCH /_sim/orgs/{org_id}/records/{record_id}`.
+    pub fn edit_zoho_record(
+        &self,
+        org_id: &str,
+        record_id: &str,
+        fields: serde_json::Map<String, Value>,
+    ) -> anyhow::Result<Value> {
+        self.sim.edit_zoho_record(org_id, record_id, fields)
+    }
+
+    /// Deletes record `record_id` of Zoho org `org_id` as a user would in Zoho's UI (gone from
+    /// the API); returns the record as the inspection showed it. As `DELETE
+    /// /_sim/orgs/{org_id}/records/{record_id}`.
+    pub fn delete_zoho_record(&self, org_id: &str, record_id: &str) -> anyhow::Result<Value> {
+        self.sim.delete_zoho_record(org_id, record_id)
     }
 
     /// The inspection document of a Salesforce org (as `GET /_sim/salesforce/{org_id}`).

@@ -15,10 +15,13 @@
 //! strategies, a variant in [`profile`] and [`crmsync_tenants::Crm`], and its flags in the CLI.
 //!
 //! **Boundary:** no Redis state of the sync here (the write buffer and the per-contact state
-//! live in `crmsync-producer`); the one Redis use is the fleet-wide token cache of a CRM's
-//! OAuth client. **Invariant:** every cached token is keyed by the tenant's destination and
-//! used only for the connection revision it was issued to.
+//! live in `crmsync-producer`); the Redis uses are a CRM client's own fleet-wide caches: its
+//! OAuth tokens, and Salesforce's Accounts for routing. **Invariant:** every cached token is
+//! keyed by the tenant's destination and used only for the connection revision it was issued
+//! to.
 
+mod guarded;
+pub mod salesforce;
 pub mod zoho;
 
 use std::future::Future;
@@ -40,6 +43,9 @@ pub struct SinkProfile {
     pub match_key: MatchKey,
     /// Most records per write call.
     pub max_batch: usize,
+    /// Most writes a flush takes and hands to the sink at once (a multiple of `max_batch` when
+    /// one batch may need calls of several kinds, e.g. Salesforce Contacts and Leads).
+    pub max_take: usize,
     pub field_limits: FieldLimits,
     /// What the daily allowance counts (`credits`, `requests`).
     pub unit: &'static str,
@@ -49,6 +55,7 @@ pub struct SinkProfile {
 pub fn profile(kind: CrmKind) -> &'static SinkProfile {
     match kind {
         CrmKind::Zoho => &zoho::PROFILE,
+        CrmKind::Salesforce => &salesforce::PROFILE,
     }
 }
 
@@ -96,6 +103,10 @@ pub enum Usage {
     Remaining(u64),
     /// Less than half the daily allowance is used (a Zoho answer without the header).
     BelowHalf,
+    /// What the org used of its allowance in the rolling window, and the allowance itself
+    /// (Salesforce's `Sforce-Limit-Info: api-usage=USED/MAX`): the org's own count wins over the
+    /// configured daily allowance.
+    Used { used: u64, max: u64 },
 }
 
 /// A sink call: what it costs and whose work it is.
@@ -179,8 +190,14 @@ impl SinkError {
 /// One buffered change, as a flush hands it to the sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    /// Create or update the contact's record, found by the sink's match key.
-    Upsert { contact_id: String, record: CrmRecord },
+    /// Create or update the contact's record, found by the sink's match key. `rid`: the record
+    /// crmsync last wrote for the contact, when the sink matches on the contact (a Salesforce
+    /// sink keeps writing the object it wrote, Contact or Lead); None otherwise.
+    Upsert {
+        contact_id: String,
+        record: CrmRecord,
+        rid: Option<String>,
+    },
     /// The contact's email changed and its record follows it: `rid` is the record crmsync
     /// last wrote for it under the former email (None: none known, so it is created where
     /// the new email is).
@@ -231,7 +248,7 @@ pub struct Written {
 pub trait CrmSink: Send + Sync {
     fn profile(&self) -> &'static SinkProfile;
 
-    /// Writes a batch of one kind of write (at most `max_batch`, as the buffer hands them out);
+    /// Writes a batch of one kind of write (at most `max_take`, as the buffer hands them out);
     /// an error fails the whole batch (it is retried as a whole), per-record refusals are
     /// [`Outcome::Rejected`].
     fn write<'a>(&'a self, batch: &'a [Write], priority: Priority) -> BoxFuture<'a, Result<Written, SinkError>>;

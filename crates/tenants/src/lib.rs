@@ -17,7 +17,7 @@ mod secret;
 mod store;
 mod tenant;
 
-pub use crm::{Crm, CrmKind, ZohoConnection};
+pub use crm::{Crm, CrmKind, Routing, SalesforceConnection, ZohoConnection};
 pub use keys::{DestKeys, LIVE_GUARD, TenantKeys, is_gone};
 pub use secret::{KEY_ENV, KEY_FILE_ENV, Sealer, Secret, SecretError, SecretKey};
 pub use store::{Removed, StoreError, TenantStore, UpdateOptions, Updated};

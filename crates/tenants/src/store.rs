@@ -6,7 +6,7 @@ use crmsync_redis::{RedisConn, now_ms};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
-use crate::crm::{Crm, ZohoConnection};
+use crate::crm::{Crm, Routing, SalesforceConnection, ZohoConnection};
 use crate::secret::{Secret, SecretError, SecretKey};
 use crate::tenant::{Edition, NylasSettings, Tenant, TenantError, new_dest_id, tenant_tag};
 
@@ -115,6 +115,17 @@ enum StoredCrm {
         client_id: String,
         client_secret: String,
         refresh_token: Option<String>,
+    },
+    Salesforce {
+        login_url: String,
+        client_id: String,
+        client_secret: String,
+        refresh_token: Option<String>,
+        api_version: String,
+        ext_id_field: String,
+        routing: String,
+        #[serde(default)]
+        allow_duplicates: bool,
     },
 }
 
@@ -236,6 +247,19 @@ impl TenantStore {
                     .as_ref()
                     .map(|r| k.seal(&Self::ctx(&t.id, "zoho.refresh_token"), r.expose())),
             },
+            Crm::Salesforce(c) => StoredCrm::Salesforce {
+                login_url: c.login_url.clone(),
+                client_id: c.client_id.clone(),
+                client_secret: k.seal(&Self::ctx(&t.id, "salesforce.client_secret"), c.client_secret.expose()),
+                refresh_token: c
+                    .refresh_token
+                    .as_ref()
+                    .map(|r| k.seal(&Self::ctx(&t.id, "salesforce.refresh_token"), r.expose())),
+                api_version: c.api_version.clone(),
+                ext_id_field: c.ext_id_field.clone(),
+                routing: c.routing.as_str().to_owned(),
+                allow_duplicates: c.allow_duplicates,
+            },
         };
         Ok(Stored {
             id: t.id.clone(),
@@ -291,6 +315,29 @@ impl TenantStore {
                     .as_deref()
                     .map(|r| open("zoho.refresh_token", r))
                     .transpose()?,
+            }),
+            StoredCrm::Salesforce {
+                login_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                api_version,
+                ext_id_field,
+                routing,
+                allow_duplicates,
+            } => Crm::Salesforce(SalesforceConnection {
+                login_url,
+                client_id,
+                client_secret: open("salesforce.client_secret", &client_secret)?,
+                refresh_token: refresh_token
+                    .as_deref()
+                    .map(|r| open("salesforce.refresh_token", r))
+                    .transpose()?,
+                api_version,
+                ext_id_field,
+                routing: Routing::parse(&routing)
+                    .ok_or_else(|| StoreError::Corrupt(s.id.clone(), format!("unknown routing `{routing}`")))?,
+                allow_duplicates,
             }),
         };
         Ok(Tenant {
@@ -579,6 +626,26 @@ impl TenantStore {
                 "client_id": client_id,
                 "client_secret": mask("zoho.client_secret", Some(&client_secret)),
                 "refresh_token": mask("zoho.refresh_token", refresh_token.as_deref()),
+            }),
+            StoredCrm::Salesforce {
+                login_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                api_version,
+                ext_id_field,
+                routing,
+                allow_duplicates,
+            } => serde_json::json!({
+                "kind": "salesforce",
+                "login_url": login_url,
+                "client_id": client_id,
+                "client_secret": mask("salesforce.client_secret", Some(&client_secret)),
+                "refresh_token": mask("salesforce.refresh_token", refresh_token.as_deref()),
+                "api_version": api_version,
+                "external_id_field": ext_id_field,
+                "routing": routing,
+                "allow_duplicates": allow_duplicates,
             }),
         };
         Ok(serde_json::json!({

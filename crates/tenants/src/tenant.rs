@@ -121,7 +121,7 @@ pub enum TenantError {
     #[error("tenant `{tenant}`: {message}")]
     Invalid { tenant: String, message: String },
     #[error(
-        "tenant `{0}` has no Zoho refresh token; run `crmsync zoho exchange-code {0} --code <grant code>` or `crmsync tenant set {0} --zoho-refresh-token ...`"
+        "tenant `{0}` has no refresh token; run `crmsync zoho exchange-code {0} --code <grant code>` (Zoho) or `crmsync salesforce exchange-code {0} --code <authorization code>` (Salesforce), or set one with `crmsync tenant set {0}`"
     )]
     NoRefreshToken(String),
     #[error("tenant `{tenant}` writes to {kind}, not {wanted}")]
@@ -210,7 +210,7 @@ impl Tenant {
             && !(1..=25).contains(&c)
         {
             return Err(bad(format!(
-                "concurrency {c} is out of range: Zoho allows 1 to 25 concurrent calls (Free 5 ... Ultimate 25)"
+                "concurrency {c} is out of range: 1 to 25 concurrent calls (Zoho: Free 5 ... Ultimate 25; Salesforce: 25 long-running requests)"
             )));
         }
         if self.users == Some(0) {
@@ -218,7 +218,7 @@ impl Tenant {
         }
         if !(0.5..=1.0).contains(&self.budget_share) {
             return Err(bad(format!(
-                "budget share {} is out of range: crmsync may spend between 0.5 and 1.0 of the daily credits",
+                "budget share {} is out of range: crmsync may spend between 0.5 and 1.0 of the daily allowance",
                 self.budget_share
             )));
         }
@@ -248,5 +248,18 @@ impl Tenant {
             return Err(TenantError::NoRefreshToken(self.id.clone()));
         }
         Ok(z)
+    }
+
+    /// The tenant's Salesforce connection, with its refresh token (required to write).
+    pub fn salesforce(&self) -> Result<&crate::crm::SalesforceConnection, TenantError> {
+        let c = self.crm.salesforce().ok_or_else(|| TenantError::WrongCrm {
+            tenant: self.id.clone(),
+            kind: self.crm.kind().as_str(),
+            wanted: "salesforce",
+        })?;
+        if c.refresh_token.is_none() {
+            return Err(TenantError::NoRefreshToken(self.id.clone()));
+        }
+        Ok(c)
     }
 }

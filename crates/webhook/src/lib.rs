@@ -322,7 +322,7 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
         &tenant_id,
         &tenant.dest,
         profile.match_key,
-        profile.max_batch,
+        profile.max_take,
     );
     // The notification id is checked and remembered in the same atomic step as the push: a
     // delivery is accepted once, however many copies arrive at once, and one that failed

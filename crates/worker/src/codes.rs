@@ -50,6 +50,7 @@ pub fn all() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
     for (c, m) in crmsync_sink::zoho::CODES
         .iter()
+        .chain(crmsync_sink::salesforce::CODES)
         .chain(crmsync_nylas::CODES)
         .chain(FLEET)
     {

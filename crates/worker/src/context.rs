@@ -8,6 +8,7 @@ use crmsync_limits::{LimitLayer, LimitSettings, Limiter};
 use crmsync_nylas::NylasClient;
 use crmsync_producer::{BackfillPage, FlushWrites, Maintenance, RunStore, WriteBuffer};
 use crmsync_queue::{JobQueue, RedisConn};
+use crmsync_sink::salesforce::{SalesforceHttp, SalesforceSink, SfAccounts, SfOrg, SfTokens};
 use crmsync_sink::zoho::{TokenBroker, ZohoHttp, ZohoOrg, ZohoSink};
 use crmsync_sink::{CrmSink, SinkProfile};
 use crmsync_tenants::{Crm, DestKeys, SecretKey, Tenant, TenantKeys, TenantStore};
@@ -49,6 +50,8 @@ pub struct Context {
     pub nylas: NylasClient,
     pub http: reqwest::Client,
     pub zoho_tokens: TokenBroker,
+    pub sf_tokens: SfTokens,
+    pub sf_accounts: SfAccounts,
     pub limiter: Limiter,
     pub backfill: JobQueue<BackfillPage>,
     pub writes: JobQueue<FlushWrites>,
@@ -66,12 +69,17 @@ impl Context {
         let http = crmsync_sink::zoho::http_client(opts.http_timeout)?;
         let zoho_tokens =
             TokenBroker::new(conn.clone(), http.clone(), Arc::new(key.clone())).with_time_scale(opts.time_scale);
+        let sf_tokens =
+            SfTokens::new(conn.clone(), http.clone(), Arc::new(key.clone())).with_time_scale(opts.time_scale);
+        let sf_accounts = SfAccounts::new(conn.clone()).with_time_scale(opts.time_scale);
         Ok(Self {
             tenants: TenantStore::new(conn.clone(), &opts.namespace, Some(key)),
             runs: RunStore::new(conn.clone(), &opts.namespace),
             nylas: NylasClient::new(opts.http_timeout)?,
             http,
             zoho_tokens,
+            sf_tokens,
+            sf_accounts,
             limiter: Limiter::new(conn.clone(), &opts.namespace)
                 .with_window(crmsync_limits::DAY.div_f64(opts.time_scale.max(1e-6)))
                 .with_lease_ttl(opts.http_timeout * 2),
@@ -98,7 +106,7 @@ impl Context {
             &tenant.id,
             &tenant.dest,
             p.match_key,
-            p.max_batch,
+            p.max_take,
         )
     }
 
@@ -110,6 +118,11 @@ impl Context {
                 let org = ZohoOrg::of(&self.opts.namespace, tenant)?;
                 let http = ZohoHttp::new(self.http.clone(), self.zoho_tokens.clone(), org);
                 Box::new(ZohoSink::new(limits.layer(http)))
+            }
+            Crm::Salesforce(_) => {
+                let org = SfOrg::of(&self.opts.namespace, tenant)?;
+                let http = SalesforceHttp::new(self.http.clone(), self.sf_tokens.clone(), org.clone());
+                Box::new(SalesforceSink::new(limits.layer(http), &org, self.sf_accounts.clone()))
             }
         })
     }

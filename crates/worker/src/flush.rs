@@ -96,7 +96,7 @@ pub async fn run_flush(ctx: &Context, job: FlushWrites, info: &JobInfo) -> Resul
         return Ok(());
     };
     let buffer = ctx.buffer(&tenant);
-    let batch = profile(&tenant).max_batch;
+    let batch = profile(&tenant).max_take;
     let before = buffer.waiting().await.map_err(errors::buffer)?;
     // Contacts re-read are pushed as change-feed records: anything is worth writing then.
     let min = if before.refresh > 0 {
@@ -152,6 +152,7 @@ fn write_of(e: &Entry) -> Write {
         Op::Upsert(r) => Write::Upsert {
             contact_id: e.contact_id.clone(),
             record: r.clone(),
+            rid: e.rid.clone(),
         },
         Op::Move(r) => Write::Move {
             contact_id: e.contact_id.clone(),
@@ -168,6 +169,10 @@ fn write_of(e: &Entry) -> Write {
 /// Records why the destination's writes wait (shown by `crmsync status` and the dashboard),
 /// and for the budget or a pause, this flush as one to wake when it is lifted. Transient
 /// contention (no concurrency slot, a destination that changed meanwhile) is not recorded.
+/// How the pause of a tenant whose grant died starts: `crmsync zoho|salesforce exchange-code`
+/// and a new refresh token lift a pause with this reason.
+pub const REAUTHORIZE: &str = "re-authorize:";
+
 async fn note_wait(ctx: &Context, tenant: &Tenant, flush_id: &str, e: &SinkError) {
     if matches!(e.code, "BUSY" | "DEST_CHANGED") {
         return;
@@ -201,6 +206,28 @@ async fn write_batch(
     let writes: Vec<Write> = entries.iter().map(write_of).collect();
     let written = match sink.write(&writes, priority).await {
         Ok(w) => w,
+        Err(e) if e.next == Next::Reauthorize => {
+            // Credentials changed since this job read them (a re-authorization): try again
+            // with the new ones rather than pause the tenant for the old ones.
+            if let Some(now) = backfill::load_tenant(ctx, &tenant.id).await?
+                && now.crm_rev != tenant.crm_rev
+            {
+                return Err(JobError::Defer {
+                    until_ms: now_ms() + 100,
+                    code: e.code,
+                    reason: "the tenant's credentials changed; writing again".into(),
+                });
+            }
+            // The grant of access is dead: every call would fail the same way. The tenant is
+            // paused with the reason (its writes wait, none is lost or dead-lettered) until
+            // an operator re-authorizes it, which lifts the pause and runs them again.
+            let reason = format!("{REAUTHORIZE} {}", e.message);
+            ctx.limiter.pause(&tenant.id, &reason).await.map_err(errors::redis)?;
+            warn!(tenant = %tenant.id, code = e.code, "The CRM refused the tenant's grant; tenant paused until re-authorized");
+            let waiting = crmsync_limits::wait_error(crmsync_limits::Wait::Paused { reason });
+            note_wait(ctx, tenant, flush_id, &waiting).await;
+            return Err(errors::sink(waiting));
+        }
         Err(e) => {
             note_wait(ctx, tenant, flush_id, &e).await;
             // The limits may have been raised since this job read them (a raise wakes the

@@ -132,7 +132,7 @@ async fn dashboard_renders_the_fleet_in_headless_chromium() {
         "budget used: crmsync used 98 of 100",
         "429 cooldown",
         "50% · page 4/8",
-        " / 800 (",
+        " / 800 credits (",
         DEAD_REASON,
         "record rejected",
         "data-queue=\"backfill\"",

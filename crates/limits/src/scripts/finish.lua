@@ -38,6 +38,7 @@ local A = {
   deposit = tonumber(ARGV[19]),
   refill = tonumber(ARGV[20]),
   retry_max = tonumber(ARGV[21]),
+  max = tonumber(ARGV[22]),      -- the daily allowance the CRM reported (0: not reported)
 }
 -- Returns {others' credits in the window (-1: no reading), factor × 1000, cooldown end ms (0: none)}.
 
@@ -55,6 +56,7 @@ if A.outcome == 'not_sent' or A.outcome == 'failed' then return {-1, 0, 0} end
 local others = -1
 if A.used >= 0 then
   others = account_reading(L, {key = K.account, in_flight = K.in_flight}, A.now, A.used, nil)
+  if A.max > 0 then redis.call('HSET', K.account, 'max', A.max) end
 elseif A.below >= 0 then
   others = account_reading(L, {key = K.account, in_flight = K.in_flight}, A.now, nil, A.below)
 end

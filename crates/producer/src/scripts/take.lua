@@ -25,8 +25,10 @@ local A = {
   run_prefix = ARGV[7],
   records = ARGV[8],        -- record-state bucket prefix
   slot = ARGV[9],           -- the slot this flush is counted under ('' for none)
+  upsert_ids = ARGV[10] == '1', -- upserts carry their record's id too (a CRM matching on contacts)
 }
-local CHUNK, SCAN_MAX = 100, 500
+-- Keys scanned per call: enough to fill a take of `max` past entries that must wait.
+local CHUNK, SCAN_MAX = 100, math.max(500, A.max * 2)
 
 -- The in-flight fields an entry holds while written: its record and its former record. (Its
 -- key needs no lock: a newer entry of the same contact writes the same record, or moves it
@@ -38,13 +40,14 @@ local function lock_fields(e)
 end
 
 -- Each entry with the record id a move or a deletion acts on (`-`: none known; an upsert
--- finds its record by its key). A batch holds one kind of entry.
+-- finds its record by its key, and gets its id only when `upsert_ids`). A batch holds one kind
+-- of entry.
 local function with_ids(batch)
   local out = {}
   local upserts = #batch > 0 and sub(batch[2], 1, 7) == 'upsert\t'
   for i = 1, #batch, 2 do
     local rid = '-'
-    if not upserts then
+    if not upserts or A.upsert_ids then
       local e = head(batch[i + 1])
       local target = e.rk
       if e.op == 'move' then target = e.from end

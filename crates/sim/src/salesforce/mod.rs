@@ -192,6 +192,7 @@ impl SfOrgState {
                 "total": self.usage.total(),
             },
             "max_usage_window": self.usage.max_in_window(),
+            "max_usage_at_our_request": self.usage.max_at_our_charge(),
             "calls": {
                 "upsert": s.upsert,
                 "single_upsert": s.single_upsert,

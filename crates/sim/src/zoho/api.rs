@@ -1,5 +1,6 @@
 //! The Zoho CRM API domain: `Contacts/upsert`, `Contacts` (update by id with `PUT`, delete
-//! with `DELETE`) and `Contacts/search` under `/crm/v6/` and `/crm/v8/`.
+//! with `DELETE`, Get Records with `GET`), `Contacts/search` and `org` under `/crm/v6/` and
+//! `/crm/v8/`.
 //!
 //! Every request goes through the same steps, in this order:
 //! 1. draw the request's latency (applied to every answer);
@@ -8,7 +9,8 @@
 //! 3. roll the org's fault dice: an injected fault answers at once (or after `timeout_ms`
 //!    for a timeout) and applies nothing, charges nothing;
 //! 4. parse the request: top-level errors (`INVALID_DATA`, `LIMIT_EXCEEDED`,
-//!    `REQUIRED_PARAM_MISSING`) are not charged;
+//!    `REQUIRED_PARAM_MISSING`, and Get Records' parameter and page-token errors) are not
+//!    charged;
 //! 5. enter the org's in-flight count: over `concurrency`, or over 10 concurrent upserts of
 //!    more than 10 records, is `429 TOO_MANY_REQUESTS` (not charged);
 //! 6. wait out the latency while in flight;
@@ -31,9 +33,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::accounts::{TokenError, parse_urlencoded};
-use super::credits::{DELETE_COST, SEARCH_COST, upsert_cost};
+use super::credits::{DELETE_COST, GET_RECORDS_COST, SEARCH_COST, upsert_cost};
+use super::list::{self, TokenClock};
 use super::records::ItemResult;
 use super::{Org, OrgState, error_body};
+use crate::clock::rfc3339;
 use crate::config::ZOHO_DCS;
 use crate::faults::{self, ZohoFault};
 use crate::{Sim, lock};
@@ -486,6 +490,70 @@ pub async fn search(
         }
     })
     .await
+}
+
+/// `GET {api}/crm/{v6|v8}/{module}`: `org` is the org probe ([`org`]); any other module is
+/// Get Records ([`get_records`]; only `Contacts` exists, others are `INVALID_MODULE`).
+pub async fn get_module(
+    State(sim): State<Arc<Sim>>,
+    path: ApiPath,
+    headers: HeaderMap,
+    raw_query: RawQuery,
+) -> Response {
+    let is_org = matches!(&path, Ok(Path((_, _, module))) if module.eq_ignore_ascii_case("org"));
+    if is_org {
+        org(State(sim), path, headers).await
+    } else {
+        get_records(State(sim), path, headers, raw_query).await
+    }
+}
+
+/// `GET {api}/crm/{v6|v8}/Contacts?fields=..[&per_page=&page=|&page_token=][&sort_by=&sort_order=][&ids=]`:
+/// Get Records, 1 credit per call (see [`list`] for the parameters and errors). An empty
+/// page is 204 No Content (charged too).
+pub async fn get_records(
+    State(sim): State<Arc<Sim>>,
+    path: ApiPath,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let call = match begin(sim, path, &headers, "Contacts").await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let params = parse_urlencoded(query.as_deref().unwrap_or(""));
+    let req = match list::parse_request("Contacts", &params) {
+        Ok(r) => r,
+        Err(body) => return call.reject(StatusCode::BAD_REQUEST, body).await,
+    };
+    let key = call.org.page_token_key;
+    let token = match &req.page_token {
+        None => None,
+        Some(text) => match list::check_token(&req, text, key, sim_ms(&call.sim)) {
+            Ok(t) => Some(t),
+            Err(body) => return call.reject(StatusCode::BAD_REQUEST, body).await,
+        },
+    };
+    let sim = call.sim.clone();
+    call.limited(GET_RECORDS_COST, false, move |st, _now| {
+        st.stats.list += 1;
+        let clock = TokenClock {
+            now_ms: sim_ms(&sim),
+            expiry: rfc3339(sim.clock.unix_now() as i64 + list::PAGE_TOKEN_LIFETIME_SECS as i64),
+        };
+        let (body, served) = list::answer(&st.records, &req, token, key, &clock);
+        st.stats.records_listed += served as u64;
+        match body {
+            Some(b) => (StatusCode::OK, Some(b)),
+            None => (StatusCode::NO_CONTENT, None),
+        }
+    })
+    .await
+}
+
+/// Simulated milliseconds since the simulator started.
+fn sim_ms(sim: &Sim) -> u64 {
+    (sim.clock.now() * 1000.0) as u64
 }
 
 /// `GET /crm/v{6,8}/org`: the organization (1 credit, like any get). crmsync reads it only for

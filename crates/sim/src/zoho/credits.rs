@@ -20,6 +20,9 @@ pub fn upsert_cost(records: usize) -> u64 {
 /// Delete (up to 100 ids) and search cost 1 credit each.
 pub const DELETE_COST: u64 = 1;
 pub const SEARCH_COST: u64 = 1;
+/// Get Records (`GET /crm/{version}/Contacts`, up to 200 records a page) costs 1 credit per
+/// call, as any get.
+pub const GET_RECORDS_COST: u64 = 1;
 
 /// Usage in the last 24 simulated hours, and in total: crmsync's own charges and, apart,
 /// what other integrations of the org spent (which the org's limit counts just the same).

@@ -1,8 +1,11 @@
 //! The fake Zoho CRM: per-DC accounts servers (OAuth tokens) and API domains (Contacts
-//! upsert, update by id, delete, search), with per-org records, credits, concurrency limits and faults.
+//! upsert, update by id, delete, search, Get Records), with per-org records, credits,
+//! concurrency limits and faults.
 //!
 //! Other integrations of an org spend its credits through [`Sim::spend_zoho_credits`]
-//! (`POST /_sim/orgs/{org_id}/spend`).
+//! (`POST /_sim/orgs/{org_id}/spend`); other users change its records by hand through
+//! [`Sim::create_zoho_record`], [`Sim::edit_zoho_record`] and [`Sim::delete_zoho_record`]
+//! (`/_sim/orgs/{org_id}/records[/{id}]`, see [`hand`]).
 //!
 //! Org state lives behind one mutex per org, never held across an `.await`; the token store
 //! has its own mutex, so orgs never contend with each other.
@@ -10,6 +13,8 @@
 pub mod accounts;
 pub mod api;
 pub mod credits;
+pub mod hand;
+pub mod list;
 pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +30,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::clock::derive_seed;
 use crate::config::{SimConfig, ZohoConfig};
 use crate::faults::Dice;
 use crate::{Sim, SpendReport, lock};
@@ -68,6 +74,8 @@ pub struct Org {
     pub cfg: ZohoConfig,
     pub state: Mutex<OrgState>,
     pub faults: Dice,
+    /// Seals the org's Get Records page tokens (another org's tokens are invalid here).
+    pub page_token_key: u64,
 }
 
 impl Org {
@@ -81,6 +89,7 @@ impl Org {
                 complex_in_flight: 0,
             }),
             faults: Dice::new(seed, &format!("faults/zoho/{}", cfg.org_id)),
+            page_token_key: derive_seed(seed, &format!("page-tokens/zoho/{}", cfg.org_id)),
             cfg,
         }
     }
@@ -104,6 +113,10 @@ pub struct OrgStats {
     pub update: u64,
     pub delete: u64,
     pub search: u64,
+    /// Get Records (`GET Contacts`, 1 credit a page, 204s included).
+    pub list: u64,
+    /// Records served by Get Records.
+    pub records_listed: u64,
     /// `GET /org` (1 credit, like any get).
     pub org: u64,
     /// Access tokens issued for this org.
@@ -126,6 +139,10 @@ pub struct OrgStats {
     pub records_upserted: u64,
     /// Records sent in served updates by id.
     pub records_updated: u64,
+    /// Records created, edited and deleted by hand (another user, not the API).
+    pub hand_created: u64,
+    pub hand_edited: u64,
+    pub hand_deleted: u64,
     /// Arrival times (real time) of the org's API requests in the last second, and the most
     /// seen within any one second: what a per-second rate limit would count.
     pub arrivals: std::collections::VecDeque<std::time::Instant>,
@@ -178,6 +195,7 @@ impl OrgState {
                 "update": s.update,
                 "delete": s.delete,
                 "search": s.search,
+                "list": s.list,
                 "org": s.org,
                 "token": s.token,
                 "rejected_429": s.rejected_429,
@@ -191,6 +209,12 @@ impl OrgState {
             "workflows_triggered": s.workflows_triggered,
             "records_upserted": s.records_upserted,
             "records_updated": s.records_updated,
+            "records_listed": s.records_listed,
+            "by_hand": {
+                "created": s.hand_created,
+                "edited": s.hand_edited,
+                "deleted": s.hand_deleted,
+            },
         });
         if let (Some(records), Value::Object(m)) = (records, &mut doc) {
             m.insert("records".into(), Value::Array(records));
@@ -247,9 +271,10 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/zoho/{dc}/api/crm/{version}/{module}/search", get(api::search))
         .route(
             "/zoho/{dc}/api/crm/{version}/{module}",
-            delete(api::delete).put(api::update).get(api::org),
+            delete(api::delete).put(api::update).get(api::get_module),
         )
         .route("/_sim/orgs/{org_id}/spend", post(spend))
+        .merge(hand::routes())
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,8 +14,16 @@
 //! fields keep their value, `null` clears; `Last_Name` may be absent but not blank. It does
 //! **not** enforce Email uniqueness: an update may give a record the Email of another, and
 //! then both hold it (upsert and search then match the older record, the smallest id).
+//!
+//! Listing (Get Records, see [`super::list`]) orders records by `id`, `Created_Time` or
+//! `Modified_Time` (ties broken by id) and pages them from an offset or from a
+//! [`Position`] (the place of a record in that order), so a walk that resumes after a position
+//! stays consistent while records are added, edited or deleted.
+//!
+//! Records changed by hand (a user in Zoho's UI, not crmsync: see [`super::hand`]) follow the
+//! same field rules; they are owned by and attributed to another user ("Sim User").
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -35,12 +43,62 @@ pub const FIELD_LIMITS: &[(&str, usize)] = &[
 /// The fields the inspection endpoint shows for each record.
 pub const INSPECTED_FIELDS: &[&str] = &["First_Name", "Last_Name", "Email", "Phone", "Account_Name", "Title"];
 
+/// API names of the Contacts layout that Get Records serves (`null` when a record has no
+/// value). Any other name is served only once some record has held a field by that name (a
+/// custom field); unknown names are dropped silently.
+pub const CONTACT_FIELDS: &[&str] = &[
+    "Owner",
+    "Salutation",
+    "First_Name",
+    "Last_Name",
+    "Full_Name",
+    "Email",
+    "Secondary_Email",
+    "Phone",
+    "Mobile",
+    "Home_Phone",
+    "Other_Phone",
+    "Fax",
+    "Account_Name",
+    "Title",
+    "Department",
+    "Lead_Source",
+    "Description",
+    "Mailing_Street",
+    "Mailing_City",
+    "Mailing_State",
+    "Mailing_Zip",
+    "Mailing_Country",
+    "Email_Opt_Out",
+    "Created_By",
+    "Modified_By",
+    "Created_Time",
+    "Modified_Time",
+];
+
+/// System fields a user cannot set by hand (nor does the API store them as given).
+pub const READ_ONLY_FIELDS: &[&str] = &[
+    "id",
+    "Owner",
+    "Full_Name",
+    "Created_By",
+    "Modified_By",
+    "Created_Time",
+    "Modified_Time",
+];
+
 #[derive(Debug, Clone)]
 pub struct Record {
     pub id: String,
     pub fields: Map<String, Value>,
     pub created: String,
     pub modified: String,
+    /// Created by hand (another user in Zoho's UI), not through the API.
+    pub by_hand: bool,
+    /// Last changed by hand (created or edited).
+    pub modified_by_hand: bool,
+    /// Times the API changed the record after creating it (upsert matches, updates by id).
+    pub api_updates: u64,
 }
 
 impl Record {
@@ -56,6 +114,117 @@ impl Record {
     fn email_key(&self) -> Option<String> {
         email_key(self.fields.get("Email"))
     }
+
+    /// The record as the inspection endpoint shows it.
+    pub fn inspected(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), json!(self.id));
+        for f in INSPECTED_FIELDS {
+            m.insert((*f).into(), self.fields.get(*f).cloned().unwrap_or(Value::Null));
+        }
+        m.insert("Created_Time".into(), json!(self.created));
+        m.insert("Modified_Time".into(), json!(self.modified));
+        m.insert("origin".into(), json!(if self.by_hand { "hand" } else { "api" }));
+        m.insert("api_updates".into(), json!(self.api_updates));
+        Value::Object(m)
+    }
+
+    /// The record's place in the order of `sort`.
+    pub fn position(&self, sort: SortBy) -> Position {
+        let key = match sort {
+            SortBy::Id => 0,
+            SortBy::CreatedTime => time_key(&self.created),
+            SortBy::ModifiedTime => time_key(&self.modified),
+        };
+        Position {
+            key,
+            id: self.id.parse().unwrap_or(0),
+        }
+    }
+
+    /// `First_Name Last_Name`, as Zoho's read-only `Full_Name`.
+    fn full_name(&self) -> Value {
+        let part = |f: &str| {
+            self.fields
+                .get(f)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        let name = [part("First_Name"), part("Last_Name")]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        json!(name)
+    }
+}
+
+/// The orders Get Records can sort by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    Id,
+    CreatedTime,
+    ModifiedTime,
+}
+
+impl SortBy {
+    pub const API_NAMES: [&'static str; 3] = ["id", "Created_Time", "Modified_Time"];
+
+    pub fn parse(s: &str) -> Option<SortBy> {
+        match s {
+            "id" => Some(SortBy::Id),
+            "Created_Time" => Some(SortBy::CreatedTime),
+            "Modified_Time" => Some(SortBy::ModifiedTime),
+            _ => None,
+        }
+    }
+
+    pub fn api_name(self) -> &'static str {
+        match self {
+            SortBy::Id => "id",
+            SortBy::CreatedTime => "Created_Time",
+            SortBy::ModifiedTime => "Modified_Time",
+        }
+    }
+}
+
+/// A record's place in an order: its time key (`0` when sorting by id; else the
+/// `YYYYMMDDhhmmss` digits of `Created_Time` or `Modified_Time`), then its numeric id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub key: u64,
+    pub id: u64,
+}
+
+/// `2024-05-01T10:20:30+00:00` → `20240501102030` (the simulator writes every time in UTC
+/// with the same layout, so the digits order as the times do).
+pub fn time_key(stamp: &str) -> u64 {
+    stamp.bytes().take(19).filter(u8::is_ascii_digit).fold(0u64, |acc, b| {
+        acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    })
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first `n` records of the order are skipped (`page`/`per_page`).
+    Offset(usize),
+    /// The records that come after this position in the walk's direction.
+    After(Position),
+    /// The `per_page` records that come just before this position (a previous page).
+    Before(Position),
+}
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page<'a> {
+    pub records: Vec<&'a Record>,
+    /// Whether records come before the page in the order.
+    pub before: bool,
+    /// Whether records come after the page (`more_records`).
+    pub after: bool,
 }
 
 /// The index key of an Email value: lowercased, `None` when blank.
@@ -71,13 +240,19 @@ pub type ItemResult = Result<Value, Value>;
 /// Contacts of one org.
 #[derive(Debug)]
 pub struct RecordStore {
-    records: HashMap<String, Record>,
+    /// By id: ids are 19 digits, so their text order is their numeric (creation) order.
+    records: BTreeMap<String, Record>,
     /// Lowercased Email → ids of the records holding it (several only after updates by id,
     /// which do not enforce uniqueness); the smallest id (the oldest record) is the match.
-    by_email: HashMap<String, BTreeSet<String>>,
+    by_email: BTreeMap<String, BTreeSet<String>>,
+    /// Every field name a record has held (custom fields Get Records then serves).
+    seen_fields: BTreeSet<String>,
     id_prefix: u64,
     next_id: u64,
+    /// The user crmsync's OAuth token acts as.
     user: Value,
+    /// Another user of the org, who changes records by hand.
+    hand_user: Value,
 }
 
 impl RecordStore {
@@ -85,11 +260,13 @@ impl RecordStore {
         // Zoho ids are 19-digit numbers; ours are a 7-digit org prefix and a 12-digit counter.
         let id_prefix = 1_000_000 + hash_str(org_id) % 9_000_000;
         RecordStore {
-            records: HashMap::new(),
-            by_email: HashMap::new(),
+            records: BTreeMap::new(),
+            by_email: BTreeMap::new(),
+            seen_fields: BTreeSet::new(),
             id_prefix,
             next_id: 1_000_001,
             user: json!({"id": format!("{id_prefix}{:012}", 1), "name": "Sim Admin"}),
+            hand_user: json!({"id": format!("{id_prefix}{:012}", 2), "name": "Sim User"}),
         }
     }
 
@@ -173,41 +350,37 @@ impl RecordStore {
         let matched = check
             .iter()
             .find_map(|f| self.find(f, &fields).map(|id| (f.clone(), id)));
-        let (id, created, action, duplicate_field) = match matched {
-            Some((field, id)) => {
-                let Some(rec) = self.records.get_mut(&id) else {
-                    // The index and the records disagree: cannot happen, but answer as an insert.
-                    return self.insert(fields, now);
-                };
-                let old_key = rec.email_key();
-                for (k, v) in fields {
-                    rec.fields.insert(k, v);
-                }
-                rec.modified = now.to_string();
-                let new_key = rec.email_key();
-                let created = rec.created.clone();
-                if old_key != new_key {
-                    self.unindex_email(old_key, &id);
-                    self.index_email(new_key, &id);
-                }
-                (id, created, "update", Value::String(field))
-            }
-            None => return self.insert(fields, now),
+        let Some((field, id)) = matched else {
+            return self.insert(fields, now);
         };
-        self.success(&id, &created, now, action, duplicate_field)
+        if !self.records.contains_key(&id) {
+            // The index and the records disagree: cannot happen, but answer as an insert.
+            return self.insert(fields, now);
+        }
+        let created = self.change(&id, fields, now, false).unwrap_or_default();
+        self.success(&id, &created, now, "update", Value::String(field))
     }
 
     fn insert(&mut self, fields: Map<String, Value>, now: &str) -> Value {
+        let id = self.insert_record(fields, now, false);
+        self.success(&id, now, now, "insert", Value::Null)
+    }
+
+    fn insert_record(&mut self, fields: Map<String, Value>, now: &str, by_hand: bool) -> String {
         let id = self.new_id();
+        note_fields(&mut self.seen_fields, &fields);
         let rec = Record {
             id: id.clone(),
             fields,
             created: now.to_string(),
             modified: now.to_string(),
+            by_hand,
+            modified_by_hand: by_hand,
+            api_updates: 0,
         };
         self.index_email(rec.email_key(), &id);
         self.records.insert(id.clone(), rec);
-        self.success(&id, now, now, "insert", Value::Null)
+        id
     }
 
     fn success(&self, id: &str, created: &str, modified: &str, action: &str, duplicate_field: Value) -> Value {
@@ -250,32 +423,71 @@ impl RecordStore {
     }
 
     fn update_one(&mut self, i: usize, id: &str, fields: Map<String, Value>, now: &str) -> ItemResult {
-        let Some(rec) = self.records.get_mut(id) else {
-            return Err(invalid_id(i));
-        };
+        let created = self.change(id, fields, now, false).ok_or_else(|| invalid_id(i))?;
+        Ok(self.success(id, &created, now, "update", Value::Null))
+    }
+
+    /// Sets `fields` on the record `id` (absent fields keep their value) and stamps it
+    /// modified at `now`, by the API or by hand; returns its `Created_Time`, `None` when there
+    /// is no such record.
+    fn change(&mut self, id: &str, fields: Map<String, Value>, now: &str, by_hand: bool) -> Option<String> {
+        let rec = self.records.get_mut(id)?;
         let old_key = rec.email_key();
+        note_fields(&mut self.seen_fields, &fields);
         for (k, v) in fields {
             rec.fields.insert(k, v);
         }
         rec.modified = now.to_string();
+        rec.modified_by_hand = by_hand;
+        if !by_hand {
+            rec.api_updates += 1;
+        }
         let new_key = rec.email_key();
         let created = rec.created.clone();
         if old_key != new_key {
             self.unindex_email(old_key, id);
             self.index_email(new_key, id);
         }
-        Ok(self.success(id, &created, now, "update", Value::Null))
+        Some(created)
+    }
+
+    /// Removes the record `id`, if there is one.
+    fn remove(&mut self, id: &str) -> Option<Record> {
+        let rec = self.records.remove(id)?;
+        self.unindex_email(rec.email_key(), id);
+        Some(rec)
+    }
+
+    /// The record with this id.
+    pub fn get(&self, id: &str) -> Option<&Record> {
+        self.records.get(id)
+    }
+
+    /// A record a user created by hand (fields already checked); returns its id.
+    pub fn create_by_hand(&mut self, fields: Map<String, Value>, now: &str) -> String {
+        self.insert_record(fields, now, true)
+    }
+
+    /// A user's edit of record `id` (fields already checked); `None` when there is no such
+    /// record.
+    pub fn edit_by_hand(&mut self, id: &str, fields: Map<String, Value>, now: &str) -> Option<&Record> {
+        self.change(id, fields, now, true)?;
+        self.records.get(id)
+    }
+
+    /// A user's delete of record `id`; the record, `None` when there is no such record.
+    pub fn delete_by_hand(&mut self, id: &str) -> Option<Record> {
+        self.remove(id)
     }
 
     /// Deletes the given ids; an unknown id (or one already deleted earlier in the list) is
     /// `INVALID_DATA`.
     pub fn delete(&mut self, ids: &[&str]) -> Vec<ItemResult> {
         ids.iter()
-            .map(|&id| match self.records.remove(id) {
-                Some(rec) => {
-                    self.unindex_email(rec.email_key(), id);
-                    Ok(json!({"code": "SUCCESS", "details": {"id": id}, "message": "record deleted", "status": "success"}))
-                }
+            .map(|&id| match self.remove(id) {
+                Some(_) => Ok(
+                    json!({"code": "SUCCESS", "details": {"id": id}, "message": "record deleted", "status": "success"}),
+                ),
                 None => Err(json!({
                     "code": "INVALID_DATA",
                     "details": {"id": id},
@@ -300,18 +512,167 @@ impl RecordStore {
             let eb = b.fields.get("Email").and_then(Value::as_str).unwrap_or("");
             ea.cmp(eb).then_with(|| a.id.cmp(&b.id))
         });
-        recs.into_iter()
-            .map(|r| {
-                let mut m = Map::new();
-                m.insert("id".into(), json!(r.id));
-                for f in INSPECTED_FIELDS {
-                    m.insert((*f).into(), r.fields.get(*f).cloned().unwrap_or(Value::Null));
+        recs.into_iter().map(Record::inspected).collect()
+    }
+
+    /// One page of the records (only those of `ids` when given), in the order of `sort`
+    /// (descending with `desc`; ties broken by id), starting at `start`.
+    pub fn page(&self, sort: SortBy, desc: bool, ids: Option<&[String]>, start: Start, per_page: usize) -> Page<'_> {
+        if sort == SortBy::Id && ids.is_none() {
+            self.page_by_id(desc, start, per_page)
+        } else {
+            self.page_sorted(sort, desc, ids, start, per_page)
+        }
+    }
+
+    /// [`page`](Self::page) of all records by id, straight from the id-ordered map: no
+    /// sorting, and only the page is visited (a walk through 100,000 records stays cheap).
+    fn page_by_id(&self, desc: bool, start: Start, per_page: usize) -> Page<'_> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        type Walk<'a> = Box<dyn Iterator<Item = &'a Record> + 'a>;
+        fn values<'a>(
+            it: std::collections::btree_map::Range<'a, String, Record>,
+        ) -> impl DoubleEndedIterator<Item = &'a Record> + 'a {
+            it.map(|(_, r)| r)
+        }
+        // Ids are 19 digits with no leading zero: the position's id is the map key (a larger
+        // number, which no record has, is clamped to the largest 19-digit one).
+        let key = |p: &Position| format!("{:019}", p.id.min(9_999_999_999_999_999_999));
+        match start {
+            Start::Offset(skip) => {
+                let mut walk: Walk<'_> = if desc {
+                    Box::new(self.records.values().rev())
+                } else {
+                    Box::new(self.records.values())
+                };
+                let records: Vec<&Record> = walk.by_ref().skip(skip).take(per_page).collect();
+                let after = walk.next().is_some();
+                Page {
+                    records,
+                    before: skip.min(self.records.len()) > 0,
+                    after,
                 }
-                m.insert("Created_Time".into(), json!(r.created));
-                m.insert("Modified_Time".into(), json!(r.modified));
-                Value::Object(m)
-            })
-            .collect()
+            }
+            Start::After(anchor) => {
+                let k = key(&anchor);
+                let k = k.as_str();
+                let (mut ahead, before): (Walk<'_>, bool) = if desc {
+                    (
+                        Box::new(values(self.records.range::<str, _>((Unbounded, Excluded(k)))).rev()),
+                        self.records.range::<str, _>((Included(k), Unbounded)).next().is_some(),
+                    )
+                } else {
+                    (
+                        Box::new(values(self.records.range::<str, _>((Excluded(k), Unbounded)))),
+                        self.records.range::<str, _>((Unbounded, Included(k))).next().is_some(),
+                    )
+                };
+                let records: Vec<&Record> = ahead.by_ref().take(per_page).collect();
+                let after = ahead.next().is_some();
+                Page { records, before, after }
+            }
+            Start::Before(anchor) => {
+                let k = key(&anchor);
+                let k = k.as_str();
+                // Walks back from the anchor.
+                let (mut behind, after): (Walk<'_>, bool) = if desc {
+                    (
+                        Box::new(values(self.records.range::<str, _>((Excluded(k), Unbounded)))),
+                        self.records.range::<str, _>((Unbounded, Included(k))).next().is_some(),
+                    )
+                } else {
+                    (
+                        Box::new(values(self.records.range::<str, _>((Unbounded, Excluded(k)))).rev()),
+                        self.records.range::<str, _>((Included(k), Unbounded)).next().is_some(),
+                    )
+                };
+                let mut records: Vec<&Record> = behind.by_ref().take(per_page).collect();
+                let before = behind.next().is_some();
+                records.reverse();
+                Page { records, before, after }
+            }
+        }
+    }
+
+    /// [`page`](Self::page) by sorting the (selected) records.
+    fn page_sorted(&self, sort: SortBy, desc: bool, ids: Option<&[String]>, start: Start, per_page: usize) -> Page<'_> {
+        let mut all: Vec<(Position, &Record)> = match ids {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| self.records.get(id))
+                .map(|r| (r.position(sort), r))
+                .collect(),
+            None => self.records.values().map(|r| (r.position(sort), r)).collect(),
+        };
+        if ids.is_some() || sort != SortBy::Id {
+            all.sort_by_key(|(p, _)| *p);
+        }
+        if desc {
+            all.reverse();
+        }
+        // Whether `p` comes before `anchor` in the walk's direction.
+        let precedes = |p: &Position, anchor: &Position| if desc { p > anchor } else { p < anchor };
+        let len = all.len();
+        let (from, to) = match start {
+            Start::Offset(skip) => {
+                let from = skip.min(len);
+                (from, from.saturating_add(per_page).min(len))
+            }
+            Start::After(anchor) => {
+                let from = all.partition_point(|(p, _)| precedes(p, &anchor) || *p == anchor);
+                (from, from.saturating_add(per_page).min(len))
+            }
+            Start::Before(anchor) => {
+                let to = all.partition_point(|(p, _)| precedes(p, &anchor));
+                (to.saturating_sub(per_page), to)
+            }
+        };
+        Page {
+            records: all[from..to].iter().map(|(_, r)| *r).collect(),
+            before: from > 0,
+            after: to < len,
+        }
+    }
+
+    /// A record as Get Records serves it: the requested `fields` (known ones `null` when
+    /// empty, unknown ones left out), then `id`.
+    pub fn list_item(&self, rec: &Record, fields: &[String]) -> Value {
+        let mut m = Map::new();
+        for f in fields {
+            let value = match f.as_str() {
+                "id" => continue,
+                "Created_Time" => json!(rec.created),
+                "Modified_Time" => json!(rec.modified),
+                "Owner" | "Created_By" => self.user_of(rec.by_hand),
+                "Modified_By" => self.user_of(rec.modified_by_hand),
+                "Full_Name" => rec.full_name(),
+                name => match rec.fields.get(name) {
+                    Some(v) => v.clone(),
+                    None if CONTACT_FIELDS.contains(&name) || self.seen_fields.contains(name) => Value::Null,
+                    None => continue,
+                },
+            };
+            m.insert(f.clone(), value);
+        }
+        m.insert("id".into(), json!(rec.id));
+        Value::Object(m)
+    }
+
+    fn user_of(&self, by_hand: bool) -> Value {
+        if by_hand {
+            self.hand_user.clone()
+        } else {
+            self.user.clone()
+        }
+    }
+}
+
+/// Remembers the names of fields written to a record.
+fn note_fields(seen: &mut BTreeSet<String>, fields: &Map<String, Value>) {
+    for k in fields.keys() {
+        if !seen.contains(k) {
+            seen.insert(k.clone());
+        }
     }
 }
 
@@ -542,6 +903,82 @@ mod tests {
         assert!(store.find_by_email("b@x.io").is_none());
         store.delete(&[&a]);
         assert_eq!(store.find_by_email("a@x.io").map(|r| r.id.clone()), Some(b));
+    }
+
+    #[test]
+    fn paging_by_id_from_the_map_matches_sorting() {
+        let mut store = RecordStore::new("org");
+        let data: Vec<Value> = (0..23).map(|i| json!({"Last_Name": format!("n{i}")})).collect();
+        let items = store.upsert(&data, &["Last_Name".into()], "2024-05-01T10:20:30+00:00");
+        let ids: Vec<String> = items
+            .iter()
+            .map(|r| {
+                r.as_ref().expect("inserted")["details"]["id"]
+                    .as_str()
+                    .expect("id")
+                    .to_string()
+            })
+            .collect();
+        for gone in [0, 7, 8, 22] {
+            store.delete(&[&ids[gone]]);
+        }
+        let ids_of = |p: &Page<'_>| p.records.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let mut anchors: Vec<Position> = ids
+            .iter()
+            .map(|id| Position {
+                key: 0,
+                id: id.parse().expect("numeric"),
+            })
+            .collect();
+        anchors.push(Position { key: 0, id: 1 });
+        anchors.push(Position { key: 0, id: u64::MAX });
+        let mut starts: Vec<Start> = (0..25).map(Start::Offset).collect();
+        starts.extend(anchors.iter().map(|a| Start::After(*a)));
+        starts.extend(anchors.iter().map(|a| Start::Before(*a)));
+        for desc in [false, true] {
+            for &start in &starts {
+                for per_page in [1, 3, 5, 30] {
+                    let fast = store.page_by_id(desc, start, per_page);
+                    let slow = store.page_sorted(SortBy::Id, desc, None, start, per_page);
+                    let what = format!("{start:?} desc={desc} per_page={per_page}");
+                    assert_eq!(ids_of(&fast), ids_of(&slow), "{what}");
+                    assert_eq!((fast.before, fast.after), (slow.before, slow.after), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn modified_time_order_moves_edited_records_last_with_ties_by_id() {
+        assert_eq!(time_key("2024-05-01T10:20:30+00:00"), 20_240_501_102_030);
+        let mut store = RecordStore::new("org");
+        let t1 = "2024-05-01T10:20:30+00:00";
+        let items = store.upsert(
+            &[
+                json!({"Last_Name": "a"}),
+                json!({"Last_Name": "b"}),
+                json!({"Last_Name": "c"}),
+            ],
+            &["Last_Name".into()],
+            t1,
+        );
+        let id = |k: usize| {
+            items[k].as_ref().expect("inserted")["details"]["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        };
+        let (a, b, c) = (id(0), id(1), id(2));
+        store.update(&[json!({"id": b, "Title": "x"})], "2024-05-01T10:20:31+00:00");
+        let names = |p: Page<'_>| p.records.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let by_modified = |desc, start| names(store.page(SortBy::ModifiedTime, desc, None, start, 10));
+        assert_eq!(by_modified(false, Start::Offset(0)), [a.clone(), c.clone(), b.clone()]);
+        assert_eq!(by_modified(true, Start::Offset(0)), [b.clone(), c.clone(), a.clone()]);
+        let after_a = store.get(&a).expect("a").position(SortBy::ModifiedTime);
+        assert_eq!(by_modified(false, Start::After(after_a)), [c.clone(), b.clone()]);
+        assert_eq!(by_modified(true, Start::Before(after_a)), [b.clone(), c.clone()]);
+        let by_created = names(store.page(SortBy::CreatedTime, false, None, Start::Offset(0), 10));
+        assert_eq!(by_created, [a, b, c]);
     }
 
     #[test]

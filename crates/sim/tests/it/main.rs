@@ -16,6 +16,7 @@ mod salesforce_upsert;
 mod webhooks;
 mod zoho_accounts;
 mod zoho_api;
+mod zoho_list;
 mod zoho_update;
 
 use std::time::Duration;

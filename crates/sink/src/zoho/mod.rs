@@ -35,6 +35,7 @@ pub const PROFILE: SinkProfile = SinkProfile {
     kind: CrmKind::Zoho,
     match_key: MatchKey::Email,
     max_batch: MAX_BATCH,
+    max_take: MAX_BATCH,
     field_limits: LIMITS,
     unit: "credits",
 };

@@ -36,28 +36,6 @@ use tracing::{info, warn};
 
 use super::retry::{ZohoError, redis_err};
 
-/// Stores a fresh token unless the tenant moved on. KEYS[1] token hash, KEYS[2] the tenant's
-/// live destination; ARGV[1] destination, ARGV[2] expires at (ms), then field/value pairs.
-static STORE_TOKEN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-return 1",
-    )
-});
-/// Takes the refresh lock unless the tenant moved on. KEYS[1] lock, KEYS[2] live destination;
-/// ARGV[1] destination, ARGV[2] lock id, ARGV[3] TTL ms. Returns 1 when taken.
-static LOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
-return 0",
-    )
-});
 /// Counts a token request in the window unless the tenant moved on. KEYS[1] requests zset,
 /// KEYS[2] live destination; ARGV[1] destination, ARGV[2] now, ARGV[3] member, ARGV[4] window
 /// ms. Returns 1 when counted.
@@ -283,7 +261,7 @@ impl TokenBroker {
             }
             let lock_id = format!("{:016x}", rand::random::<u64>());
             let mut conn = self.conn.clone();
-            let got: i64 = LOCK
+            let got: i64 = crate::guarded::LOCK
                 .key(org.key("lock"))
                 .key(&org.live_key)
                 .arg(&org.dest)
@@ -449,7 +427,7 @@ impl TokenBroker {
         let expires_at_ms = issued + lifetime_ms;
         let refresh_at_ms = refresh_at(issued, lifetime_ms);
         let sealed = self.sealer.seal(&org.key("token"), &value);
-        let stored: i64 = STORE_TOKEN
+        let stored: i64 = crate::guarded::STORE
             .key(org.key("token"))
             .key(&org.live_key)
             .arg(&org.dest)

@@ -1,6 +1,7 @@
 //! Data-driven mapping tests: each `fixtures/<crm>/<case>.in.json` holds Nylas contacts as the
 //! API sends them; `fixtures/<crm>/<case>.out.json` holds what crmsync sends to that CRM
-//! (records after the shared-email merge, for a CRM matching on email) and what it skips, with
+//! (records after the shared-email merge, for a CRM matching on email; for Salesforce, which
+//! matches on the contact, every record as a Lead and as a Contact) and what it skips, with
 //! reasons and adjustments.
 //!
 //! Run with `UPDATE_FIXTURES=1` to rewrite the `.out.json` files from the current behaviour,
@@ -9,10 +10,17 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crmsync_domain::{MapOutcome, dedupe_by_email, map_contact};
+use crmsync_domain::{CrmRecord, FieldLimits, MapOutcome, dedupe_by_email, map_contact};
 use serde_json::{Value, json};
 
-fn run_case(input: &Value) -> Value {
+/// Contacts mapped with `limits`: (contact id, record), and skipped and adjusted ones.
+type Mapped = (
+    Vec<(String, CrmRecord)>,
+    BTreeMap<String, Value>,
+    BTreeMap<String, Value>,
+);
+
+fn map_all(input: &Value, limits: &FieldLimits) -> Mapped {
     let contacts: Vec<Value> = match input {
         Value::Array(a) => a.clone(),
         one => vec![one.clone()],
@@ -22,7 +30,7 @@ fn run_case(input: &Value) -> Value {
     let mut adjustments = BTreeMap::new();
     for c in &contacts {
         let contact = crmsync_nylas::parse_contact(c).expect("fixture contact parses");
-        match map_contact(&contact, &crmsync_sink::zoho::LIMITS) {
+        match map_contact(&contact, limits) {
             MapOutcome::Mapped {
                 record,
                 adjustments: adj,
@@ -40,6 +48,11 @@ fn run_case(input: &Value) -> Value {
             }
         }
     }
+    (mapped, skipped, adjustments)
+}
+
+fn run_zoho(input: &Value) -> Value {
+    let (mapped, mut skipped, adjustments) = map_all(input, &crmsync_sink::zoho::LIMITS);
     let (kept, merged) = dedupe_by_email(&mapped);
     for id in merged {
         skipped.insert(id.to_owned(), json!("shared_email"));
@@ -51,9 +64,35 @@ fn run_case(input: &Value) -> Value {
     })
 }
 
+/// Salesforce matches on the contact, so nothing is merged; where a record goes depends on the
+/// org's Accounts, so both forms are shown (the Contact without an Account).
+fn run_salesforce(input: &Value) -> Value {
+    use crmsync_sink::salesforce::{LIMITS, contact_json, lead_json};
+    let ext = "Nylas_Contact_Id__c";
+    let (mapped, skipped, adjustments) = map_all(input, &LIMITS);
+    json!({
+        "records": mapped.iter().map(|(id, r)| json!({
+            "nylas_id": id,
+            "lead": lead_json(r, ext, id),
+            "contact": contact_json(r, ext, id, None),
+        })).collect::<Vec<_>>(),
+        "skipped": skipped,
+        "adjustments": adjustments,
+    })
+}
+
 #[test]
 fn nylas_contacts_map_to_zoho_records_as_the_fixtures_say() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoho");
+    check_fixtures("zoho", run_zoho);
+}
+
+#[test]
+fn nylas_contacts_map_to_salesforce_records_as_the_fixtures_say() {
+    check_fixtures("salesforce", run_salesforce);
+}
+
+fn check_fixtures(crm: &str, run_case: fn(&Value) -> Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(crm);
     let update = std::env::var_os("UPDATE_FIXTURES").is_some();
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .expect("fixtures dir")

@@ -34,6 +34,7 @@ fn upsert(cid: &str, email: &str, last: &str) -> Write {
     Write::Upsert {
         contact_id: cid.into(),
         record: record(email, last),
+        rid: None,
     }
 }
 

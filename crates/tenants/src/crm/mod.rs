@@ -7,23 +7,35 @@
 //! - [`Crm::same_connection`]: are the credentials the same? If not, cached access tokens are
 //!   dropped at once.
 
+pub mod salesforce;
 mod zoho;
 pub mod zoho_dc;
 
+pub use salesforce::{Routing, SalesforceConnection};
 pub use zoho::ZohoConnection;
 
 /// Which CRM a tenant writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CrmKind {
     Zoho,
+    Salesforce,
 }
 
 impl CrmKind {
-    pub const ALL: [CrmKind; 1] = [CrmKind::Zoho];
+    pub const ALL: [CrmKind; 2] = [CrmKind::Zoho, CrmKind::Salesforce];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             CrmKind::Zoho => "zoho",
+            CrmKind::Salesforce => "salesforce",
+        }
+    }
+
+    /// The CRM's name for people.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CrmKind::Zoho => "Zoho CRM",
+            CrmKind::Salesforce => "Salesforce",
         }
     }
 
@@ -37,6 +49,7 @@ impl CrmKind {
     pub fn budget_unit(&self) -> &'static str {
         match self {
             CrmKind::Zoho => "credits",
+            CrmKind::Salesforce => "requests",
         }
     }
 }
@@ -51,12 +64,14 @@ impl std::fmt::Display for CrmKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Crm {
     Zoho(ZohoConnection),
+    Salesforce(SalesforceConnection),
 }
 
 impl Crm {
     pub fn kind(&self) -> CrmKind {
         match self {
             Crm::Zoho(_) => CrmKind::Zoho,
+            Crm::Salesforce(_) => CrmKind::Salesforce,
         }
     }
 
@@ -66,6 +81,8 @@ impl Crm {
     pub fn same_destination(&self, other: &Crm) -> bool {
         match (self, other) {
             (Crm::Zoho(a), Crm::Zoho(b)) => a.same_destination(b),
+            (Crm::Salesforce(a), Crm::Salesforce(b)) => a.same_destination(b),
+            _ => false,
         }
     }
 
@@ -74,6 +91,8 @@ impl Crm {
     pub fn same_place(&self, other: &Crm) -> bool {
         match (self, other) {
             (Crm::Zoho(a), Crm::Zoho(b)) => a.same_place(b),
+            (Crm::Salesforce(a), Crm::Salesforce(b)) => a.same_place(b),
+            _ => false,
         }
     }
 
@@ -86,12 +105,29 @@ impl Crm {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             Crm::Zoho(z) => z.validate(),
+            Crm::Salesforce(s) => s.validate(),
         }
     }
 
     pub fn zoho(&self) -> Option<&ZohoConnection> {
         match self {
             Crm::Zoho(z) => Some(z),
+            Crm::Salesforce(_) => None,
+        }
+    }
+
+    pub fn salesforce(&self) -> Option<&SalesforceConnection> {
+        match self {
+            Crm::Salesforce(s) => Some(s),
+            Crm::Zoho(_) => None,
+        }
+    }
+
+    /// Whether the connection holds a refresh token (nothing is written without one).
+    pub fn has_refresh_token(&self) -> bool {
+        match self {
+            Crm::Zoho(z) => z.refresh_token.is_some(),
+            Crm::Salesforce(s) => s.refresh_token.is_some(),
         }
     }
 }

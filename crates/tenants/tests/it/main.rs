@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crmsync_tenants::{
-    Crm, NylasSettings, Secret, SecretError, SecretKey, StoreError, Tenant, TenantKeys, TenantStore, ZohoConnection,
+    Crm, NylasSettings, Routing, SalesforceConnection, Secret, SecretError, SecretKey, StoreError, Tenant, TenantKeys,
+    TenantStore, ZohoConnection,
 };
 use crmsync_testkit::RedisServer;
 
@@ -27,13 +28,62 @@ fn tenant(id: &str) -> Tenant {
 }
 
 fn zoho(t: &mut Tenant) -> &mut ZohoConnection {
-    let Crm::Zoho(z) = &mut t.crm;
-    z
+    match &mut t.crm {
+        Crm::Zoho(z) => z,
+        other => panic!("not Zoho: {other:?}"),
+    }
 }
 
 fn store(redis: &RedisServer, key: Option<SecretKey>) -> TenantStore {
     let conn = crmsync_queue::connect(redis.client(), Duration::from_secs(5)).expect("conn");
     TenantStore::new(conn, "crmsync", key)
+}
+
+#[tokio::test]
+async fn salesforce_tenants_round_trip_sealed_and_a_new_org_is_a_new_destination() {
+    let redis = RedisServer::start();
+    let key = SecretKey::from_base64(&SecretKey::generate()).expect("key");
+    let s = store(&redis, Some(key));
+    let mut sf = SalesforceConnection::new(
+        "https://test.salesforce.com",
+        "3MVG9.CLIENT",
+        Secret::new("SF_CLIENT_SECRET_value"),
+    );
+    sf.refresh_token = Some(Secret::new("5Aep861.SF_REFRESH_value"));
+    sf.routing = Routing::Lead;
+    sf.allow_duplicates = true;
+    let mut t = tenant("globex");
+    t.crm = Crm::Salesforce(sf.clone());
+    s.add(t).await.expect("add");
+    let raw: String = redis::cmd("GET")
+        .arg("{crmsync:t:globex}:tenant")
+        .query(&mut redis.conn())
+        .expect("raw");
+    for secret in ["SF_CLIENT_SECRET_value", "5Aep861.SF_REFRESH_value"] {
+        assert!(!raw.contains(secret), "secret stored in plain text: {raw}");
+    }
+    let got = s.get("globex").await.expect("get");
+    assert_eq!(got.crm, Crm::Salesforce(sf.clone()));
+    let view = s.view("globex").await.expect("view");
+    assert_eq!(view["crm"]["kind"], "salesforce");
+    assert_eq!(view["crm"]["routing"], "lead");
+    assert!(!view.to_string().contains("SF_REFRESH_value"), "{view}");
+
+    // A new API version keeps the destination; another org's grant does not.
+    let dest = got.dest.clone();
+    let mut newer = got.clone();
+    if let Crm::Salesforce(c) = &mut newer.crm {
+        c.api_version = "v61.0".into();
+    }
+    let up = s.update(newer).await.expect("update");
+    assert_eq!((up.dest.as_str(), up.old_dest.as_deref()), (dest.as_str(), None));
+    let mut other = s.get("globex").await.expect("get");
+    if let Crm::Salesforce(c) = &mut other.crm {
+        c.refresh_token = Some(Secret::new("another org's grant"));
+    }
+    let up = s.update(other).await.expect("update");
+    assert_ne!(up.dest, dest);
+    assert_eq!(up.old_dest.as_deref(), Some(dest.as_str()));
 }
 
 #[tokio::test]
