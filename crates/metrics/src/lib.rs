@@ -14,9 +14,10 @@
 //! | `crmsync_job_duration_seconds` | histogram | `queue` |
 //! | `crmsync_queue_depth` | gauge | `queue`, `state` (pending, in_flight, delayed, dead) |
 //! | `crmsync_zoho_calls_total` | counter | `op` (upsert, update, delete, search, token), `status` |
+//! | `crmsync_salesforce_calls_total` | counter | `op` (upsert, delete, query, query_more, limits), `status` |
 //! | `crmsync_nylas_calls_total` | counter | `op` (list, get), `status` |
 //! | `crmsync_zoho_credits_total` | counter | `kind` (reserved, spent) |
-//! | `crmsync_rate_limited_total` | counter | `api` (zoho, nylas): 429 answers |
+//! | `crmsync_rate_limited_total` | counter | `api` (zoho, salesforce, nylas): 429 answers (Salesforce: 403 `REQUEST_LIMIT_EXCEEDED`) |
 //! | `crmsync_zoho_token_refreshes_total` | counter | `outcome` (ok, error) |
 //! | `crmsync_limiter_waits_total` | counter | `reason` (budget, pause, cooldown, rate, concurrency): a job deferred for it, or a call that waited in place for it (rate: the fleet's or the local smoother) |
 //! | `crmsync_webhook_requests_total` | counter | `outcome` |
@@ -102,6 +103,7 @@ struct Metrics {
     job_duration: HistogramFamily<QueueLabel>,
     queue_depth: Family<QueueState, Gauge>,
     zoho_calls: Family<Call, Counter>,
+    salesforce_calls: Family<Call, Counter>,
     nylas_calls: Family<Call, Counter>,
     zoho_credits: Family<Kind, Counter>,
     rate_limited: Family<Api, Counter>,
@@ -143,6 +145,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "zoho_calls",
         "Zoho HTTP calls by operation and status",
         zoho_calls.clone(),
+    );
+    let salesforce_calls = Family::<Call, Counter>::default();
+    registry.register(
+        "salesforce_calls",
+        "Salesforce HTTP calls by operation and status",
+        salesforce_calls.clone(),
     );
     let nylas_calls = Family::<Call, Counter>::default();
     registry.register(
@@ -208,6 +216,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         job_duration,
         queue_depth,
         zoho_calls,
+        salesforce_calls,
         nylas_calls,
         zoho_credits,
         rate_limited,
@@ -290,6 +299,21 @@ pub fn zoho_call(op: &'static str, status: Option<u16>) {
         .inc();
     if status == Some(429) {
         rate_limited("zoho");
+    }
+}
+
+/// A Salesforce HTTP call answered with `status` (None: no answer); `limited`: Salesforce
+/// refused it for a limit (403 `REQUEST_LIMIT_EXCEEDED`, its 429), counted as rate limited.
+pub fn salesforce_call(op: &'static str, status: Option<u16>, limited: bool) {
+    METRICS
+        .salesforce_calls
+        .get_or_create(&Call {
+            op,
+            status: status_label(status),
+        })
+        .inc();
+    if limited {
+        rate_limited("salesforce");
     }
 }
 

@@ -109,7 +109,10 @@ impl SalesforceHttp {
             if self.org.allow_duplicates && matches!(call.op, SfOp::Upsert { .. }) {
                 req = req.header("Sforce-Duplicate-Rule-Header", "allowSave=true");
             }
-            let res = req.send().await.map_err(|e| retry::transport(op, &e))?;
+            let res = req.send().await.map_err(|e| {
+                crmsync_metrics::salesforce_call(op, None, false);
+                retry::transport(op, &e)
+            })?;
             let status = res.status().as_u16();
             let usage = res
                 .headers()
@@ -119,6 +122,8 @@ impl SalesforceHttp {
             let body = crate::read_capped(res, MAX_ANSWER).await.map_err(|m| {
                 SinkError::new(Next::Retry, "SF_UNAVAILABLE", format!("Salesforce {op}: {m}")).with_usage(usage)
             })?;
+            let limited = status == 403 && retry::first_error(&body).0 == "REQUEST_LIMIT_EXCEEDED";
+            crmsync_metrics::salesforce_call(op, Some(status), limited);
             if status == 401 && retry::first_error(&body).0 == "INVALID_SESSION_ID" {
                 // Dropped whether or not this was the retry: the next attempt starts afresh.
                 self.tokens.invalidate(&self.org, &token).await?;
