@@ -53,6 +53,7 @@ bench: tools
 	./target/release/crmsync-bench queue
 	./target/release/crmsync-bench backfill
 	./target/release/crmsync-bench salesforce
+	./target/release/crmsync-bench reconcile
 	./target/release/crmsync-bench buffer
 	./target/release/crmsync-bench limits
 	./target/release/crmsync-bench webhook

@@ -12,6 +12,7 @@ mod dead;
 mod lifecycle;
 mod metrics;
 mod queue_processes;
+mod reconcile;
 mod rolling;
 mod salesforce;
 mod webhook;

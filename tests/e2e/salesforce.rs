@@ -15,7 +15,7 @@ use crate::support::{crmsync, crmsync_output, crmsync_worker, webhook_server_on}
 
 const SECRET: &str = "whsec-sf-e2e";
 
-fn sf_tenant(name: &str, contacts: usize, daily_requests: u64) -> TenantConfig {
+pub(crate) fn sf_tenant(name: &str, contacts: usize, daily_requests: u64) -> TenantConfig {
     let mut t = TenantConfig::named(name);
     t.contacts = contacts;
     let mut sf = SalesforceConfig::named(name);
@@ -24,7 +24,7 @@ fn sf_tenant(name: &str, contacts: usize, daily_requests: u64) -> TenantConfig {
     t
 }
 
-fn add(redis: &RedisServer, key: &str, sim: &RunningSim, t: &TenantConfig, extra: &[&str]) {
+pub(crate) fn add(redis: &RedisServer, key: &str, sim: &RunningSim, t: &TenantConfig, extra: &[&str]) {
     let mut args = sim_salesforce_tenant_add_args(sim, t);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -45,7 +45,7 @@ async fn wait_for_run(redis: &RedisServer, tenant: &str, timeout: Duration) {
 
 /// The org holds exactly one live record per contact with a usable email, with the book's
 /// fields: nothing lost, nothing duplicated (a second live record of one external id panics).
-fn assert_org_equals_book(sim: &RunningSim, t: &TenantConfig, book: &[Value]) -> crmsync_e2e::SfCounts {
+pub(crate) fn assert_org_equals_book(sim: &RunningSim, t: &TenantConfig, book: &[Value]) -> crmsync_e2e::SfCounts {
     let sf = t.salesforce.as_ref().expect("sf");
     let (expected, _) = expected_salesforce(book);
     let (actual, counts) = salesforce_records(sim, &sf.org_id, &sf.ext_id_field);
@@ -175,6 +175,7 @@ const TIME_SCALE: f64 = 5_760.0;
 /// allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_salesforce_org_used_by_others_pauses_the_tenant_without_403s() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let redis = RedisServer::start();
     let key = crmsync_tenants::SecretKey::generate();
     let mut t = sf_tenant("sfshared", 5_000, 100);
@@ -259,6 +260,7 @@ async fn a_salesforce_org_used_by_others_pauses_the_tenant_without_403s() {
 /// lifts the pause and the writes that waited land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_grant_pauses_the_tenant_until_it_is_re_authorized() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let redis = RedisServer::start();
     let key = crmsync_tenants::SecretKey::generate();
     let t = sf_tenant("sfgrant", 400, 1_000_000);

@@ -130,6 +130,7 @@ pub(crate) async fn start_runs_with(
             page: 0,
             cursor: None,
             force,
+            mode: crmsync_producer::PageMode::Backfill,
         };
         queue
             .enqueue_with(

@@ -5,6 +5,7 @@ mod backfill;
 mod buffer;
 mod limits;
 mod queue;
+mod reconcile;
 mod salesforce;
 mod webhook;
 
@@ -25,6 +26,9 @@ enum Command {
     Backfill(backfill::BackfillBench),
     /// A Salesforce backfill, limits off: API requests per 1,000 contacts and contacts/s.
     Salesforce(salesforce::SalesforceBench),
+    /// Reconcile of a 100,000-contact book in sync and with 1% drift: credits per 1,000
+    /// contacts and contacts/s.
+    Reconcile(reconcile::ReconcileBench),
     /// The write buffer's scripts alone: Redis CPU per contact for push, take and done.
     Buffer(buffer::BufferBench),
     /// A backfill of a tenant limited to R requests/s and C concurrent calls.
@@ -50,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Limits(b) => limits::run(b).await,
         Command::Buffer(b) => buffer::run(b).await,
         Command::Salesforce(b) => salesforce::run(b).await,
+        Command::Reconcile(b) => reconcile::run(b).await,
         Command::Webhook(b) => webhook::run(b).await,
     }
 }

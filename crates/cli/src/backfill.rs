@@ -53,6 +53,7 @@ pub async fn run(env: &Env, args: BackfillArgs) -> anyhow::Result<()> {
                     page: 0,
                     cursor: None,
                     force: args.force,
+                    mode: crmsync_producer::PageMode::Backfill,
                 };
                 if let Err(e) = queue
                     .enqueue_with(
@@ -103,7 +104,7 @@ pub async fn run(env: &Env, args: BackfillArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn follow(runs: &RunStore, mut list: Vec<Run>) -> anyhow::Result<Vec<Run>> {
+pub(crate) async fn follow(runs: &RunStore, mut list: Vec<Run>) -> anyhow::Result<Vec<Run>> {
     let multi = MultiProgress::new();
     let spinner = ProgressStyle::with_template("{prefix:<12} {spinner} page {pos} {wide_msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());

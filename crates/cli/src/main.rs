@@ -7,6 +7,7 @@ mod dashboard;
 mod dead;
 mod feed;
 mod logging;
+mod reconcile;
 mod rejected;
 mod runs;
 mod salesforce;
@@ -50,6 +51,9 @@ enum Command {
     Webhook(webhook::WebhookArgs),
     /// Start a backfill of tenants' whole address books.
     Backfill(backfill::BackfillArgs),
+    /// Compare a tenant's CRM with its address book and write only the differences (missing,
+    /// stale, edited in the CRM, orphaned); `--dry-run` only reports them.
+    Reconcile(reconcile::ReconcileArgs),
     /// List backfill runs with their counts.
     Runs(runs::RunsArgs),
     /// Cancel a backfill run: its remaining pages are not read; what it read is still written.
@@ -132,6 +136,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
             logging::init(logging::Format::Text, "warn");
             match other {
                 Command::Backfill(args) => backfill::run(&env, args).await,
+                Command::Reconcile(args) => reconcile::run(&env, args).await,
                 Command::Runs(args) => runs::run(&env, args).await,
                 Command::Cancel(args) => runs::cancel(&env, args).await,
                 Command::Dead(cmd) => dead::run(&env, cmd).await,

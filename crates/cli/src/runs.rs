@@ -1,4 +1,5 @@
-//! `crmsync runs [<tenant>]`: backfill runs with their counts; `crmsync cancel <run id>`.
+//! `crmsync runs [<tenant>]`: backfill and reconcile runs with their counts; `crmsync cancel
+//! <run id>`.
 
 use crmsync_producer::{FlushTrigger, FlushWrites, RunError, RunStatus, RunStore};
 use crmsync_queue::JobQueue;
@@ -35,22 +36,28 @@ pub async fn run(env: &Env, args: RunsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<36} {:<10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "RUN", "STATUS", "DONE", "READ", "INSERTED", "UPDATED", "SKIPPED", "REJECTED", "CREDITS"
+        "{:<40} {:<10} {:<10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "RUN", "KIND", "STATUS", "DONE", "READ", "INSERTED", "UPDATED", "DELETED", "SKIPPED", "REJECTED", "CREDITS"
     );
     for r in all {
         let done = r
             .progress()
             .map(|p| format!("{:.0}%", p * 100.0))
             .unwrap_or_else(|| format!("{}p", r.pages_done));
+        let kind = match (r.kind, r.dry_run) {
+            (crmsync_producer::RunKind::Reconcile, true) => "dry-run",
+            (kind, _) => kind.as_str(),
+        };
         println!(
-            "{:<36} {:<10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "{:<40} {:<10} {:<10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
             r.id,
+            kind,
             r.status.as_str(),
             done,
             r.contacts_read,
             r.inserted,
             r.updated,
+            r.deleted,
             r.skipped_total(),
             r.failed_total(),
             r.credits

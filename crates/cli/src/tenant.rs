@@ -127,6 +127,15 @@ pub struct TenantFlags {
     /// Share of the daily credits crmsync may use, 0.5–1.0 [add default: 0.8].
     #[arg(long, allow_hyphen_values = true)]
     budget_share: Option<f64>,
+    /// Reconcile the CRM with the book this often, fleet-wide: `24h`, `90m`, `7d`, or `off`
+    /// [default: off]. Tenants are spread over the period; a reconcile waits behind backfills
+    /// and the change feed, within the budget.
+    #[arg(long)]
+    reconcile_every: Option<String>,
+    /// A reconcile leaves records edited in the CRM since crmsync wrote them: true or false
+    /// [default: false, the book wins].
+    #[arg(long)]
+    keep_crm_edits: Option<bool>,
     /// With a new refresh token (`set` only): it re-authorizes the same org (say, after a
     /// revoked grant), so crmsync keeps what it knows of that org. Without it, new credentials
     /// are a new destination: its state starts empty and the next backfill writes every contact.
@@ -140,6 +149,26 @@ fn store(env: &Env) -> anyhow::Result<TenantStore> {
         &env.namespace,
         Some(SecretKey::from_env()?),
     ))
+}
+
+/// A period like `24h`, `90m`, `7d`, `3600s`; `off`: None.
+fn period(s: &str) -> anyhow::Result<Option<u64>> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{s}` is not a period: use e.g. 24h, 90m, 7d or off"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" | "" => n * 3_600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("`{s}` is not a period: use e.g. 24h, 90m, 7d or off"),
+    };
+    Ok(Some(secs))
 }
 
 fn positive(what: &str, n: i64) -> anyhow::Result<u64> {
@@ -304,6 +333,12 @@ impl TenantFlags {
         if let Some(v) = self.webhook_secret_next {
             t.webhook_secret_next = Some(v).filter(|s| !s.is_empty()).map(Secret::new);
         }
+        if let Some(v) = &self.reconcile_every {
+            t.reconcile_every_secs = period(v)?;
+        }
+        if let Some(v) = self.keep_crm_edits {
+            t.keep_crm_edits = v;
+        }
         if let Some(v) = self.concurrency {
             anyhow::ensure!(
                 (1..=25).contains(&v),
@@ -334,6 +369,26 @@ async fn lift_reauthorize_pause(env: &Env, id: &str, dest: &str) -> anyhow::Resu
     let writes: JobQueue<FlushWrites> = JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&env.namespace));
     let woken = crmsync_producer::waits::wake(&conn, &writes, &keys.dest(dest)).await?;
     println!("  the pause for re-authorization is lifted ({woken} waiting write(s) run now)");
+    Ok(())
+}
+
+/// Puts the tenant on the fleet's reconcile schedule (or takes it off) and says when it runs.
+async fn reschedule(env: &Env, id: &str, every: Option<u64>) -> anyhow::Result<()> {
+    let conn = env.conn()?;
+    let period = every.map(std::time::Duration::from_secs);
+    crmsync_producer::schedule::set(&conn, &env.namespace, id, period).await?;
+    match crmsync_producer::schedule::next_due(&conn, &env.namespace, id).await? {
+        Some(at) => {
+            let now = crmsync_queue::now_ms();
+            println!(
+                "  reconciled every {} by the fleet; the first at {} ({})",
+                crmsync_redis::when::in_text(now + every.unwrap_or(0) * 1000, now).trim_start_matches("in "),
+                crmsync_redis::when::utc_text(at, now),
+                crmsync_redis::when::in_text(at, now)
+            );
+        }
+        None => println!("  no scheduled reconcile (run one with `crmsync reconcile {id}`)"),
+    }
     Ok(())
 }
 
@@ -453,8 +508,12 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
             }
             flags.apply(&mut t)?;
             let id = t.id.clone();
+            let every = t.reconcile_every_secs;
             store(env)?.add(t).await?;
             println!("tenant `{id}` added");
+            if every.is_some() {
+                reschedule(env, &id, every).await?;
+            }
         }
         TenantCmd::Set(flags) => {
             let s = store(env)?;
@@ -469,8 +528,10 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                 )
             };
             let before = limits(&t);
+            let every_before = t.reconcile_every_secs;
             flags.apply(&mut t)?;
             let limits_changed = limits(&t) != before;
+            let every = t.reconcile_every_secs;
             let allowed = t.allowed_credits();
             let updated_unit = t.crm.kind().budget_unit();
             let id = t.id.clone();
@@ -485,6 +546,9 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                 .await?;
             println!("tenant `{id}` updated");
             after_update(env, &id, &updated).await?;
+            if every != every_before {
+                reschedule(env, &id, every).await?;
+            }
             if limits_changed && updated.old_dest.is_none() {
                 let conn = env.conn()?;
                 let writes: JobQueue<FlushWrites> =

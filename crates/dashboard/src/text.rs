@@ -73,9 +73,13 @@ pub fn run_text(t: &TenantStatus, now_ms: u64) -> String {
         _ => format!("{}p read", r.run.pages_done),
     };
     if let Some(r) = &t.run {
+        let what = match r.run.kind {
+            crmsync_producer::RunKind::Reconcile => "rc ",
+            crmsync_producer::RunKind::Backfill => "",
+        };
         return match r.run.status {
-            RunStatus::Draining => "draining".into(),
-            _ => progress(r),
+            RunStatus::Draining => format!("{what}draining"),
+            _ => format!("{what}{}", progress(r)),
         };
     }
     match &t.last_run {

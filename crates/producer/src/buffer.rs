@@ -332,6 +332,34 @@ fn contact_bucket(contact_id: &str) -> u16 {
     u16::from_be_bytes([d[0], d[1]]) % 1024
 }
 
+/// Contact-state buckets (`0..CONTACT_BUCKETS`), for a sweep over every contact crmsync knows.
+pub const CONTACT_BUCKETS: u16 = 1024;
+
+/// The bucket of a record key, as `lib.lua`'s `rbucket`: its first character and the low 4
+/// bits of its second character's base64url value, in hex.
+fn record_bucket(rk: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const HEX: &[u8] = b"0123456789abcdef";
+    let b = rk.as_bytes();
+    let first = b.first().map(|c| *c as char).unwrap_or('A');
+    let second = b
+        .get(1)
+        .and_then(|c| ALPHABET.iter().position(|a| a == c))
+        .map(|i| HEX[i % 16] as char)
+        .unwrap_or('0');
+    format!("{first}{second}")
+}
+
+/// What crmsync last wrote to a record (read for a reconcile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordState {
+    /// Hash of the record as written ([`record_hash`]); None: nothing, or not its owner's.
+    pub hash: Option<String>,
+    pub rid: Option<String>,
+    /// The contact owning the record; None: nobody (its deletion waits).
+    pub owner: Option<String>,
+}
+
 /// A 48-bit hash of a record (8 characters): what "unchanged" compares.
 pub fn record_hash(r: &CrmRecord) -> String {
     let mut buf = Vec::with_capacity(128);
@@ -696,6 +724,51 @@ impl WriteBuffer {
             *stats.entry("credits".into()).or_default() += (milli + 500) / 1000;
         }
         Ok(stats)
+    }
+
+    /// What crmsync last wrote to each record (by record key), None where it wrote nothing.
+    pub async fn record_states(&self, rks: &[String]) -> Result<Vec<Option<RecordState>>, BufferError> {
+        if rks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prefix = self.dest.records_prefix();
+        let mut pipe = redis::pipe();
+        for rk in rks {
+            pipe.cmd("HGET").arg(format!("{prefix}{}", record_bucket(rk))).arg(rk);
+        }
+        let vals: Vec<Option<String>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(vals
+            .into_iter()
+            .map(|v| {
+                let v = v?;
+                let mut it = v.splitn(3, ' ');
+                let (hash, rid, owner) = (it.next()?, it.next()?, it.next().unwrap_or(""));
+                Some(RecordState {
+                    hash: (hash != "-").then(|| hash.to_owned()),
+                    rid: unpack_rid(rid),
+                    owner: (!owner.is_empty()).then(|| owner.to_owned()),
+                })
+            })
+            .collect())
+    }
+
+    /// The contacts crmsync keeps state for in contact buckets `from..to` (at most
+    /// [`CONTACT_BUCKETS`]), with whether each maps to a record now.
+    pub async fn contacts_in_buckets(&self, from: u16, to: u16) -> Result<Vec<(String, bool)>, BufferError> {
+        let prefix = self.dest.contacts_prefix();
+        let mut pipe = redis::pipe();
+        for b in from..to.min(CONTACT_BUCKETS) {
+            pipe.cmd("HGETALL").arg(format!("{prefix}{b}"));
+        }
+        let buckets: Vec<Vec<(String, String)>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(buckets
+            .into_iter()
+            .flatten()
+            .map(|(cid, v)| {
+                let mapped = v.split_once(' ').is_some_and(|(_, rk)| rk != "-");
+                (cid, mapped)
+            })
+            .collect())
     }
 
     /// What waits (see [`Waiting`]), in one read.

@@ -23,13 +23,42 @@ pub struct BackfillPage {
     /// Write every contact even when unchanged since the last write.
     #[serde(default)]
     pub force: bool,
+    /// What the page does: a backfill's (the default) or one of a reconcile run's steps.
+    #[serde(default, skip_serializing_if = "PageMode::is_backfill")]
+    pub mode: PageMode,
+}
+
+/// A step of a run. A reconcile reads the CRM (`Crm`, one page per job, `cursor` the CRM's),
+/// then the book (`Book`, pages numbered from 0 as a backfill's, `cursor` Nylas's), then sweeps
+/// the contacts crmsync knows that the book no longer has (`Sweep`, a range of state buckets
+/// per job; its last job counts as the run's last page).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum PageMode {
+    #[default]
+    Backfill,
+    Crm,
+    Book,
+    Sweep {
+        bucket: u16,
+    },
+}
+
+impl PageMode {
+    pub fn is_backfill(&self) -> bool {
+        *self == PageMode::Backfill
+    }
 }
 
 impl BackfillPage {
     /// Idempotency key of the job: a page is enqueued once per run even when the job that
     /// enqueues it runs twice.
     pub fn idempotency_key(&self) -> String {
-        format!("bf:{}:{}", self.run_id, self.page)
+        match &self.mode {
+            PageMode::Backfill | PageMode::Book => format!("bf:{}:{}", self.run_id, self.page),
+            PageMode::Crm => format!("rc:{}:crm:{}", self.run_id, self.page),
+            PageMode::Sweep { bucket } => format!("rc:{}:sweep:{bucket}", self.run_id),
+        }
     }
 }
 

@@ -10,15 +10,16 @@ mod buffer;
 mod jobs;
 mod rejected;
 mod runs;
+pub mod schedule;
 pub mod waits;
 
 pub use buffer::{
-    BufferError, Change, Entry, FlushCount, Op, Pushed, Pushing, Rejection, SEEN_MS, Source, Waiting, WriteBuffer,
-    Written, email_key, record_hash,
+    BufferError, CONTACT_BUCKETS, Change, Entry, FlushCount, Op, Pushed, Pushing, RecordState, Rejection, SEEN_MS,
+    Source, Waiting, WriteBuffer, Written, contact_key, email_key, record_hash,
 };
 pub use jobs::{
-    BACKFILL_QUEUE, BackfillPage, FlushTrigger, FlushWrites, MAINTENANCE_QUEUE, Maintenance, WRITES_QUEUE,
+    BACKFILL_QUEUE, BackfillPage, FlushTrigger, FlushWrites, MAINTENANCE_QUEUE, Maintenance, PageMode, WRITES_QUEUE,
     backfill_queue, maintenance_queue, schedule_flush, schedule_full_flushes, writes_queue,
 };
 pub use rejected::Rejected;
-pub use runs::{PageCounts, Run, RunError, RunStatus, RunStore, StartOutcome};
+pub use runs::{PageCounts, Run, RunError, RunKind, RunStatus, RunStore, StartOutcome};

@@ -21,6 +21,38 @@ pub const ACTIVE_TTL: Duration = Duration::from_secs(3600);
 static START: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/start_run.lua")));
 static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/record_page.lua")));
 static END: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/end_run.lua")));
+/// Counts a reconcile's book page once. KEYS[1] run hash, KEYS[2] counted-steps hash; ARGV[1]
+/// page, ARGV[2] has next (0/1), ARGV[3] now ms, then counter/increment pairs. Returns 1 when
+/// every book page is counted (also when this page was counted before), else 0.
+static COUNT_BOOK_PAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[2], 'book:' .. ARGV[1], ARGV[3]) == 1 then
+  for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  redis.call('HINCRBY', KEYS[1], 'book_done', 1)
+  redis.call('HINCRBY', KEYS[1], 'pages_done', 1)
+  if ARGV[2] == '0' then redis.call('HSET', KEYS[1], 'book_last', ARGV[1]) end
+  redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+end
+local last = tonumber(redis.call('HGET', KEYS[1], 'book_last') or '-1')
+local done = tonumber(redis.call('HGET', KEYS[1], 'book_done') or '0')
+if last >= 0 and done >= last + 1 then return 1 end
+return 0",
+    )
+});
+/// Adds a step's counts to a run once. KEYS[1] run hash, KEYS[2] counted-steps hash; ARGV[1]
+/// step, ARGV[2] now ms, then counter/increment pairs. Returns 1 when counted.
+static COUNT_STEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+return 1",
+    )
+});
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -30,6 +62,8 @@ pub enum RunError {
     NotFound(String),
     #[error("no tenant `{0}`; list tenants with `crmsync tenant list`")]
     NoTenant(String),
+    #[error("could not enqueue the run's first job: {0}")]
+    Queue(#[from] crmsync_queue::QueueError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,6 +109,10 @@ impl RunStatus {
 pub struct Run {
     pub id: String,
     pub tenant: String,
+    /// `backfill` or `reconcile`.
+    pub kind: RunKind,
+    /// A reconcile that only reports (changes nothing).
+    pub dry_run: bool,
     pub status: RunStatus,
     pub started_at_ms: u64,
     pub finished_at_ms: Option<u64>,
@@ -88,6 +126,8 @@ pub struct Run {
     pub mapped: u64,
     pub inserted: u64,
     pub updated: u64,
+    /// Records deleted (a reconcile's orphans; a backfill deletes none).
+    pub deleted: u64,
     /// Contacts with unchanged mapped fields, not written.
     pub unchanged: u64,
     /// Records whose fields were shortened to fit Zoho.
@@ -98,7 +138,29 @@ pub struct Run {
     /// Calls made to the CRM.
     pub calls: u64,
     pub credits: u64,
+    /// A reconcile's findings by kind (`missing`, `stale`, `crm_edited`, `orphaned`,
+    /// `not_ours`, `in_sync`), and its CRM reads.
+    pub drift: BTreeMap<String, u64>,
     pub error: Option<String>,
+}
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// Reads the book and writes what changed since crmsync last wrote it.
+    Backfill,
+    /// Reads the CRM and the book and writes the differences (or, dry, reports them).
+    Reconcile,
+}
+
+impl RunKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunKind::Backfill => "backfill",
+            RunKind::Reconcile => "reconcile",
+        }
+    }
 }
 
 impl Run {
@@ -128,6 +190,8 @@ pub struct PageCounts {
     pub adjusted: u64,
     pub skipped: BTreeMap<SkipReason, u64>,
     pub failed: BTreeMap<String, u64>,
+    /// A reconcile's findings (`drift:<kind>`) and other counters by name.
+    pub drift: BTreeMap<String, u64>,
 }
 
 impl PageCounts {
@@ -144,6 +208,7 @@ impl PageCounts {
             ("unchanged".to_owned(), self.unchanged),
             ("adjusted".to_owned(), self.adjusted),
         ];
+        v.extend(self.drift.iter().map(|(k, n)| (format!("drift:{k}"), *n)));
         v.extend(
             self.skipped
                 .iter()
@@ -203,8 +268,27 @@ impl RunStore {
 
     /// Starts a run for the tenant unless one is in progress.
     pub async fn start(&self, tenant: &str, force: bool) -> Result<StartOutcome, RunError> {
+        self.start_kind(tenant, RunKind::Backfill, force, false).await
+    }
+
+    /// Starts a reconcile run unless a run of the tenant is active (a backfill or another
+    /// reconcile: one run per tenant at a time).
+    pub async fn start_reconcile(&self, tenant: &str, dry_run: bool) -> Result<StartOutcome, RunError> {
+        self.start_kind(tenant, RunKind::Reconcile, false, dry_run).await
+    }
+
+    async fn start_kind(
+        &self,
+        tenant: &str,
+        kind: RunKind,
+        force: bool,
+        dry_run: bool,
+    ) -> Result<StartOutcome, RunError> {
         let now = now_ms();
-        let id = format!("{tenant}-{}-{:04x}", stamp(now), rand::random::<u16>());
+        let id = match kind {
+            RunKind::Backfill => format!("{tenant}-{}-{:04x}", stamp(now), rand::random::<u16>()),
+            RunKind::Reconcile => format!("{tenant}-rc-{}-{:04x}", stamp(now), rand::random::<u16>()),
+        };
         let k = self.keys(tenant);
         let mut conn = self.conn.clone();
         let (started, run_id): (i64, String) = START
@@ -217,6 +301,8 @@ impl RunStore {
             .arg(ACTIVE_TTL.as_millis() as u64)
             .arg(tenant)
             .arg(if force { 1 } else { 0 })
+            .arg(kind.as_str())
+            .arg(if dry_run { 1 } else { 0 })
             .invoke_async(&mut conn)
             .await?;
         if started < 0 {
@@ -323,6 +409,50 @@ impl RunStore {
         Ok(RunStatus::parse(&status))
     }
 
+    /// Counts a page of a reconcile's book (once) without ending the run; returns whether every
+    /// page of the book is counted now (then the sweep may start: it is the run's last page).
+    /// Safe to call again for a page already counted.
+    pub async fn count_book_page(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        page: u32,
+        has_next: bool,
+        counts: &PageCounts,
+    ) -> Result<bool, RunError> {
+        let k = self.keys(tenant);
+        let mut inv = COUNT_BOOK_PAGE.prepare_invoke();
+        inv.key(k.run(run_id))
+            .key(k.run_pages(run_id))
+            .arg(page)
+            .arg(if has_next { 1 } else { 0 })
+            .arg(now_ms());
+        for (field, n) in counts.pairs() {
+            inv.arg(field).arg(n);
+        }
+        let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(n == 1)
+    }
+
+    /// Adds the counts of a step that is not one of the run's pages (a reconcile's CRM read),
+    /// once however often the step runs.
+    pub async fn count_step(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        step: &str,
+        counts: &[(String, u64)],
+    ) -> Result<bool, RunError> {
+        let k = self.keys(tenant);
+        let mut inv = COUNT_STEP.prepare_invoke();
+        inv.key(k.run(run_id)).key(k.run_pages(run_id)).arg(step).arg(now_ms());
+        for (field, n) in counts {
+            inv.arg(field).arg(n);
+        }
+        let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(n == 1)
+    }
+
     /// Ends a running run as failed or cancelled; returns whether it was running.
     pub async fn end(&self, tenant: &str, run_id: &str, status: RunStatus, reason: &str) -> Result<bool, RunError> {
         let k = self.keys(tenant);
@@ -368,6 +498,8 @@ fn parse_run(fields: Vec<(String, String)>) -> Run {
     let mut run = Run {
         id: String::new(),
         tenant: String::new(),
+        kind: RunKind::Backfill,
+        dry_run: false,
         status: RunStatus::Running,
         started_at_ms: 0,
         finished_at_ms: None,
@@ -379,12 +511,14 @@ fn parse_run(fields: Vec<(String, String)>) -> Run {
         mapped: 0,
         inserted: 0,
         updated: 0,
+        deleted: 0,
         unchanged: 0,
         adjusted: 0,
         skipped: BTreeMap::new(),
         failed: BTreeMap::new(),
         calls: 0,
         credits: 0,
+        drift: BTreeMap::new(),
         error: None,
     };
     for (k, v) in fields {
@@ -392,6 +526,8 @@ fn parse_run(fields: Vec<(String, String)>) -> Run {
         match k.as_str() {
             "id" => run.id = v.clone(),
             "tenant" => run.tenant = v.clone(),
+            "kind" if v == "reconcile" => run.kind = RunKind::Reconcile,
+            "dry_run" => run.dry_run = v == "1",
             "status" => run.status = RunStatus::parse(&v),
             "started_at" => run.started_at_ms = n(),
             "finished_at" => run.finished_at_ms = Some(n()),
@@ -403,6 +539,7 @@ fn parse_run(fields: Vec<(String, String)>) -> Run {
             "mapped" => run.mapped = n(),
             "inserted" => run.inserted = n(),
             "updated" => run.updated = n(),
+            "deleted" => run.deleted = n(),
             "unchanged" => run.unchanged = n(),
             "adjusted" => run.adjusted = n(),
             // `zoho_calls`: the name before the sink seam.
@@ -412,7 +549,9 @@ fn parse_run(fields: Vec<(String, String)>) -> Run {
             "credits_milli" => run.credits += (n() + 500) / 1000,
             "error" if !v.is_empty() => run.error = Some(v.clone()),
             other => {
-                if let Some(r) = other.strip_prefix("skipped:") {
+                if let Some(d) = other.strip_prefix("drift:") {
+                    run.drift.insert(d.to_owned(), n());
+                } else if let Some(r) = other.strip_prefix("skipped:") {
                     run.skipped.insert(r.to_owned(), n());
                 } else if let Some(c) = other.strip_prefix("failed:") {
                     run.failed.insert(c.to_owned(), n());

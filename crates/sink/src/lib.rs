@@ -37,7 +37,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What every user of a CRM needs to know before any call: the webhook receiver and the
 /// page job map contacts with its limits, the buffer keys state by its match key, the flush
 /// takes batches of its size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct SinkProfile {
     pub kind: CrmKind,
     pub match_key: MatchKey,
@@ -49,7 +49,36 @@ pub struct SinkProfile {
     pub field_limits: FieldLimits,
     /// What the daily allowance counts (`credits`, `requests`).
     pub unit: &'static str,
+    /// A record reduced to what the CRM keeps of it comparably, so a reconcile can compare a
+    /// record of the address book with the [`CrmSide`] the CRM holds: both sides go through
+    /// it. Zoho keeps all six fields (identity); Salesforce has no comparable company (a
+    /// Lead's Company may be the email domain crmsync filled in, a Contact has none).
+    pub comparable: fn(&CrmRecord) -> CrmRecord,
 }
+
+/// Profiles compare by their data; `comparable` is left out (function addresses are not
+/// meaningful to compare, and each CRM has one profile with one `comparable`).
+impl PartialEq for SinkProfile {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            kind,
+            match_key,
+            max_batch,
+            max_take,
+            field_limits,
+            unit,
+            comparable: _,
+        } = self;
+        *kind == other.kind
+            && *match_key == other.match_key
+            && *max_batch == other.max_batch
+            && *max_take == other.max_take
+            && *field_limits == other.field_limits
+            && *unit == other.unit
+    }
+}
+
+impl Eq for SinkProfile {}
 
 /// The profile of a CRM.
 pub fn profile(kind: CrmKind) -> &'static SinkProfile {
@@ -244,6 +273,29 @@ pub struct Written {
     pub cost: u64,
 }
 
+/// A record as the CRM holds it (for reconcile): its id, the value of the sink's match key
+/// (Zoho: the Email, trimmed and lowercased; Salesforce: the external id = the Nylas contact
+/// id), and its fields as a [`CrmRecord`] (empty or null text → None, a null last name → "";
+/// the email trimmed and lowercased; other text as the CRM holds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmSide {
+    pub rid: String,
+    pub key: String,
+    pub record: CrmRecord,
+}
+
+/// One page of a CRM read ([`CrmSink::read`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CrmPage {
+    pub records: Vec<CrmSide>,
+    /// Where the next page starts (None: this was the last). Opaque: hand it back to the same
+    /// sink's `read`, as it is.
+    pub next: Option<String>,
+    /// Calls made (one per page) and what they cost, in the profile's `unit`.
+    pub calls: u64,
+    pub cost: u64,
+}
+
 /// A CRM a tenant writes to.
 pub trait CrmSink: Send + Sync {
     fn profile(&self) -> &'static SinkProfile;
@@ -252,6 +304,45 @@ pub trait CrmSink: Send + Sync {
     /// an error fails the whole batch (it is retried as a whole), per-record refusals are
     /// [`Outcome::Rejected`].
     fn write<'a>(&'a self, batch: &'a [Write], priority: Priority) -> BoxFuture<'a, Result<Written, SinkError>>;
+
+    /// Reads the next page of the records crmsync keeps in the CRM, starting at the beginning
+    /// when `cursor` is None, else where [`CrmPage::next`] of the previous page said. One call
+    /// per page, through the same service as writes (so the budget, the rate and the
+    /// concurrency limits apply). A walk sees every record that stays in the CRM throughout
+    /// once; records created or deleted during the walk may or may not be seen.
+    ///
+    /// Errors are classified as for writes, plus: a cursor this sink did not make is
+    /// `BAD_CURSOR` ([`Next::FailJob`], nothing sent); a cursor the CRM no longer accepts
+    /// (Zoho `PAGE_TOKEN_EXPIRED`: page tokens live 24 h; Salesforce `INVALID_QUERY_LOCATOR`:
+    /// query cursors close after about 15 idle minutes) cannot be retried as it is: whether to
+    /// start again from None is the caller's decision.
+    fn read<'a>(&'a self, cursor: Option<&'a str>, priority: Priority) -> BoxFuture<'a, Result<CrmPage, SinkError>>;
+}
+
+/// The code of a read cursor the sink did not make (shared by every CRM's `CODES`).
+pub(crate) const BAD_CURSOR: &str = "BAD_CURSOR";
+/// What [`BAD_CURSOR`] means, the same in every CRM's `CODES`.
+pub(crate) const BAD_CURSOR_MEANING: &str =
+    "a read was given a cursor its sink did not make (garbled, or another CRM's): nothing was sent";
+
+/// The error for a read cursor the sink did not make.
+pub(crate) fn bad_cursor(cursor: &str) -> SinkError {
+    SinkError::new(
+        Next::FailJob,
+        BAD_CURSOR,
+        format!("`{}` is not a read cursor of this sink", clean(cursor, 80)),
+    )
+    .not_sent()
+}
+
+/// A text field of a CRM answer: null, absent, non-text or empty → None.
+pub(crate) fn text_field(v: &serde_json::Value) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// An email as the match key and the record hold it: trimmed, lowercased.
+pub(crate) fn key_email(email: &str) -> String {
+    email.trim().to_lowercase()
 }
 
 /// Reads an answer's body up to `max` bytes: an upstream answer is never trusted to be small.

@@ -77,6 +77,34 @@ impl TenantKeys {
         format!("{}:run:{run_id}:emails", self.tag)
     }
 
+    /// Hash: a reconcile run's copy of the CRM: match-key value -> `<record id> <hash of what
+    /// the CRM holds>`; entries leave as book contacts claim them (deleted when the run's sweep
+    /// ends, or after a day).
+    pub fn run_crm(&self, run_id: &str) -> String {
+        format!("{}:run:{run_id}:crm", self.tag)
+    }
+
+    /// Set: the match-key values of CRM records some contact of the book maps to (deleted with
+    /// `run_crm`).
+    pub fn run_claimed(&self, run_id: &str) -> String {
+        format!("{}:run:{run_id}:claimed", self.tag)
+    }
+
+    /// Set: the contact ids a reconcile run read from the book (deleted with `run_crm`).
+    pub fn run_seen(&self, run_id: &str) -> String {
+        format!("{}:run:{run_id}:seen", self.tag)
+    }
+
+    /// Hash: a reconcile run's examples by kind of drift (kind -> JSON list of at most 5).
+    pub fn run_examples(&self, run_id: &str) -> String {
+        format!("{}:run:{run_id}:examples", self.tag)
+    }
+
+    /// String: the lease of the fleet's reconcile scheduler on this tenant (a minute).
+    pub fn reconcile_lease(&self) -> String {
+        format!("{}:reconcile:lease", self.tag)
+    }
+
     /// String: how many of a run's records wait in the write buffer (or a flush).
     pub fn run_buffered(&self, run_id: &str) -> String {
         format!("{}:run:{run_id}:buffered", self.tag)

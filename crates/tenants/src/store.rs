@@ -98,6 +98,10 @@ struct Stored {
     webhook_secret: Option<String>,
     #[serde(default)]
     webhook_secret_next: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reconcile_every_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    keep_crm_edits: bool,
     #[serde(default)]
     created_at_ms: u64,
     #[serde(default)]
@@ -289,6 +293,8 @@ impl TenantStore {
                 .webhook_secret_next
                 .as_ref()
                 .map(|w| k.seal(&Self::ctx(&t.id, "webhook.secret_next"), w.expose())),
+            reconcile_every_secs: t.reconcile_every_secs,
+            keep_crm_edits: t.keep_crm_edits,
             created_at_ms: t.created_at_ms,
             updated_at_ms: t.updated_at_ms,
         })
@@ -365,6 +371,8 @@ impl TenantStore {
                 .as_deref()
                 .map(|w| open("webhook.secret_next", w))
                 .transpose()?,
+            reconcile_every_secs: s.reconcile_every_secs,
+            keep_crm_edits: s.keep_crm_edits,
             created_at_ms: s.created_at_ms,
             updated_at_ms: s.updated_at_ms,
             id: s.id,
@@ -665,6 +673,8 @@ impl TenantStore {
             "concurrency": s.concurrency,
             "webhook_secret": mask("webhook.secret", s.webhook_secret.as_deref()),
             "webhook_secret_next": mask("webhook.secret_next", s.webhook_secret_next.as_deref()),
+            "reconcile_every_secs": s.reconcile_every_secs,
+            "keep_crm_edits": s.keep_crm_edits,
             "created_at_ms": s.created_at_ms,
             "updated_at_ms": s.updated_at_ms,
         }))

@@ -110,6 +110,11 @@ pub struct Tenant {
     /// delivery signed with either is accepted.
     pub webhook_secret: Option<Secret>,
     pub webhook_secret_next: Option<Secret>,
+    /// Reconcile the CRM with the book this often, fleet-wide (None: only on demand).
+    pub reconcile_every_secs: Option<u64>,
+    /// A reconcile leaves records edited in the CRM since crmsync wrote them (default: the
+    /// book wins).
+    pub keep_crm_edits: bool,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -173,6 +178,8 @@ impl Tenant {
             concurrency: None,
             webhook_secret: None,
             webhook_secret_next: None,
+            reconcile_every_secs: None,
+            keep_crm_edits: false,
             created_at_ms: 0,
             updated_at_ms: 0,
         }
@@ -215,6 +222,13 @@ impl Tenant {
         }
         if self.users == Some(0) {
             return Err(bad("users must be at least 1".into()));
+        }
+        if let Some(s) = self.reconcile_every_secs
+            && !(3_600..=30 * 86_400).contains(&s)
+        {
+            return Err(bad(format!(
+                "reconcile period {s} s is out of range: from 1 hour to 30 days (e.g. 24h)"
+            )));
         }
         if !(0.5..=1.0).contains(&self.budget_share) {
             return Err(bad(format!(

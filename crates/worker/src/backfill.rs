@@ -9,7 +9,7 @@
 
 use crmsync_domain::{CrmRecord, MapOutcome, map_contact};
 use crmsync_nylas::Grant;
-use crmsync_producer::{BackfillPage, Change, FlushTrigger, PageCounts, RunStatus, Source};
+use crmsync_producer::{BackfillPage, Change, FlushTrigger, PageCounts, PageMode, RunStatus, Source};
 use crmsync_queue::{EnqueueOptions, JobError, JobInfo, now_ms};
 use crmsync_tenants::{StoreError, Tenant};
 use tracing::{debug, info, warn};
@@ -19,7 +19,12 @@ use crate::{errors, flush};
 
 /// Runs one page; marks the run failed when the page fails for good.
 pub async fn run_page(ctx: &Context, job: BackfillPage, info: &JobInfo) -> Result<(), JobError> {
-    let res = page(ctx, &job).await;
+    let res = match &job.mode {
+        PageMode::Backfill => page(ctx, &job).await,
+        PageMode::Crm => crate::reconcile::crm_page(ctx, &job).await,
+        PageMode::Book => crate::reconcile::book_page(ctx, &job).await,
+        PageMode::Sweep { bucket } => crate::reconcile::sweep(ctx, &job, *bucket).await,
+    };
     if let Err(e) = &res {
         let final_attempt = match e {
             JobError::Permanent { .. } => true,
@@ -56,6 +61,28 @@ pub(crate) async fn load_tenant(ctx: &Context, id: &str) -> Result<Option<Tenant
     }
 }
 
+/// One page of the tenant's address book from Nylas (paced: Nylas allows 200 contact requests
+/// per second per grant, fleet-wide).
+pub(crate) async fn read_book(
+    ctx: &Context,
+    tenant: &Tenant,
+    cursor: Option<&str>,
+) -> Result<crmsync_nylas::ContactPage, JobError> {
+    let grant = Grant {
+        api_uri: &tenant.nylas.api_uri,
+        grant_id: &tenant.nylas.grant_id,
+        api_key: tenant.nylas.api_key.expose(),
+    };
+    ctx.limiter
+        .pace(&format!("nylas:{}", tenant.nylas.grant_id), crmsync_nylas::GRANT_RPS)
+        .await
+        .map_err(errors::redis)?;
+    ctx.nylas
+        .list_contacts(&grant, cursor, ctx.opts.page_size)
+        .await
+        .map_err(errors::nylas)
+}
+
 async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
     let run = ctx.runs.get(&job.tenant, &job.run_id).await.map_err(|e| match e {
         crmsync_producer::RunError::NotFound(r) => JobError::permanent("RUN_GONE", format!("run {r} no longer exists")),
@@ -68,22 +95,7 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
     let Some(tenant) = load_tenant(ctx, &job.tenant).await? else {
         return Ok(());
     };
-    let grant = Grant {
-        api_uri: &tenant.nylas.api_uri,
-        grant_id: &tenant.nylas.grant_id,
-        api_key: tenant.nylas.api_key.expose(),
-    };
-
-    // Nylas allows 200 contact requests per second per grant, fleet-wide.
-    ctx.limiter
-        .pace(&format!("nylas:{}", tenant.nylas.grant_id), crmsync_nylas::GRANT_RPS)
-        .await
-        .map_err(errors::redis)?;
-    let nylas_page = ctx
-        .nylas
-        .list_contacts(&grant, job.cursor.as_deref(), ctx.opts.page_size)
-        .await
-        .map_err(errors::nylas)?;
+    let nylas_page = read_book(ctx, &tenant, job.cursor.as_deref()).await?;
     if let Some(cursor) = &nylas_page.next_cursor {
         let next = BackfillPage {
             tenant: job.tenant.clone(),
@@ -91,6 +103,7 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
             page: job.page + 1,
             cursor: Some(cursor.clone()),
             force: job.force,
+            mode: job.mode.clone(),
         };
         ctx.backfill
             .enqueue_with(&next, EnqueueOptions::default().idempotency_key(next.idempotency_key()))

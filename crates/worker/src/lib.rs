@@ -9,6 +9,7 @@ mod errors;
 pub mod flush;
 pub mod maintenance;
 mod metrics;
+pub mod reconcile;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,9 @@ use crmsync_producer::{BackfillPage, FlushWrites, Maintenance};
 use crmsync_queue::runtime::{self, Handles};
 use crmsync_queue::{JobError, JobInfo, RedisStreamBackend, worker_identity};
 use tracing::info;
+
+/// How often a worker process looks for tenants due for a reconcile (jittered down to half).
+const SCHEDULE_EVERY: Duration = Duration::from_secs(30);
 
 /// Settings of a worker process.
 #[derive(Debug, Clone)]
@@ -126,8 +130,25 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
                     maintenance::run_maintenance(&ctx, job).await
                 })
         });
+    // The fleet's reconcile scheduler: every process looks for due tenants (see
+    // `crmsync_producer::schedule`); stopped with the process.
+    let scheduler = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SCHEDULE_EVERY.mul_f64(rand::random_range(0.5..1.0))).await;
+                match crmsync_producer::schedule::start_due(&ctx.conn, &ctx.opts.namespace, &ctx.backfill, 10).await {
+                    Ok(started) if !started.is_empty() => info!(runs = ?started, "Scheduled reconcile runs started"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "The reconcile scheduler could not read Redis; trying again"),
+                }
+            }
+        })
+    };
     info!(concurrency = opts.concurrency, "crmsync worker started");
-    let report = runtime::run_until(monitor, &handles, runtime::shutdown_signal(), opts.drain).await?;
+    let report = runtime::run_until(monitor, &handles, runtime::shutdown_signal(), opts.drain).await;
+    scheduler.abort();
+    let report = report?;
     info!(
         timed_out = report.timed_out,
         handed_back = report.released,

@@ -256,6 +256,7 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
         page,
         cursor: None,
         force: false,
+        mode: crmsync_producer::PageMode::Backfill,
     };
     backfill
         .enqueue_with(

@@ -26,6 +26,10 @@
 //! Deletes: a known Contact id is deleted by id; anything else (a Lead id, which may have been
 //! converted since, or no id) is found by external id with SOQL first.
 //!
+//! Reads (for reconcile, `read`): the Contacts, then the unconverted Leads, holding an external
+//! id, with SOQL in Id order, 1 request per page of up to 2,000 rows; keyed on the external id,
+//! without a company (see [`PROFILE`]'s `comparable`).
+//!
 //! **Worker wiring** (one [`SfTokens`] and one [`SfAccounts`] per process, shared by every
 //! tenant, like Zoho's token broker):
 //!
@@ -41,6 +45,7 @@
 pub mod accounts;
 mod dto;
 pub mod mapping;
+mod read;
 pub mod request;
 mod retry;
 pub mod service;
@@ -56,7 +61,7 @@ pub use service::{SalesforceHttp, SfReply, parse_limit_info};
 pub use sink::SalesforceSink;
 pub use token::{SfOrg, SfToken, SfTokens, exchange_code};
 
-use crate::{CrmKind, FieldLimits, MatchKey, SinkProfile};
+use crate::{CrmKind, CrmRecord, FieldLimits, MatchKey, SinkProfile};
 
 /// Salesforce's field lengths on Contact and Lead, in characters.
 pub const LIMITS: FieldLimits = FieldLimits {
@@ -78,7 +83,7 @@ pub const MAX_BATCH: usize = 200;
 pub const MAX_TAKE: usize = 7 * MAX_BATCH;
 
 /// Salesforce's profile: matched on the contact (the external-id field), 200 records per call,
-/// API requests.
+/// API requests; the company is not comparable.
 pub const PROFILE: SinkProfile = SinkProfile {
     kind: CrmKind::Salesforce,
     match_key: MatchKey::ContactId,
@@ -86,7 +91,19 @@ pub const PROFILE: SinkProfile = SinkProfile {
     max_take: MAX_TAKE,
     field_limits: LIMITS,
     unit: "requests",
+    comparable: without_company,
 };
+
+/// What Salesforce keeps of a record comparably: all but the company. A Lead's `Company` is
+/// the record's company or, failing that, the email's domain (Salesforce requires one), and a
+/// Contact has none (its Account is routing's, or the conversion's, and crmsync never updates
+/// it); so neither tells what the address book says.
+fn without_company(r: &CrmRecord) -> CrmRecord {
+    CrmRecord {
+        company: None,
+        ..r.clone()
+    }
+}
 
 /// The largest answer read from the API: a 200-record upsert answers about 30 KB, a
 /// 2,000-row page of Accounts about 600 KB.

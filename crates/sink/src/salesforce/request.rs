@@ -173,15 +173,23 @@ impl SfCall {
     }
 }
 
-/// A `nextRecordsUrl` as Salesforce gives it: `/services/data/vNN.N/query/<locator>`, nothing
-/// that could leave the instance or climb out of the path.
-fn is_next_records_url(url: &str) -> bool {
-    url.starts_with("/services/data/")
-        && !url.contains("..")
-        && !url.contains("//")
-        && url
+/// A `nextRecordsUrl` as Salesforce gives it: `/services/data/vNN.N/query/<locator>` (the
+/// locator `01g…-2000`), nothing that could leave the instance, climb out of the path or reach
+/// another resource. Read cursors carry one too, so this is also what keeps a cursor from
+/// naming an arbitrary URL.
+pub(crate) fn is_next_records_url(url: &str) -> bool {
+    let Some((version, locator)) = url
+        .strip_prefix("/services/data/v")
+        .and_then(|rest| rest.split_once("/query/"))
+    else {
+        return false;
+    };
+    !version.is_empty()
+        && version.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && !locator.is_empty()
+        && locator
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 impl SinkRequest for SfCall {
@@ -284,6 +292,10 @@ mod tests {
             "/services/data/../../oauth2/token",
             "/services/oauth2/token",
             "/services/data/v60.0/query?q=x",
+            "/services/data/v60.0/sobjects/User",
+            "/services/data/v60.0/query/",
+            "/services/data/v60.0/query/01g/../../limits",
+            "/services/data/vx/query/01g-2",
         ] {
             assert!(call(SfOp::QueryMore { url: bad.into() }).check().is_err(), "{bad}");
         }

@@ -9,7 +9,8 @@
 //! | 401 `INVALID_SESSION_ID` after one refresh | retry | `INVALID_SESSION_ID` |
 //! | 5xx, timeout, connection | retry | `SF_UNAVAILABLE` |
 //! | a 2xx crmsync cannot read | retry | `SF_DECODE` |
-//! | 400 `INVALID_QUERY_LOCATOR` (a cursor closed while paging) | retry | `INVALID_QUERY_LOCATOR` |
+//! | 400 `INVALID_QUERY_LOCATOR` (a cursor closed while paging) | retry (a read: start it again, the caller's decision) | `INVALID_QUERY_LOCATOR` |
+//! | a read cursor the sink did not make (checked before sending) | fail the job | `BAD_CURSOR` |
 //! | other 4xx (`INVALID_FIELD`, `NOT_FOUND`, …) | fail the job | the code, else `SF_REJECTED` |
 //! | token endpoint `invalid_grant` | re-authorize | `SF_INVALID_GRANT` |
 //! | token endpoint `invalid_client_id` / `invalid_client` | re-authorize | `SF_INVALID_CLIENT` |
@@ -92,6 +93,7 @@ pub const CODES: &[(&str, &str)] = &[
         "the tenant was re-pointed or removed while the job ran (it runs again against the new settings)",
     ),
     ("REDIS", "Redis errors until the attempts ran out"),
+    (crate::BAD_CURSOR, crate::BAD_CURSOR_MEANING),
 ];
 
 /// Salesforce request-refusal codes kept as they are (the job fails).
@@ -424,6 +426,7 @@ mod tests {
             assert!(seen.contains(c), "{c} is documented");
         }
         for e in [
+            crate::bad_cursor("x"),
             decode("x"),
             redis(redis::RedisError::from((redis::ErrorKind::Io, "down"))),
             moved(),

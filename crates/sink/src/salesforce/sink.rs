@@ -12,11 +12,12 @@ use tower_service::Service;
 
 use super::accounts::{ACCOUNTS_SOQL, AccountDomains, MAX_PAGES, SfAccounts};
 use super::mapping::{contact_json, lead_json};
+use super::read::{self, Cursor};
 use super::request::{SfCall, SfObject, SfOp, is_record_id, soql_literal};
 use super::service::SfReply;
 use super::token::SfOrg;
 use super::{MAX_BATCH, PROFILE, dto, retry};
-use crate::{BoxFuture, CrmSink, Outcome, Priority, SinkError, SinkProfile, Write, Written};
+use crate::{BoxFuture, CrmPage, CrmSink, Outcome, Priority, SinkError, SinkProfile, Write, Written};
 use crmsync_tenants::Routing;
 
 /// External ids per lookup query (they go into the URL).
@@ -353,6 +354,38 @@ where
         }
         Ok(found)
     }
+
+    /// One page of a read (see `super::read`): the page the cursor names, and where the next
+    /// one is.
+    async fn read_page(&self, cursor: Option<&str>, p: Priority) -> Result<CrmPage, SinkError> {
+        let ext = &self.org.ext_id_field;
+        let (object, op) = match Cursor::decode(cursor)? {
+            Cursor::Start(object) => (
+                object,
+                SfOp::Query {
+                    soql: read::soql(object, ext),
+                },
+            ),
+            Cursor::More(object, url) => (object, SfOp::QueryMore { url }),
+        };
+        let mut calls = Calls::default();
+        let reply = self.call(op, p, &mut calls).await?;
+        let page = dto::parse_page(&reply.body)?;
+        if let Some(url) = &page.next
+            && !super::request::is_next_records_url(url)
+        {
+            return Err(retry::decode(format!(
+                "nextRecordsUrl `{}` is not a query path",
+                crate::clean(url, 120)
+            )));
+        }
+        Ok(CrmPage {
+            records: read::sides(&page.records, object, ext)?,
+            next: Cursor::after(object, page.next).map(|c| c.encode()),
+            calls: calls.0,
+            cost: calls.0,
+        })
+    }
 }
 
 fn outcome(r: dto::Upserted) -> Outcome {
@@ -373,5 +406,9 @@ where
 
     fn write<'a>(&'a self, batch: &'a [Write], priority: Priority) -> BoxFuture<'a, Result<Written, SinkError>> {
         Box::pin(self.write_batch(batch, priority))
+    }
+
+    fn read<'a>(&'a self, cursor: Option<&'a str>, priority: Priority) -> BoxFuture<'a, Result<CrmPage, SinkError>> {
+        Box::pin(self.read_page(cursor, priority))
     }
 }

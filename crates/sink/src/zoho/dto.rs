@@ -1,9 +1,10 @@
 //! Zoho's answers, read by hand into the seam's types (private to this folder).
 
+use crmsync_domain::CrmRecord;
 use serde_json::Value;
 
 use super::retry::ZohoError;
-use crate::{Outcome, clean};
+use crate::{CrmSide, Outcome, clean, key_email, text_field};
 
 /// The outcome of deleting one id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +75,147 @@ pub(crate) fn parse_delete(status: u16, body: &[u8], ids: &[String]) -> Result<V
         .collect())
 }
 
+/// Whether `token` can be a Zoho page token, as given and as taken back: 1 to 1,024 visible
+/// ASCII characters (Zoho's are about 60 URL-safe ones).
+pub(crate) fn is_page_token(token: &str) -> bool {
+    (1..=1024).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A record id as Zoho gives it (a string of digits; a number is taken too).
+fn record_id(v: &Value) -> Option<String> {
+    let id = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.as_u64()?.to_string(),
+        _ => return None,
+    };
+    (!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
+}
+
+/// One page of Get Records: the records crmsync keeps (those with an Email; crmsync never
+/// writes one without) and the next page's token (when `info.more_records`). A 204 (nothing
+/// there, or past the end) is an empty last page.
+pub(crate) fn parse_list(status: u16, body: &[u8]) -> Result<(Vec<CrmSide>, Option<String>), ZohoError> {
+    if status == 204 || body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((Vec::new(), None));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| ZohoError::Decode(format!("{status}: {e}")))?;
+    let data = v["data"]
+        .as_array()
+        .ok_or_else(|| ZohoError::Decode(format!("{status}: no `data` array")))?;
+    let mut records = Vec::with_capacity(data.len());
+    for d in data {
+        let rid = record_id(&d["id"]).ok_or_else(|| ZohoError::Decode("a record without a readable id".into()))?;
+        let Some(email) = d["Email"].as_str().map(key_email).filter(|e| !e.is_empty()) else {
+            continue;
+        };
+        // A lookup field in Zoho's answers (`{"name","id"}`); text as crmsync writes it.
+        let company = match &d["Account_Name"] {
+            Value::Object(account) => account.get("name").and_then(text_field),
+            other => text_field(other),
+        };
+        records.push(CrmSide {
+            rid,
+            key: email.clone(),
+            record: CrmRecord {
+                first_name: text_field(&d["First_Name"]),
+                last_name: d["Last_Name"].as_str().unwrap_or_default().to_owned(),
+                email,
+                phone: text_field(&d["Phone"]),
+                company,
+                title: text_field(&d["Title"]),
+            },
+        });
+    }
+    let next = if v["info"]["more_records"] == true {
+        let token = v["info"]["next_page_token"]
+            .as_str()
+            .filter(|t| is_page_token(t))
+            .ok_or_else(|| ZohoError::Decode("more records without a usable next_page_token".into()))?;
+        Some(token.to_owned())
+    } else {
+        None
+    };
+    Ok((records, next))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rec(first: Option<&str>, last: &str, email: &str, phone: Option<&str>, company: Option<&str>) -> CrmRecord {
+        CrmRecord {
+            first_name: first.map(str::to_owned),
+            last_name: last.into(),
+            email: email.into(),
+            phone: phone.map(str::to_owned),
+            company: company.map(str::to_owned),
+            title: None,
+        }
+    }
+
+    #[test]
+    fn a_page_of_records_reads_as_the_crm_holds_them() {
+        let body = br#"{"data":[
+            {"Email":"Ada@Example.com ","First_Name":"Ada","Last_Name":"Lovelace","Phone":"+44 1","Account_Name":"Engines","Title":null,"id":"4150868000000001"},
+            {"Email":"bob@example.com","First_Name":null,"Last_Name":"Byron","Phone":"","Account_Name":{"name":"Analytical Ltd","id":"4150868000000999"},"Title":"","id":"4150868000000002"},
+            {"Email":"cy@example.com","Last_Name":null,"Account_Name":{"name":null,"id":"9"},"id":4150868000000003},
+            {"Email":null,"Last_Name":"Someone Else's","id":"4150868000000004"},
+            {"Email":"  ","Last_Name":"Blank","id":"4150868000000005"},
+            {"Last_Name":"No Email Field","id":"4150868000000006"}],
+            "info":{"per_page":200,"next_page_token":"c8582e7a","count":6,"page":1,"more_records":true}}"#;
+        let (records, next) = parse_list(200, body).expect("page");
+        assert_eq!(next.as_deref(), Some("c8582e7a"));
+        assert_eq!(
+            records,
+            vec![
+                CrmSide {
+                    rid: "4150868000000001".into(),
+                    key: "ada@example.com".into(),
+                    record: rec(
+                        Some("Ada"),
+                        "Lovelace",
+                        "ada@example.com",
+                        Some("+44 1"),
+                        Some("Engines")
+                    ),
+                },
+                CrmSide {
+                    rid: "4150868000000002".into(),
+                    key: "bob@example.com".into(),
+                    record: rec(None, "Byron", "bob@example.com", None, Some("Analytical Ltd")),
+                },
+                CrmSide {
+                    rid: "4150868000000003".into(),
+                    key: "cy@example.com".into(),
+                    record: rec(None, "", "cy@example.com", None, None),
+                },
+            ],
+            "records without an Email are not crmsync's: skipped"
+        );
+    }
+
+    #[test]
+    fn the_last_page_and_an_empty_module_end_the_read() {
+        let last = br#"{"data":[{"Email":"a@b.co","Last_Name":"A","id":"1"}],"info":{"next_page_token":null,"more_records":false}}"#;
+        let (records, next) = parse_list(200, last).expect("page");
+        assert_eq!((records.len(), next), (1, None));
+        assert_eq!(parse_list(204, b"").expect("204"), (vec![], None));
+        assert_eq!(parse_list(200, b"").expect("empty body"), (vec![], None));
+        for bad in [
+            &br#"{"info":{}}"#[..],
+            br#"{"data":[{"Email":"a@b.co","Last_Name":"A"}],"info":{}}"#,
+            br#"{"data":[{"Email":"a@b.co","Last_Name":"A","id":"../1"}],"info":{}}"#,
+            br#"{"data":[],"info":{"more_records":true,"next_page_token":null}}"#,
+            br#"{"data":[],"info":{"more_records":true,"next_page_token":"a b"}}"#,
+            b"<html>",
+        ] {
+            assert!(
+                matches!(parse_list(200, bad), Err(ZohoError::Decode(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn mixed_upsert_results_in_request_order() {

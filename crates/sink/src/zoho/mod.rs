@@ -10,6 +10,12 @@
 //!   `duplicate_check_fields: ["Email"]`), a contact whose email changed has its record
 //!   updated by id so it follows the new email, and a record crmsync knows no id for is
 //!   created (a move) or left alone (a delete: crmsync never wrote it).
+//!
+//! **Reads** (for reconcile, [`CrmSink::read`]): Get Records of Contacts with the six fields
+//! crmsync writes, 200 a page in ascending id order, 1 credit a page (a 204 too); the cursor
+//! is Zoho's `next_page_token` as it is (the only way past 2,000 records, up to 100,000).
+//! Records without an Email are not crmsync's and are left out. A token Zoho refuses
+//! (expired after 24 h, or bound to other parameters) is `PAGE_TOKEN_EXPIRED`.
 
 mod dto;
 pub mod mapping;
@@ -23,14 +29,17 @@ use std::future::poll_fn;
 use tower_service::Service;
 
 pub use mapping::{LIMITS, record_json};
-pub use request::{MAX_BATCH, ZohoCall, ZohoOp, write_cost};
+pub use request::{LIST_FIELDS, LIST_PAGE, MAX_BATCH, ZohoCall, ZohoOp, write_cost};
 pub use retry::{CODES, ZohoError};
 pub use service::{ZohoHttp, ZohoReply, http_client};
 pub use token::{AccessToken, TokenBroker, ZohoOrg, exchange_code};
 
-use crate::{BoxFuture, CrmKind, CrmSink, MatchKey, Outcome, Priority, SinkError, SinkProfile, Write, Written};
+use crate::{
+    BoxFuture, CrmKind, CrmPage, CrmRecord, CrmSink, MatchKey, Outcome, Priority, SinkError, SinkProfile, Write,
+    Written,
+};
 
-/// Zoho's profile: matched on Email, 100 records per call, credits.
+/// Zoho's profile: matched on Email, 100 records per call, credits; every field comparable.
 pub const PROFILE: SinkProfile = SinkProfile {
     kind: CrmKind::Zoho,
     match_key: MatchKey::Email,
@@ -38,7 +47,13 @@ pub const PROFILE: SinkProfile = SinkProfile {
     max_take: MAX_BATCH,
     field_limits: LIMITS,
     unit: "credits",
+    comparable: keep_all,
 };
+
+/// Zoho keeps all six fields as crmsync writes them.
+fn keep_all(r: &CrmRecord) -> CrmRecord {
+    r.clone()
+}
 
 /// The largest answer read from Zoho's API: a 100-record answer is about 30 KB.
 pub(crate) const MAX_ANSWER: usize = 4 * 1024 * 1024;
@@ -157,6 +172,22 @@ where
             .collect();
         Ok(w)
     }
+
+    async fn read_page(&self, cursor: Option<&str>, p: Priority) -> Result<CrmPage, SinkError> {
+        let page_token = match cursor {
+            None => None,
+            Some(c) if dto::is_page_token(c) => Some(c.to_owned()),
+            Some(c) => return Err(crate::bad_cursor(c)),
+        };
+        let reply = self.call(ZohoOp::List { page_token }, p).await?;
+        let (records, next) = dto::parse_list(reply.status, &reply.body)?;
+        Ok(CrmPage {
+            records,
+            next,
+            calls: 1,
+            cost: 1,
+        })
+    }
 }
 
 impl<S> CrmSink for ZohoSink<S>
@@ -170,5 +201,9 @@ where
 
     fn write<'a>(&'a self, batch: &'a [Write], priority: Priority) -> BoxFuture<'a, Result<Written, SinkError>> {
         Box::pin(self.write_batch(batch, priority))
+    }
+
+    fn read<'a>(&'a self, cursor: Option<&'a str>, priority: Priority) -> BoxFuture<'a, Result<CrmPage, SinkError>> {
+        Box::pin(self.read_page(cursor, priority))
     }
 }

@@ -12,6 +12,10 @@ pub const MAX_BATCH: usize = 100;
 pub const COMPLEX_RECORDS: usize = 10;
 /// ...and at most this many complex calls run at once per org, on every edition.
 pub const COMPLEX_CONCURRENCY: u32 = 10;
+/// The fields a read asks for: the six crmsync writes (`id` always comes).
+pub const LIST_FIELDS: &str = "Email,First_Name,Last_Name,Phone,Account_Name,Title";
+/// Records per page of a read (Zoho's most).
+pub const LIST_PAGE: usize = 200;
 
 fn class(records: usize) -> Class {
     if records > COMPLEX_RECORDS {
@@ -34,6 +38,11 @@ pub enum ZohoOp {
     Delete(Vec<String>),
     /// `GET /crm/v8/org`: the org (1 credit), for the usage header it answers with.
     Probe,
+    /// `GET /crm/v6/Contacts?fields=`[`LIST_FIELDS`]`&per_page=200&sort_by=id&sort_order=asc`
+    /// (Get Records, 1 credit, 204 when there is nothing), from the start or from a page token
+    /// (`info.next_page_token` of the page before: the only way past 2,000 records). Every
+    /// parameter but the token stays the same across a walk: Zoho binds tokens to them.
+    List { page_token: Option<String> },
 }
 
 /// One Zoho call.
@@ -57,6 +66,7 @@ impl ZohoCall {
             ZohoOp::Update(_) => "update",
             ZohoOp::Delete(_) => "delete",
             ZohoOp::Probe => "org",
+            ZohoOp::List { .. } => "list",
         }
     }
 
@@ -66,7 +76,7 @@ impl ZohoCall {
             ZohoOp::Upsert(r) => r.len(),
             ZohoOp::Update(r) => r.len(),
             ZohoOp::Delete(ids) => ids.len(),
-            ZohoOp::Probe => 0,
+            ZohoOp::Probe | ZohoOp::List { .. } => 0,
         }
     }
 
@@ -119,6 +129,18 @@ impl ZohoCall {
                 None,
             ),
             ZohoOp::Probe => (reqwest::Method::GET, "/crm/v8/org", vec![], None),
+            ZohoOp::List { page_token } => {
+                let mut query = vec![
+                    ("fields", LIST_FIELDS.to_owned()),
+                    ("per_page", LIST_PAGE.to_string()),
+                    ("sort_by", "id".to_owned()),
+                    ("sort_order", "asc".to_owned()),
+                ];
+                if let Some(t) = page_token {
+                    query.push(("page_token", t.clone()));
+                }
+                (reqwest::Method::GET, "/crm/v6/Contacts", query, None)
+            }
         }
     }
 }
@@ -134,8 +156,9 @@ impl SinkRequest for ZohoCall {
                 units: write_cost(r.len()),
                 class: class(r.len()),
             },
-            // Delete (up to 100 ids), like get and search: 1 credit.
-            ZohoOp::Delete(_) | ZohoOp::Probe => Cost {
+            // Delete (up to 100 ids), like get (a page of up to 200 records, or a 204) and
+            // search: 1 credit.
+            ZohoOp::Delete(_) | ZohoOp::Probe | ZohoOp::List { .. } => Cost {
                 units: 1,
                 class: Class::Plain,
             },
@@ -185,5 +208,41 @@ mod tests {
         );
         assert_eq!(call(ZohoOp::Upsert(vec![r; 10])).cost().class, Class::Plain);
         assert_eq!(call(ZohoOp::Delete(vec!["1".into(); 100])).cost().units, 1);
+        for page_token in [None, Some("tok".to_owned())] {
+            assert_eq!(
+                call(ZohoOp::List { page_token }).cost(),
+                Cost {
+                    units: 1,
+                    class: Class::Plain
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_read_asks_for_the_six_fields_in_id_order_from_its_page_token() {
+        let list = |page_token: Option<&str>| {
+            ZohoCall {
+                op: ZohoOp::List {
+                    page_token: page_token.map(str::to_owned),
+                },
+                priority: Priority::Backfill,
+            }
+            .http()
+        };
+        let (method, path, query, body) = list(None);
+        assert_eq!((method, path, body), (reqwest::Method::GET, "/crm/v6/Contacts", None));
+        let want = |token: Option<&str>| {
+            let mut q: Vec<(&str, String)> = vec![
+                ("fields", "Email,First_Name,Last_Name,Phone,Account_Name,Title".into()),
+                ("per_page", "200".into()),
+                ("sort_by", "id".into()),
+                ("sort_order", "asc".into()),
+            ];
+            q.extend(token.map(|t| ("page_token", t.to_owned())));
+            q
+        };
+        assert_eq!(query, want(None));
+        assert_eq!(list(Some("abc")).2, want(Some("abc")), "only the token changes");
     }
 }

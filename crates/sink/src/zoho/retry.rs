@@ -38,6 +38,15 @@ pub const CODES: &[(&str, &str)] = &[
     ("ZOHO_UNAVAILABLE", "Zoho 5xx answers, timeouts or connection failures"),
     ("ZOHO_DECODE", "a Zoho answer crmsync could not read"),
     (
+        "PAGE_TOKEN_EXPIRED",
+        "Zoho refused the page token of a read (expired after 24 h, or made with other parameters): the read cannot go on from there; whether to start it again is the caller's decision",
+    ),
+    (
+        "PAGINATION_LIMIT_EXCEEDED",
+        "Zoho serves a read only its first 100,000 records (through page tokens): the org holds more Contacts",
+    ),
+    (crate::BAD_CURSOR, crate::BAD_CURSOR_MEANING),
+    (
         "DEST_CHANGED",
         "the tenant was re-pointed or removed while the job ran (it runs again against the new settings)",
     ),
@@ -58,7 +67,12 @@ const REJECT_CODES: &[&str] = &[
     "DUPLICATE_DATA",
     "LIMIT_EXCEEDED",
     "NO_PERMISSION",
+    "PAGINATION_LIMIT_EXCEEDED",
 ];
+/// Zoho's refusals of a page token that was good once: expired (`EXPIRED_VALUE`, after 24 h)
+/// or bound to other parameters (`TOKEN_BOUND_DATA_MISMATCH`, e.g. a read of another version
+/// of crmsync). Both are `PAGE_TOKEN_EXPIRED`: a retry with the token cannot succeed.
+const PAGE_TOKEN_CODES: &[&str] = &["EXPIRED_VALUE", "TOKEN_BOUND_DATA_MISMATCH"];
 
 /// The vocabulary entry for Zoho's own `code`, else `otherwise`.
 fn known(code: &str, list: &[&'static str], otherwise: &'static str) -> &'static str {
@@ -132,6 +146,9 @@ impl From<ZohoError> for SinkError {
                 };
                 let e = SinkError::new(next, c, message);
                 if next == Next::Reauthorize { e.not_sent() } else { e }
+            }
+            ZohoError::Rejected { code, .. } if PAGE_TOKEN_CODES.iter().any(|c| c.eq_ignore_ascii_case(&code)) => {
+                SinkError::new(Next::FailJob, "PAGE_TOKEN_EXPIRED", message)
             }
             ZohoError::Rejected { code, .. } => {
                 SinkError::new(Next::FailJob, known(&code, REJECT_CODES, "ZOHO_REJECTED"), message)
@@ -225,6 +242,22 @@ mod tests {
                 r#"{"code":"SOMETHING_NEW","message":"?"}"#,
                 Some((Next::FailJob, "ZOHO_REJECTED")),
             ),
+            (204, "", None),
+            (
+                400,
+                r#"{"code":"EXPIRED_VALUE","details":{"api_name":"page_token","json_path":"$.query.page_token"},"message":"Page token expired","status":"error"}"#,
+                Some((Next::FailJob, "PAGE_TOKEN_EXPIRED")),
+            ),
+            (
+                400,
+                r#"{"code":"TOKEN_BOUND_DATA_MISMATCH","details":{"param_name":"page_token"},"message":"input param is altered","status":"error"}"#,
+                Some((Next::FailJob, "PAGE_TOKEN_EXPIRED")),
+            ),
+            (
+                400,
+                r#"{"code":"PAGINATION_LIMIT_EXCEEDED","details":{"param_name":"page_token"},"message":"up to first 100000 records","status":"error"}"#,
+                Some((Next::FailJob, "PAGINATION_LIMIT_EXCEEDED")),
+            ),
         ];
         for (status, body, want) in cases {
             let got = from_status(*status, body.as_bytes(), None, None).map(|e| {
@@ -249,7 +282,11 @@ mod tests {
             assert_eq!(e.next, next, "{code}");
             assert!(CODES.iter().any(|(c, _)| *c == e.code), "{}", e.code);
         }
-        for c in AUTH_CODES.iter().chain(REJECT_CODES) {
+        for c in AUTH_CODES
+            .iter()
+            .chain(REJECT_CODES)
+            .chain(&["PAGE_TOKEN_EXPIRED", crate::BAD_CURSOR])
+        {
             assert!(CODES.iter().any(|(k, _)| k == c), "{c} is documented");
         }
     }

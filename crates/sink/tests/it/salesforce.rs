@@ -906,3 +906,106 @@ async fn accounts_are_read_across_pages_and_again_when_an_hour_old() {
     assert_eq!(inspect(&s)["calls"]["query"], 4);
     assert_eq!(records(&s, "contacts").len(), 3);
 }
+
+/// A read lists every external id once: the Contacts, then the unconverted Leads, a page of
+/// `query_page_size` (here 200) per request, each record as it was written (through the
+/// profile's `comparable`: no company) under the id the write reported; a converted Lead is
+/// left out and its Contact listed instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_lists_contacts_then_unconverted_leads_once_each() {
+    let s = setup(|sf| sf.query_page_size = 200).await;
+    let w = worker(&s, &org(&s, |_| {}));
+    // 200 at Acme's domain (Contacts under its Account), 100 elsewhere (Leads).
+    let records: Vec<(String, CrmRecord)> = (0..300)
+        .map(|i| {
+            let domain = if i % 3 == 0 { "elsewhere.org" } else { "acme.com" };
+            let r = CrmRecord {
+                first_name: (i % 4 != 0).then(|| format!("First{i}")),
+                last_name: format!("Last{i}"),
+                email: format!("p{i}@{domain}"),
+                phone: (i % 2 == 0).then(|| format!("+1 555 01{i:03}")),
+                company: (i % 5 != 0).then(|| format!("Company {}", i % 7)),
+                title: (i % 6 == 0).then(|| "Engineer".to_owned()),
+            };
+            (format!("c-{i:03}"), r)
+        })
+        .collect();
+    let batch: Vec<Write> = records
+        .iter()
+        .map(|(cid, r)| Write::Upsert {
+            contact_id: cid.clone(),
+            record: r.clone(),
+            rid: None,
+        })
+        .collect();
+    let out = w.sink.write(&batch, Priority::Backfill).await.expect("write");
+    let mut rids: Vec<String> = out.outcomes.iter().map(rid).collect();
+    assert_eq!(rids.iter().filter(|r| r.starts_with("003")).count(), 200);
+    let converted = s.sim.convert_salesforce_lead(ORG, &rids[3]).expect("convert");
+    rids[3] = converted;
+
+    let queries = inspect(&s)["calls"]["query"].as_u64().expect("queries");
+    let (by_key, pages) = crate::read_all(&w.sink).await;
+    assert_eq!(
+        pages.iter().map(|p| p.records.len()).collect::<Vec<_>>(),
+        vec![200, 1, 99],
+        "two pages of Contacts (the converted Lead's among them), one of unconverted Leads"
+    );
+    assert_eq!(
+        pages
+            .iter()
+            .map(|p| p.next.as_deref().map(|n| n.split(':').next().unwrap_or("")))
+            .collect::<Vec<_>>(),
+        vec![Some("contact"), Some("lead"), None]
+    );
+    assert_eq!(pages[1].next.as_deref(), Some("lead:"), "the Leads' first page");
+    assert_eq!(pages.iter().map(|p| p.calls).sum::<u64>(), 3);
+    assert_eq!(pages.iter().map(|p| p.cost).sum::<u64>(), 3, "1 request a page");
+    assert_eq!(inspect(&s)["calls"]["query"].as_u64().expect("queries") - queries, 3);
+    assert_eq!(by_key.len(), 300, "every external id once");
+    let comparable = crmsync_sink::salesforce::PROFILE.comparable;
+    for ((cid, r), id) in records.iter().zip(&rids) {
+        let side = &by_key[cid];
+        assert_eq!(&side.rid, id, "{cid}");
+        assert_eq!(side.record.company, None);
+        assert_eq!(comparable(&side.record), comparable(r), "{cid}");
+    }
+    assert!(
+        by_key[&records[3].0].rid.starts_with("003"),
+        "the converted Lead's Contact"
+    );
+}
+
+/// A cursor the sink did not make is refused before anything is sent; the Leads' phase can be
+/// started from its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_cursors_are_checked_before_anything_is_sent() {
+    let s = setup(|_| {}).await;
+    let w = worker(&s, &org(&s, routed(Routing::Lead)));
+    w.sink
+        .write(&[upsert("c1", "a@example.com", None)], Priority::Backfill)
+        .await
+        .expect("write");
+    let queries = inspect(&s)["calls"]["query"].clone();
+    for bad in [
+        "",
+        "/services/data/v60.0/query/01gD0000002HU6KIAW-2000",
+        "account:",
+        "lead:https://evil.example.com/services/data/v60.0/query/x",
+        "contact:/services/data/v60.0/sobjects/User",
+        "contact:/services/data/v60.0/query/../../limits",
+    ] {
+        let err = w.sink.read(Some(bad), Priority::Backfill).await.expect_err(bad);
+        assert_eq!(
+            (err.next, err.code, err.not_sent),
+            (Next::FailJob, "BAD_CURSOR", true),
+            "{bad}"
+        );
+    }
+    assert_eq!(inspect(&s)["calls"]["query"], queries, "nothing sent");
+    let leads = w.sink.read(Some("lead:"), Priority::Backfill).await.expect("leads");
+    assert_eq!(
+        (leads.records.len(), leads.records[0].key.as_str(), leads.next),
+        (1, "c1", None)
+    );
+}

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use crmsync_domain::CrmRecord;
 use crmsync_sim::{RunningSim, SimConfig, TenantConfig};
-use crmsync_sink::zoho::{TokenBroker, ZohoHttp, ZohoOrg, ZohoSink};
-use crmsync_sink::{CrmSink, Next, Outcome, Priority, Write};
+use crmsync_sink::zoho::{MAX_BATCH, PROFILE, TokenBroker, ZohoHttp, ZohoOrg, ZohoSink};
+use crmsync_sink::{CrmPage, CrmSink, Next, Outcome, Priority, Write};
 use crmsync_tenants::SecretKey;
 use crmsync_testkit::RedisServer;
+use serde_json::{Value, json};
+
+use crate::read_all;
 
 const DEST: &str = "0123456789ab";
 const LIVE: &str = "{crmsync:t:acme}:live";
@@ -82,16 +85,34 @@ fn org(s: &Setup) -> ZohoOrg {
     }
 }
 
-/// A sink with its own Redis connection, as a separate worker process would have.
-fn sink_for(s: &Setup, org: ZohoOrg) -> ZohoSink<ZohoHttp> {
+fn broker_for(s: &Setup, http: reqwest::Client) -> TokenBroker {
     let key = SecretKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("key");
     let conn = crmsync_redis::connect(s.redis.client(), Duration::from_secs(5)).expect("conn");
+    TokenBroker::new(conn, http, Arc::new(key))
+}
+
+/// A sink with its own Redis connection, as a separate worker process would have.
+fn sink_for(s: &Setup, org: ZohoOrg) -> ZohoSink<ZohoHttp> {
     let http = crmsync_sink::zoho::http_client(Duration::from_secs(10)).expect("http");
-    ZohoSink::new(ZohoHttp::new(
-        http.clone(),
-        TokenBroker::new(conn, http, Arc::new(key)),
-        org,
-    ))
+    ZohoSink::new(ZohoHttp::new(http.clone(), broker_for(s, http), org))
+}
+
+fn object(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().cloned().expect("an object")
+}
+
+fn credits_used(s: &Setup) -> u64 {
+    sim_org(s)["credits_used_total"].as_u64().expect("credits")
+}
+
+/// Hand-made records (another user's, in Zoho's UI: no credits), `n` of them with an Email.
+fn hand_records(s: &Setup, n: usize) {
+    for i in 0..n {
+        let fields = json!({"Last_Name": format!("Hand{i}"), "Email": format!("hand{i}@example.com")});
+        s.sim
+            .create_zoho_record(&s.tenant.zoho.org_id, object(fields))
+            .expect("record");
+    }
 }
 
 fn sim_org(s: &Setup) -> serde_json::Value {
@@ -338,4 +359,139 @@ async fn refused_refresh_token_asks_for_re_authorization_and_grant_codes_exchang
     )
     .await;
     assert!(again.is_err(), "a code works once");
+}
+
+/// A read walks every record, 200 a page in id order, at 1 credit a page: each record as it
+/// was written (through the profile's `comparable`), under the id the write reported, keyed on
+/// its email. Records without an Email (another user's) are left out. An empty org reads as
+/// one empty last page, which costs its credit too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_pages_through_every_record_at_one_credit_a_page() {
+    let s = setup("us", 50_000).await;
+    let sink = sink_for(&s, org(&s));
+    let empty = sink.read(None, Priority::Backfill).await.expect("empty org");
+    assert_eq!(
+        empty,
+        CrmPage {
+            records: vec![],
+            next: None,
+            calls: 1,
+            cost: 1
+        }
+    );
+    assert_eq!(credits_used(&s), 1, "a 204 costs a credit");
+
+    let records: Vec<CrmRecord> = (0..450)
+        .map(|i| CrmRecord {
+            first_name: (i % 3 != 0).then(|| format!("First{i}")),
+            last_name: format!("Last{i}"),
+            email: format!("person{i}@example.com"),
+            phone: (i % 2 == 0).then(|| format!("+1 555 01{i:03}")),
+            company: (i % 5 != 0).then(|| format!("Company {}", i % 7)),
+            title: (i % 4 == 0).then(|| "Engineer".to_owned()),
+        })
+        .collect();
+    let batch: Vec<Write> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Write::Upsert {
+            contact_id: format!("c{i}"),
+            record: r.clone(),
+            rid: None,
+        })
+        .collect();
+    let mut rids = Vec::new();
+    for chunk in batch.chunks(MAX_BATCH) {
+        let w = sink.write(chunk, Priority::Backfill).await.expect("write");
+        rids.extend(w.outcomes.iter().map(rid));
+    }
+    s.sim
+        .create_zoho_record(&s.tenant.zoho.org_id, object(json!({"Last_Name": "Not crmsync's"})))
+        .expect("hand record");
+
+    let before = credits_used(&s);
+    let (by_key, pages) = read_all(&sink).await;
+    assert_eq!(
+        pages.iter().map(|p| p.records.len()).collect::<Vec<_>>(),
+        vec![200, 200, 50],
+        "the record without an Email is not listed"
+    );
+    assert_eq!(pages.iter().fold((0, 0), |(c, u), p| (c + p.calls, u + p.cost)), (3, 3));
+    assert_eq!(credits_used(&s) - before, 3, "1 credit a page");
+    assert_eq!(sim_org(&s)["calls"]["list"], 4);
+    let ids: Vec<u64> = pages
+        .iter()
+        .flat_map(|p| &p.records)
+        .map(|r| r.rid.parse().expect("numeric id"))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending ids");
+    assert_eq!(by_key.len(), 450);
+    for (r, id) in records.iter().zip(&rids) {
+        let side = &by_key[&r.email];
+        assert_eq!(&side.rid, id);
+        assert_eq!(
+            (PROFILE.comparable)(&side.record),
+            (PROFILE.comparable)(r),
+            "{}",
+            r.email
+        );
+        assert_eq!(&side.record, r, "Zoho keeps every field");
+    }
+}
+
+/// A page token Zoho refuses (made for other parameters, e.g. by another version's read) is
+/// `PAGE_TOKEN_EXPIRED`; a cursor that is not a page token is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_token_zoho_refuses_fails_and_a_bad_cursor_is_not_sent() {
+    let s = setup("us", 50_000).await;
+    hand_records(&s, 3);
+    let http = crmsync_sink::zoho::http_client(Duration::from_secs(10)).expect("http");
+    let token = broker_for(&s, http.clone()).token(&org(&s)).await.expect("token");
+    let res = http
+        .get(format!("{}/crm/v6/Contacts", token.api_domain))
+        .query(&[
+            ("fields", "Email"),
+            ("per_page", "1"),
+            ("sort_by", "id"),
+            ("sort_order", "asc"),
+        ])
+        .header("Authorization", format!("Zoho-oauthtoken {}", token.value()))
+        .send()
+        .await
+        .expect("get records");
+    let body: Value = serde_json::from_slice(&res.bytes().await.expect("body")).expect("json");
+    let other = body["info"]["next_page_token"].as_str().expect("a token").to_owned();
+
+    let sink = sink_for(&s, org(&s));
+    let err = sink
+        .read(Some(&other), Priority::Backfill)
+        .await
+        .expect_err("bound to other parameters");
+    assert_eq!((err.next, err.code), (Next::FailJob, "PAGE_TOKEN_EXPIRED"), "{err}");
+    assert!(err.message.contains("TOKEN_BOUND_DATA_MISMATCH"), "{err}");
+
+    let lists = sim_org(&s)["calls"]["list"].clone();
+    for bad in ["", "two words", "tab\there", &"x".repeat(1025)] {
+        let err = sink.read(Some(bad), Priority::Backfill).await.expect_err("bad cursor");
+        assert_eq!((err.next, err.code, err.not_sent), (Next::FailJob, "BAD_CURSOR", true));
+    }
+    assert_eq!(sim_org(&s)["calls"]["list"], lists, "nothing sent");
+}
+
+/// Page tokens live 24 hours (here 3 seconds): a read resumed later is `PAGE_TOKEN_EXPIRED`,
+/// and one started again reads everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_page_token_is_page_token_expired() {
+    let s = setup_with("us", 50_000, 28_800.0).await;
+    hand_records(&s, 201);
+    let sink = sink_for(&s, org(&s));
+    let first = sink.read(None, Priority::Backfill).await.expect("first page");
+    assert_eq!(first.records.len(), 200);
+    let next = first.next.expect("more");
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    let err = sink.read(Some(&next), Priority::Backfill).await.expect_err("expired");
+    assert_eq!((err.next, err.code), (Next::FailJob, "PAGE_TOKEN_EXPIRED"), "{err}");
+    assert!(err.message.contains("EXPIRED_VALUE"), "{err}");
+    let (by_key, pages) = read_all(&sink).await;
+    assert_eq!((by_key.len(), pages.len()), (201, 2));
 }
