@@ -131,3 +131,120 @@ async fn worker_takes_settings_from_a_config_file_and_logs_json() {
         assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
     }
 }
+
+/// Hardening, CLI: `--help` never prints the Redis URL from the environment (it may hold a
+/// password); `--users` out of range is refused, not wrapped; `tenant show` refuses to run
+/// without the key (or with a malformed one) instead of printing "(sealed)" and exiting 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_hides_the_redis_password_users_are_range_checked_and_show_needs_the_key() {
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    let out = crate::support::crmsync(&redis, &key)
+        .env("CRMSYNC_REDIS_URL", "redis://:hunter2-secret@127.0.0.1:1/")
+        .args(["worker", "--help"])
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("CRMSYNC_REDIS_URL"), "{help}");
+    assert!(!help.contains("hunter2"), "the password is printed:\n{help}");
+
+    let t = TenantConfig::named("acme");
+    let sim = RunningSim::start(
+        SimConfig {
+            tenants: vec![t.clone()],
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    crate::support::add_sim_tenant(&redis, &key, &sim, &t);
+    let (code, _, err) = crmsync_output(&redis, &key, &["tenant", "set", "acme", "--users", "4294967297"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("users 4294967297 is out of range"), "{err}");
+    let (code, show, _) = crmsync_output(&redis, &key, &["tenant", "show", "acme"]);
+    assert_eq!(code, 0);
+    assert!(show.contains("\"users\": null"), "unchanged: {show}");
+
+    for bad in ["", "not-a-key"] {
+        let out = crate::support::crmsync(&redis, &key)
+            .env("CRMSYNC_SECRET_KEY", bad)
+            .env_remove("CRMSYNC_SECRET_KEY_FILE")
+            .args(["tenant", "show", "acme"])
+            .output()
+            .expect("show");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "`tenant show` with key {bad:?} exited 0");
+        assert!(err.contains("CRMSYNC_SECRET_KEY"), "{err}");
+    }
+    let out = crate::support::crmsync(&redis, &key)
+        .env("CRMSYNC_SECRET_KEY", "not-a-key")
+        .args(["tenant", "list"])
+        .output()
+        .expect("list");
+    assert!(!out.status.success(), "`tenant list` with a malformed key exited 0");
+}
+
+/// Hardening: a worker started with a well-formed key that is not the fleet's refuses to start
+/// (its every job would fail on the tenants' secrets), the receiver says it is not ready, and
+/// `tenant add` refuses to seal a tenant with another key than the fleet's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_another_key_refuses_to_start_and_the_receiver_is_not_ready() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    let t = TenantConfig::named("acme");
+    let sim = RunningSim::start(
+        SimConfig {
+            tenants: vec![t.clone()],
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    crate::support::add_sim_tenant(&redis, &key, &sim, &t);
+    let other = crmsync_tenants::SecretKey::generate();
+    let out = crate::support::crmsync(&redis, &other)
+        .args(["worker", "--drain-secs", "1"])
+        .output()
+        .expect("worker");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the worker started with another key");
+    assert!(err.contains("cannot open the fleet's tenants"), "{err}");
+
+    let (_server, base) = crate::support::webhook_server(&redis, &key, &[]).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{base}/readyz")).send().await.expect("ready").status(),
+        200
+    );
+    let (_wrong, wrong_base) = {
+        let port = crmsync_testkit::free_port();
+        let mut cmd = crate::support::crmsync(&redis, &other);
+        cmd.args(["webhook", "--listen", &format!("127.0.0.1:{port}")]);
+        let p = crmsync_testkit::ChildProcess::spawn("webhook-other-key", cmd);
+        let base = format!("http://127.0.0.1:{port}");
+        eventually(Duration::from_secs(15), "the receiver to answer", || async {
+            http.get(format!("{base}/healthz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await;
+        (p, base)
+    };
+    let r = http.get(format!("{wrong_base}/readyz")).send().await.expect("ready");
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.expect("text").contains("not ready"));
+
+    let mut second = TenantConfig::named("globex");
+    second.grant_id = "grant-globex".into();
+    let mut args = crmsync_e2e::sim_tenant_add_args(&sim, &second);
+    args[2] = "globex".into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = crmsync_output(&redis, &other, &args);
+    assert_ne!(code, 0, "a tenant sealed with another key was added");
+    assert!(err.contains("not the key the tenants were stored with"), "{err}");
+}

@@ -147,6 +147,17 @@ async fn webhook_refuses_bad_input_and_records_good_notifications_once() {
     }
     assert_eq!(recorded(&redis), (1, 1, 1), "nothing recorded for refused requests");
 
+    // Hardening: a signed notification with an implausible time (u64::MAX would wrap in
+    // milliseconds and freeze the contact) is refused with a clear status; a real time later
+    // is still taken.
+    for (id, time) in [("n10", u64::MAX), ("n11", 0), ("n12", 4_102_444_800)] {
+        let b = contact_event(id, "grant-acme", "c1", "ada@example.com", time);
+        let r = post(b.clone(), Some(sign(SECRET, &b)), false).await.expect("post");
+        assert_eq!(r.status(), 400, "time {time}");
+        assert!(r.text().await.expect("text").contains("implausible notification time"));
+    }
+    assert_eq!(recorded(&redis), (1, 1, 1), "an implausible time records nothing");
+
     // An unknown grant is acknowledged (so Nylas does not retry it for days) and counted.
     let stray = contact_event("n8", "grant-nobody", "c8", "f@example.com", 1);
     let r = post(stray.clone(), Some(sign(SECRET, &stray)), false)
@@ -174,7 +185,7 @@ async fn webhook_refuses_bad_input_and_records_good_notifications_once() {
     // is signed over the gzip bytes.
     let (code, _, err) = crmsync_output(&redis, &key, &["tenant", "set", "acme", "--webhook-secret-next", NEXT]);
     assert_eq!(code, 0, "{err}");
-    let next = contact_event("n9", "grant-acme", "c9", "g@example.com", 2);
+    let next = contact_event("n9", "grant-acme", "c9", "g@example.com", 1_700_000_100);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&next).expect("gzip");
     let gz = gz.finish().expect("gzip");

@@ -504,7 +504,7 @@ async fn burst_phase(
         }
         anyhow::ensure!(
             settle_start.elapsed() < Duration::from_secs(300),
-            "the burst was not written in 5 minutes"
+            "the burst was not written in 5 minutes (waiting {w:?}, writes queue {s:?})"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -31,6 +31,8 @@ struct Cli {
         long,
         global = true,
         env = "CRMSYNC_REDIS_URL",
+        // The URL may hold a password: `--help` must not print the environment's value.
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:6379/"
     )]
     redis_url: String,

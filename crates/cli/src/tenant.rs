@@ -313,8 +313,11 @@ impl TenantFlags {
             })?);
         }
         if let Some(v) = self.users {
-            anyhow::ensure!(v >= 1, "users must be at least 1, got {v}");
-            t.users = Some(v as u32);
+            anyhow::ensure!(
+                (1..=1_000_000).contains(&v),
+                "users {v} is out of range: from 1 to 1,000,000 user licences"
+            );
+            t.users = Some(u32::try_from(v)?);
         }
         match (self.daily_credits, t.edition) {
             (Some(v), _) => t.daily_credits = positive("daily credits", v)?,
@@ -509,7 +512,10 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
             flags.apply(&mut t)?;
             let id = t.id.clone();
             let every = t.reconcile_every_secs;
-            store(env)?.add(t).await?;
+            let s = store(env)?;
+            // Every tenant of a fleet is sealed with the fleet's key.
+            s.check_key().await?;
+            s.add(t).await?;
             println!("tenant `{id}` added");
             if every.is_some() {
                 reschedule(env, &id, every).await?;
@@ -567,7 +573,14 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
             }
         }
         TenantCmd::List => {
-            let s = TenantStore::new(env.conn()?, &env.namespace, SecretKey::from_env().ok());
+            // Only settings in clear are listed: no key is needed, but a malformed one is an
+            // error, not a silent "(sealed)".
+            let key = match SecretKey::from_env() {
+                Ok(k) => Some(k),
+                Err(crmsync_tenants::SecretError::Missing) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let s = TenantStore::new(env.conn()?, &env.namespace, key);
             let ids = s.ids().await?;
             if ids.is_empty() {
                 println!("no tenants; add one with `crmsync tenant add <id> ...`");
@@ -596,7 +609,11 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
             }
         }
         TenantCmd::Show { id } => {
-            let s = TenantStore::new(env.conn()?, &env.namespace, SecretKey::from_env().ok());
+            // Shows the secrets masked (`****abcd`): that needs the key that sealed them.
+            let key = SecretKey::from_env().context(
+                "`tenant show` opens the tenant's secrets to mask them: set CRMSYNC_SECRET_KEY (or CRMSYNC_SECRET_KEY_FILE) to the fleet's key",
+            )?;
+            let s = TenantStore::new(env.conn()?, &env.namespace, Some(key));
             let v = s.view(&id).await?;
             println!("{}", serde_json::to_string_pretty(&v).context("rendering")?);
         }

@@ -76,6 +76,8 @@ struct Auth {
 
 impl Auth {
     fn new(token: &str) -> Result<Self, TokenError> {
+        // A token pasted with a trailing newline or space is the same token.
+        let token = token.trim();
         check_token(token)?;
         let key: [u8; 32] = rand::random();
         let digest = Sha256::digest([b"crmsync-dashboard-session\0".as_slice(), token.as_bytes()].concat());
@@ -98,7 +100,7 @@ impl Auth {
     }
 
     fn token_ok(&self, given: &str) -> bool {
-        self.mac(given.as_bytes()).verify_slice(&self.token_mac).is_ok()
+        self.mac(given.trim().as_bytes()).verify_slice(&self.token_mac).is_ok()
     }
 
     fn session_ok(&self, given: &str) -> bool {
@@ -161,6 +163,9 @@ pub struct Dashboard {
     auth: Auth,
     status: Cache,
     series: Cache,
+    /// Mark the session cookie `Secure` (`CRMSYNC_DASHBOARD_SECURE_COOKIE=1`: the dashboard is
+    /// reached over HTTPS, behind a proxy that ends TLS).
+    secure_cookie: bool,
 }
 
 impl Dashboard {
@@ -172,6 +177,8 @@ impl Dashboard {
             auth: Auth::new(token)?,
             status: Cache::new(STATUS_TTL),
             series: Cache::new(SERIES_TTL),
+            secure_cookie: std::env::var("CRMSYNC_DASHBOARD_SECURE_COOKIE")
+                .is_ok_and(|v| v.trim() == "1" || v.trim().eq_ignore_ascii_case("true")),
         }))
     }
 }
@@ -205,9 +212,18 @@ pub async fn serve(
     Ok(())
 }
 
+/// Every dashboard answer: not cached, not sniffed as another type, never framed.
 fn no_store(mut r: Response) -> Response {
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     r
 }
 
@@ -265,7 +281,13 @@ async fn page(State(d): State<Arc<Dashboard>>, Query(q): Query<PageQuery>, heade
             return unauthorized_page();
         }
         // Trade the token for the session cookie and take it out of the address bar.
-        let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", d.auth.session);
+        // Kept 12 hours; `Secure` when the dashboard is served over HTTPS (then a browser never
+        // sends it in clear).
+        let secure = if d.secure_cookie { "; Secure" } else { "" };
+        let cookie = format!(
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}",
+            d.auth.session
+        );
         let mut r = StatusCode::SEE_OTHER.into_response();
         let h = r.headers_mut();
         h.insert(header::LOCATION, HeaderValue::from_static("/"));

@@ -182,9 +182,11 @@ impl ContactDto {
 
 pub(crate) fn parse_page(body: &[u8]) -> Result<crate::ContactPage, NylasError> {
     let page: PageDto = serde_json::from_slice(body).map_err(|e| NylasError::Decode(format!("contact page: {e}")))?;
+    // A page without `data` is malformed, never an empty last page: taken as one, a run would
+    // "complete" having read nothing.
     let contacts = page
         .data
-        .unwrap_or_default()
+        .ok_or_else(|| NylasError::Decode("a contact page without `data`".into()))?
         .into_iter()
         .map(ContactDto::into_domain)
         .collect::<Result<Vec<_>, _>>()?;
@@ -212,11 +214,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_page_without_data_is_an_error_that_retries_never_an_empty_last_page() {
+        for body in [
+            r#"{"request_id":"r"}"#,
+            r#"{"request_id":"r","data":null}"#,
+            r#"{"request_id":"r","next_cursor":"c2"}"#,
+        ] {
+            let e = parse_page(body.as_bytes()).expect_err(body);
+            assert_eq!(e.code(), "NYLAS_DECODE", "{body}");
+            assert!(matches!(e.next(), crate::Next::RetryLater(_)), "{body}");
+        }
+    }
+
+    #[test]
     fn last_page_cursor_absent_null_or_empty() {
         for body in [
             r#"{"request_id":"r","data":[]}"#,
             r#"{"request_id":"r","data":[],"next_cursor":null}"#,
-            r#"{"request_id":"r","data":null,"next_cursor":""}"#,
+            r#"{"request_id":"r","data":[],"next_cursor":""}"#,
         ] {
             assert_eq!(parse_page(body.as_bytes()).expect("page").next_cursor, None, "{body}");
         }

@@ -72,11 +72,10 @@ impl NylasError {
     pub fn next(&self) -> Next {
         match self {
             NylasError::RateLimited { retry_after, .. } => Next::RetryLater(*retry_after),
-            NylasError::Server { .. } | NylasError::Transport(_) => Next::RetryLater(None),
-            NylasError::Unauthorized(_)
-            | NylasError::NotFound(_)
-            | NylasError::Rejected { .. }
-            | NylasError::Decode(_) => Next::FailJob,
+            // A 2xx that cannot be read (a proxy's page, a cut answer, a page without `data`)
+            // is not the end of anything: read it again later.
+            NylasError::Server { .. } | NylasError::Transport(_) | NylasError::Decode(_) => Next::RetryLater(None),
+            NylasError::Unauthorized(_) | NylasError::NotFound(_) | NylasError::Rejected { .. } => Next::FailJob,
         }
     }
 }

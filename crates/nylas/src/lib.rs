@@ -25,6 +25,33 @@ pub const GRANT_RPS: f64 = 200.0;
 pub const MAX_PAGE_SIZE: u32 = 200;
 /// Longest `Retry-After` waited out in-process.
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(5);
+/// The largest answer read from Nylas: a page of 200 contacts is a few hundred KB, so 8 MiB
+/// leaves room for rich contacts and never lets a stranger's endless answer fill memory.
+pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
+
+/// Reads an answer's body up to `max` bytes, streaming: an upstream answer is never trusted to
+/// be small (a declared or actual size past `max` is an error before it is held).
+async fn read_capped(mut res: reqwest::Response, max: usize) -> Result<Vec<u8>, NylasError> {
+    if let Some(len) = res.content_length()
+        && len as usize > max
+    {
+        return Err(NylasError::Decode(format!(
+            "answer of {len} bytes is over the {max}-byte limit"
+        )));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = res
+        .chunk()
+        .await
+        .map_err(|e| NylasError::Transport(transport_message(&e)))?
+    {
+        if out.len() + chunk.len() > max {
+            return Err(NylasError::Decode(format!("answer is over the {max}-byte limit")));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
 const INLINE_RETRIES: u32 = 3;
 
 /// The API URI for a region name (`us`, `eu`) or a URL given as is.
@@ -138,10 +165,7 @@ impl NylasClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body = res
-                .bytes()
-                .await
-                .map_err(|e| NylasError::Transport(transport_message(&e)))?;
+            let body = read_capped(res, MAX_ANSWER).await?;
             if status.is_success() {
                 return Ok(body.to_vec());
             }

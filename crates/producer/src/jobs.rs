@@ -143,6 +143,20 @@ impl FlushTrigger<'_> {
     }
 }
 
+/// Schedules the flush of change-feed records pushed now: one per window of `window`, named by
+/// the window the records arrived in and run one window later. A flush keyed by window X thus
+/// always runs after window X ends, so no record pushed in window X can find X's flush already
+/// done (its schedule would be a duplicate, and the record would wait for the next push).
+pub async fn schedule_feed_flush(
+    writes: &JobQueue<FlushWrites>,
+    tenant: &str,
+    window: Duration,
+) -> Result<(), QueueError> {
+    let window_ms = window.as_millis().max(1) as u64;
+    let slot = crmsync_redis::now_ms() / window_ms;
+    schedule_flush(writes, tenant, FlushTrigger::FeedWindow { slot }, Some(window)).await
+}
+
 /// Schedules a flush of a tenant's write buffer, once per trigger, now or after `delay`.
 pub async fn schedule_flush(
     writes: &JobQueue<FlushWrites>,

@@ -19,7 +19,7 @@ pub use buffer::{
 };
 pub use jobs::{
     BACKFILL_QUEUE, BackfillPage, FlushTrigger, FlushWrites, MAINTENANCE_QUEUE, Maintenance, PageMode, WRITES_QUEUE,
-    backfill_queue, maintenance_queue, schedule_flush, schedule_full_flushes, writes_queue,
+    backfill_queue, maintenance_queue, schedule_feed_flush, schedule_flush, schedule_full_flushes, writes_queue,
 };
 pub use rejected::Rejected;
 pub use runs::{PageCounts, Run, RunError, RunKind, RunStatus, RunStore, StartOutcome};

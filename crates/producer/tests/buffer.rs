@@ -691,3 +691,39 @@ async fn every_waiting_entry_stays_reachable_through_takes_and_takeovers() {
         .expect("GET");
     assert_eq!(buffered, 0, "the run's count of waiting records is back to zero");
 }
+
+/// A change-feed flush is named by the window its records arrived in and runs after that
+/// window ends: a record pushed later in the same window can never find its window's flush
+/// already done (its schedule would be dropped as a duplicate, and the record left waiting).
+#[tokio::test]
+async fn a_feed_window_flush_runs_after_its_window_ends() {
+    let redis = RedisServer::start();
+    let conn = crmsync_queue::connect(redis.client(), std::time::Duration::from_secs(5)).expect("conn");
+    let writes: crmsync_queue::JobQueue<crmsync_producer::FlushWrites> =
+        crmsync_queue::JobQueue::new(conn, crmsync_producer::writes_queue("crmsync"));
+    let window = std::time::Duration::from_millis(2_000);
+    for _ in 0..3 {
+        let before = crmsync_queue::now_ms();
+        crmsync_producer::schedule_feed_flush(&writes, "acme", window)
+            .await
+            .expect("schedule");
+        let after = crmsync_queue::now_ms();
+        let runs: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg("{crmsync:writes}:delayed")
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(&mut redis.conn())
+            .expect("delayed");
+        // The newest schedule's window (the one `after` falls in; a duplicate in the same
+        // window adds nothing) ends before its flush runs.
+        let window_end = (before / 2_000 + 1) * 2_000;
+        let latest = runs.iter().map(|(_, at)| *at as u64).max().expect("a flush");
+        assert!(
+            latest >= window_end,
+            "the flush of window ending {window_end} runs at {latest}"
+        );
+        assert!(latest <= after + 2_000);
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+}

@@ -218,6 +218,46 @@ impl TenantStore {
         format!("{}:tenants", self.namespace)
     }
 
+    /// String: a value sealed with the fleet's key, so a process can tell at start whether its
+    /// key is the fleet's.
+    fn keycheck_key(&self) -> String {
+        format!("{}:keycheck", self.namespace)
+    }
+
+    /// Checks that this process's secret key opens the fleet's sealed material: the fleet's
+    /// key check, or — before there is one — a stored tenant's secrets (then the check is
+    /// written). A process with another key (well-formed, but not the fleet's) must not take
+    /// jobs: every one would fail on its tenant's secrets.
+    pub async fn check_key(&self) -> Result<(), StoreError> {
+        const CONTEXT: &str = "fleet:keycheck";
+        let k = self.key()?;
+        let mut conn = self.conn.clone();
+        let sealed: Option<String> = redis::cmd("GET")
+            .arg(self.keycheck_key())
+            .query_async(&mut conn)
+            .await?;
+        if let Some(sealed) = sealed {
+            return match k.open(CONTEXT, &sealed) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(StoreError::Secret(SecretError::WrongKey)),
+            };
+        }
+        if let Some(id) = self.ids().await?.first() {
+            match self.get(id).await {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(StoreError::Secret(_)) => return Err(StoreError::Secret(SecretError::WrongKey)),
+                Err(e) => return Err(e),
+            }
+        }
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.keycheck_key())
+            .arg(k.seal(CONTEXT, "crmsync"))
+            .arg("NX")
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Hash: Nylas grant id -> tenant id (webhooks name the grant).
     fn grants_key(&self) -> String {
         format!("{}:grants", self.namespace)

@@ -28,7 +28,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use crmsync_domain::{MapOutcome, map_contact};
-use crmsync_producer::{Change, FlushTrigger, FlushWrites, Pushing, Source, WriteBuffer};
+use crmsync_producer::{Change, FlushWrites, Pushing, Source, WriteBuffer};
 use crmsync_queue::{JobQueue, RedisConn, now_ms};
 use crmsync_tenants::TenantStore;
 use serde::Deserialize;
@@ -124,16 +124,31 @@ struct ChallengeQuery {
 
 async fn challenge(Query(q): Query<ChallengeQuery>) -> Response {
     match q.challenge {
-        Some(c) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], c).into_response(),
+        // Echoed as plain text that no browser may sniff as HTML; Nylas's challenges are short.
+        Some(c) if c.len() <= 512 => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            c,
+        )
+            .into_response(),
+        Some(_) => reject(StatusCode::BAD_REQUEST, "`challenge` is longer than 512 bytes"),
         None => reject(StatusCode::BAD_REQUEST, "missing `challenge` query parameter"),
     }
 }
 
 async fn ready(State(r): State<Arc<Receiver>>) -> Response {
     let mut conn = r.conn.clone();
-    match redis::cmd("PING").query_async::<String>(&mut conn).await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis unreachable: {e}")).into_response(),
+    if let Err(e) = redis::cmd("PING").query_async::<String>(&mut conn).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("redis unreachable: {e}")).into_response();
+    }
+    // Signatures are checked with the tenants' sealed webhook secrets: a key that cannot open
+    // them would refuse every delivery.
+    match r.tenants.check_key().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
     }
 }
 
@@ -280,7 +295,20 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_owned();
-    let at_ms = note.time.map(|t| t * 1000).unwrap_or_else(now_ms);
+    // A signed notification may still carry a time no event had (u64::MAX would wrap once
+    // in milliseconds and freeze the contact behind it): only times from 2010 to a day ahead
+    // are taken.
+    let at_ms = match note.time {
+        None => now_ms(),
+        Some(t) if (EARLIEST_EVENT_S..=now_ms() / 1000 + 86_400).contains(&t) => t * 1000,
+        Some(t) => {
+            r.count("implausible_time").await;
+            return Ok(reject(
+                StatusCode::BAD_REQUEST,
+                &format!("implausible notification time {t} (seconds since 1970)"),
+            ));
+        }
+    };
     let change = match note.kind.as_str() {
         "contact.updated" => match crmsync_nylas::parse_contact(&note.data.object) {
             Ok(c) => match map_contact(&c, &profile.field_limits) {
@@ -339,30 +367,16 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
     };
     tracing::debug!(tenant = %tenant_id, kind = %shown(&note.kind), at_ms, ?pushed, "Recorded a change");
     // A flush after the window, and one at once for every full batch.
-    let window_ms = r.opts.flush_window.as_millis().max(1) as u64;
-    let slot = now_ms() / window_ms;
-    schedule_flush(
-        r,
-        &tenant_id,
-        FlushTrigger::FeedWindow { slot },
-        Some(r.opts.flush_window),
-    )
-    .await?;
+    crmsync_producer::schedule_feed_flush(&r.writes, &tenant_id, r.opts.flush_window).await?;
     crmsync_producer::schedule_full_flushes(&r.writes, &buffer, &tenant_id, pushed.schedule).await?;
     r.count("accepted").await;
     Ok((StatusCode::OK, axum::Json(json!({ "status": "accepted" }))).into_response())
 }
 
+/// The earliest event time taken from a notification: 2010-01-01 (Nylas v3 is far younger).
+const EARLIEST_EVENT_S: u64 = 1_262_304_000;
+
 /// A value from the request, safe to log: control characters escaped, at most 80 characters.
 fn shown(s: &str) -> String {
     crmsync_sink::clean(s, 80)
-}
-
-async fn schedule_flush(
-    r: &Receiver,
-    tenant: &str,
-    trigger: FlushTrigger<'_>,
-    delay: Option<Duration>,
-) -> anyhow::Result<()> {
-    Ok(crmsync_producer::schedule_flush(&r.writes, tenant, trigger, delay).await?)
 }

@@ -135,8 +135,9 @@ pub async fn run_flush(ctx: &Context, job: FlushWrites, info: &JobInfo) -> Resul
         if feed > 0 {
             // One flush per window slot, however many flushes finish meanwhile: change-feed
             // records gather into full batches instead of leaving one call each.
-            let slot = (now_ms() + FEED_WINDOW.as_millis() as u64) / FEED_WINDOW.as_millis() as u64;
-            enqueue(ctx, &tenant.id, FlushTrigger::FeedWindow { slot }, Some(FEED_WINDOW)).await?;
+            crmsync_producer::schedule_feed_flush(&ctx.writes, &tenant.id, FEED_WINDOW)
+                .await
+                .map_err(errors::redis)?;
         } else {
             let missing = buffer.cover().await.map_err(errors::buffer)?;
             crmsync_producer::schedule_full_flushes(&ctx.writes, &buffer, &tenant.id, missing)

@@ -61,6 +61,10 @@ fn panic_to_retry(p: &Box<dyn std::any::Any + Send>) -> JobError {
 pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     install_tls();
     let ctx = Arc::new(Context::connect(opts.context.clone())?);
+    // A key that cannot open the fleet's secrets would fail every job it takes: refuse to start.
+    ctx.tenants.check_key().await.map_err(|e| {
+        anyhow::anyhow!("{e}; the worker does not start with a secret key that cannot open the fleet's tenants")
+    })?;
     let handles = Handles::default();
     let h = handles.clone();
     let c = ctx.clone();

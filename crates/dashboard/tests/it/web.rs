@@ -158,3 +158,46 @@ fn a_short_or_empty_token_is_refused() {
         assert!(err.contains("crmsync keygen"), "{err}");
     }
 }
+
+/// Hardening: every answer (401s and JSON included) says `nosniff` and may not be framed; the
+/// session cookie expires; a token pasted with trailing whitespace still logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_is_nosniff_and_unframeable_and_a_token_with_trailing_whitespace_logs_in() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = RedisServer::start();
+    add_tenants(&redis, &[("acme", 1_000, 0.8)]).await;
+    let (base, _stop) = start(&redis).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let bearer = format!("Bearer {TOKEN}");
+    for (path, auth) in [
+        ("/api/status", None),
+        ("/api/status", Some(bearer.as_str())),
+        ("/api/series", Some(bearer.as_str())),
+        ("/", None),
+    ] {
+        let mut req = http.get(format!("{base}{path}"));
+        if let Some(a) = auth {
+            req = req.header(AUTHORIZATION, a);
+        }
+        let r = req.send().await.expect("request");
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path} {auth:?}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path} {auth:?}");
+        assert!(
+            h[CONTENT_SECURITY_POLICY]
+                .to_str()
+                .expect("ascii")
+                .contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+    }
+    for pasted in [format!("{TOKEN}%20"), format!("{TOKEN}%0A")] {
+        let r = http.get(format!("{base}/?token={pasted}")).send().await.expect("login");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{pasted}");
+        let set_cookie = r.headers()[SET_COOKIE].to_str().expect("ascii").to_owned();
+        assert!(set_cookie.contains("Max-Age=43200"), "{set_cookie}");
+    }
+}

@@ -146,3 +146,50 @@ async fn rate_limits_are_retried_later_or_waited_out() {
     assert_eq!(read, 600);
     assert!(retry_later > 0, "the seeded faults include 429s without Retry-After");
 }
+
+/// Hardening: an answer larger than the cap (declared, or sent without a length) is refused
+/// while it streams, an error that retries, never held whole in memory.
+#[tokio::test]
+async fn an_endless_answer_is_refused_at_the_cap_without_being_held() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for declared in [true, false] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut req = [0u8; 4096];
+            let _ = s.read(&mut req).await;
+            let head = if declared {
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n".to_owned()
+            } else {
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n".to_owned()
+            };
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return 0usize;
+            }
+            let chunk = vec![b' '; 64 * 1024];
+            let mut sent = 0usize;
+            // Up to 64 MiB: far past the cap, bounded for the test.
+            while sent < 64 * 1024 * 1024 {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent += chunk.len();
+            }
+            sent
+        });
+        let client = NylasClient::new(Duration::from_secs(30)).expect("client");
+        let grant = Grant {
+            api_uri: &format!("http://{addr}"),
+            grant_id: "g",
+            api_key: "k",
+        };
+        let err = client.list_contacts(&grant, None, 50).await.expect_err("over the cap");
+        assert!(matches!(err, NylasError::Decode(_)), "{err:?}");
+        assert!(err.to_string().contains("limit"), "{err}");
+        assert!(matches!(err.next(), Next::RetryLater(_)));
+        let sent = server.await.expect("server");
+        assert!(sent < 64 * 1024 * 1024, "the client read everything ({sent} bytes)");
+    }
+}
