@@ -44,6 +44,10 @@ fn guard<'a>(inv: &'a mut redis::ScriptInvocation<'static>, d: &DestKeys) -> &'a
 /// second, for a send that leaves a little late: no second as the CRM counts ever holds more
 /// than `rps` calls.
 const RATE_MARGIN_MS: u64 = 50;
+/// While change-feed records wait, a backfill call takes a rate slot only this far ahead (and
+/// asks again when one is that close): the feed's calls, asking later, are not queued behind
+/// every backfill call already holding a slot.
+const BACKFILL_RATE_AHEAD_MS: u64 = 250;
 
 /// A call waiting for its budget checks again at least this often.
 const BUDGET_RECHECK_MS: u64 = 300_000;
@@ -554,6 +558,11 @@ impl Limiter {
             Priority::Change => 0,
             Priority::Backfill => (allowed as f64 * CHANGE_FEED_HEADROOM).ceil() as u64,
         };
+        let rate_ahead = match ask.priority {
+            Priority::Change => 0,
+            Priority::Backfill => BACKFILL_RATE_AHEAD_MS,
+        };
+        let mut later = 0u64;
         let ttl_ms = self.lease_ttl.as_millis() as u64;
         let probe_ms = if ask.can_probe {
             self.probe_interval(s).as_millis() as u64
@@ -597,7 +606,8 @@ impl Limiter {
                 .arg(capped.as_deref().unwrap_or(""))
                 .arg(if ask.force { 1 } else { 0 })
                 .arg(probe_ms)
-                .arg(RATE_MARGIN_MS);
+                .arg(RATE_MARGIN_MS)
+                .arg(rate_ahead);
             let answer: Vec<redis::Value> = guard(&mut inv, k).invoke_async(&mut conn).await?;
             let field = |i: usize| {
                 answer
@@ -635,7 +645,11 @@ impl Limiter {
                 }
                 Some("ok") => {
                     let rate_wait = field(2).and_then(|v| v.parse::<i64>().ok()).unwrap_or(-1);
-                    let leased = rate_wait >= 0;
+                    // -2: leased, but the feed's calls go first: ask the rate again later.
+                    let leased = rate_wait >= 0 || rate_wait == -2;
+                    if rate_wait == -2 {
+                        later = num(3);
+                    }
                     break (
                         Permit {
                             keys: k.clone(),
@@ -663,6 +677,8 @@ impl Limiter {
         // rate's slot.
         let rate_wait = if rate_wait >= 0 {
             rate_wait as u64
+        } else if rate_wait == -2 {
+            self.rate_slot(k, s, later, rate_ahead, &mut permit).await?
         } else {
             let started = now_ms();
             loop {
@@ -690,18 +706,44 @@ impl Limiter {
                     break;
                 }
             }
-            let mut inv = RATE.prepare_invoke();
-            inv.key(k.rate())
-                .key(k.aimd())
-                .arg(s.requests_per_second)
-                .arg(RATE_MARGIN_MS);
-            guard(&mut inv, k).invoke_async::<u64>(&mut conn).await?
+            self.rate_slot(k, s, 0, rate_ahead, &mut permit).await?
         };
         if rate_wait > 0 {
             permit.waited.rate = true;
             tokio::time::sleep(Duration::from_millis(rate_wait)).await;
         }
         Ok(Ok(permit))
+    }
+
+    /// Takes the fleet's next rate slot (`rate.lua`), first waiting `later` ms; a backfill
+    /// call (`ahead` > 0) that change-feed calls should precede is told to ask again.
+    async fn rate_slot(
+        &self,
+        k: &DestKeys,
+        s: &LimitSettings,
+        mut later: u64,
+        ahead: u64,
+        permit: &mut Permit,
+    ) -> Result<u64, redis::RedisError> {
+        let mut conn = self.conn.clone();
+        loop {
+            if later > 0 {
+                permit.waited.rate = true;
+                tokio::time::sleep(Duration::from_millis(later.min(5_000))).await;
+            }
+            let mut inv = RATE.prepare_invoke();
+            inv.key(k.rate())
+                .key(k.aimd())
+                .key(k.feed_waiting())
+                .arg(s.requests_per_second)
+                .arg(RATE_MARGIN_MS)
+                .arg(ahead);
+            let wait: i64 = guard(&mut inv, k).invoke_async(&mut conn).await?;
+            if wait >= 0 {
+                return Ok(wait as u64);
+            }
+            later = wait.unsigned_abs();
+        }
     }
 
     fn local_limiter(&self, tenant: &str, rps: f64) -> Arc<DefaultDirectRateLimiter> {

@@ -40,10 +40,13 @@ local A = {
   force = ARGV[13] == '1',       -- a probe: reserved whatever the cap
   probe_ms = tonumber(ARGV[14]), -- least time between probes (0: this call cannot probe)
   margin = tonumber(ARGV[15]),   -- rate: room for a late send, ms
+  ahead = tonumber(ARGV[16]),    -- rate: how far ahead a backfill call may take a slot while
+                                 -- change-feed records wait (ms)
 }
 -- Returns {'paused', reason} | {'cooldown', until} | {'too_large', ours, others} |
 -- {'budget', until, ours, others, kind} | {'probe'} |
--- {'ok', bucket, rate wait ms (-1: not leased, no slot taken)}.
+-- {'ok', bucket, rate wait ms (-1: not leased, no slot taken; -2: leased, no slot taken yet,
+-- ask the rate again in the 4th field's ms)}.
 
 local STALE_READING_MS = 1000
 
@@ -109,4 +112,10 @@ if A.cap > 0 and lease(K.capped, A.now, A.ttl, A.cap, A.capped_id) == 0 then
   return {'ok', bucket, -1}
 end
 local n, window = rate_shape(A.rps, f)
+-- `headroom` is set only for a backfill call while change-feed records wait: the feed's calls
+-- go first in the rate too.
+if headroom > 0 and A.ahead > 0 then
+  local later = rate_later(K.rate, n, window, A.margin, A.ahead)
+  if later > 0 then return {'ok', bucket, -2, later} end
+end
 return {'ok', bucket, rate_slot(K.rate, n, window, A.margin)}

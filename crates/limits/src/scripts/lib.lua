@@ -143,7 +143,7 @@ end
 -- lists the times of the latest grants (Redis's clock, so every machine agrees), newest first;
 -- a call goes at the latest of now, the newest grant, and the n-th newest + window + `margin`
 -- (room for a late send). Returns the wait in ms.
-local function rate_slot(key, n, window, margin)
+local function rate_next(key, n, window, margin)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local at = now
@@ -153,6 +153,18 @@ local function rate_slot(key, n, window, margin)
     local nth = tonumber(redis.call('LINDEX', key, n - 1))
     if nth + window + margin > at then at = nth + window + margin end
   end
+  return at, now
+end
+-- A backfill call while change-feed records wait takes a slot only within `ahead` ms: slots
+-- go in order of asking, so without this a change would queue behind every backfill call
+-- already holding a later slot. Returns how long to wait before asking again (0: ask now).
+local function rate_later(key, n, window, margin, ahead)
+  local at, now = rate_next(key, n, window, margin)
+  if at - now > ahead then return at - now - ahead end
+  return 0
+end
+local function rate_slot(key, n, window, margin)
+  local at, now = rate_next(key, n, window, margin)
   redis.call('LPUSH', key, at)
   redis.call('LTRIM', key, 0, n - 1)
   redis.call('PEXPIRE', key, at - now + window + margin + 1000)

@@ -11,7 +11,7 @@ use crmsync_testkit::RedisServer;
 /// The destination every test tenant writes to.
 const DEST: &str = "0123456789ab";
 /// The tenants of these tests.
-const TENANTS: [&str; 9] = ["t1", "t", "t2", "r", "c", "big", "x", "y", "z"];
+const TENANTS: [&str; 10] = ["t1", "t", "t2", "r", "c", "big", "x", "y", "z", "prio"];
 
 /// A limiter of its own connection (a worker process); the test tenants are live.
 fn limiter(redis: &RedisServer, window: Duration) -> Limiter {
@@ -607,4 +607,56 @@ fn below_half() -> CallOutcome {
     CallOutcome::Answered {
         usage: Some(crmsync_sink::Usage::BelowHalf),
     }
+}
+
+/// While change-feed records wait, backfill calls take rate slots only a little ahead: a
+/// change asking after eight backfill calls is granted with the next slot (at 2 a second: two
+/// at once, then two more a second later), not behind all eight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_feed_calls_go_before_backfill_calls_in_the_rate() {
+    let redis = RedisServer::start();
+    let s = LimitSettings {
+        requests_per_second: 2.0,
+        ..settings(1_000_000, 1.0)
+    };
+    let k = dest("prio");
+    let _: () = redis::cmd("SET")
+        .arg(k.feed_waiting())
+        .arg(1)
+        .query(&mut redis.conn())
+        .expect("feed waits");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let (l, k, order) = (limiter(&redis, Duration::from_secs(3600)), k.clone(), order.clone());
+        handles.push(tokio::spawn(async move {
+            let p = l
+                .acquire(&k, &s, 1, None, Priority::Backfill)
+                .await
+                .expect("redis")
+                .expect("permit");
+            order.lock().expect("order").push(format!("backfill-{i}"));
+            l.finish(p, &s, CallOutcome::Answered { usage: None })
+                .await
+                .expect("finish");
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let l = limiter(&redis, Duration::from_secs(3600));
+    let p = l
+        .acquire(&k, &s, 1, None, Priority::Change)
+        .await
+        .expect("redis")
+        .expect("permit");
+    order.lock().expect("order").push("change".into());
+    l.finish(p, &s, CallOutcome::Answered { usage: None })
+        .await
+        .expect("finish");
+    for h in handles {
+        h.await.expect("task");
+    }
+    let order = order.lock().expect("order").clone();
+    let at = order.iter().position(|o| o == "change").expect("change granted");
+    // The first two slots went at once; the change shares the next two (ties in either order).
+    assert!(at <= 3, "the change waited behind {at} backfill calls: {order:?}");
 }
