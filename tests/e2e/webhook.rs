@@ -262,3 +262,70 @@ async fn dashboard_is_served_beside_the_webhook_only_when_asked_and_behind_its_t
     assert_eq!(r.status(), 200);
     assert_eq!(recorded(&redis).1, 1, "the change was recorded");
 }
+
+/// Hardening: 200 unsigned gzip bombs at once are refused without inflating past the body
+/// limit or together, so the receiver's peak RSS stays under 256 MiB; it answers afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_gzip_bombs_keep_the_receivers_memory_bounded() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    add_acme(&redis, &key);
+    let (server, base) = webhook_server(&redis, &key, &[]).await;
+    let pid = server.pid().expect("pid");
+    // Just under 1 MiB on the wire (random bytes that do not compress, under the body limit),
+    // then 64 MiB of zeros: 200 of them held and inflated at once would take gigabytes.
+    let bomb = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"{\"id\":\"").expect("gzip");
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..600_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        gz.write_all(&noise).expect("gzip");
+        let zeros = vec![b'0'; 1024 * 1024];
+        for _ in 0..64 {
+            gz.write_all(&zeros).expect("gzip");
+        }
+        gz.finish().expect("gzip")
+    };
+    assert!(
+        (500_000..1024 * 1024).contains(&bomb.len()),
+        "the bomb must pass the body limit to reach inflation: {} bytes",
+        bomb.len()
+    );
+    let http = reqwest::Client::new();
+    let url = format!("{base}/webhooks/nylas");
+    let posts = (0..200).map(|_| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(bomb.clone())
+            .send()
+    });
+    let answers = futures_util::future::join_all(posts).await;
+    for a in answers {
+        let status = a.expect("answered").status().as_u16();
+        assert!(status == 413 || status == 503, "a bomb answered {status}");
+    }
+    let peak_kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM");
+    assert!(peak_kib < 256 * 1024, "the receiver peaked at {} MiB", peak_kib / 1024);
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+}

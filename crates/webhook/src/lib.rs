@@ -39,7 +39,7 @@ use tracing::{info, warn};
 #[derive(Debug, Clone)]
 pub struct WebhookOptions {
     pub namespace: String,
-    /// Largest body accepted, bytes (compressed bodies may inflate to 8 times that).
+    /// Largest body accepted, bytes, compressed or not (a gzip body may inflate to no more).
     pub max_body_bytes: usize,
     /// How long change-feed records may wait for a fuller batch before a flush.
     pub flush_window: Duration,
@@ -55,12 +55,20 @@ impl Default for WebhookOptions {
     }
 }
 
+/// Bodies read, inflated and parsed at once: a request holds at most `2 × max_body_bytes` and
+/// its parse while it does, so memory stays bounded whatever arrives (200 unsigned gzip bombs
+/// at once wait their turn instead of inflating together).
+const BODIES_AT_ONCE: usize = 16;
+/// How long a request waits for its turn before it is answered 503 (Nylas retries).
+const BODY_TURN_WAIT: Duration = Duration::from_secs(10);
+
 /// Shared by every request.
 pub struct Receiver {
     opts: WebhookOptions,
     conn: RedisConn,
     tenants: TenantStore,
     writes: JobQueue<FlushWrites>,
+    bodies: tokio::sync::Semaphore,
 }
 
 impl Receiver {
@@ -71,6 +79,7 @@ impl Receiver {
             conn,
             tenants,
             writes,
+            bodies: tokio::sync::Semaphore::new(BODIES_AT_ONCE),
         })
     }
 
@@ -200,6 +209,14 @@ async fn notification(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: 
 
 async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result<Response> {
     r.count("received").await;
+    // Before a byte of the body is read: a turn among the few bodies held at once.
+    let Ok(Ok(_turn)) = tokio::time::timeout(BODY_TURN_WAIT, r.bodies.acquire()).await else {
+        r.count("busy").await;
+        return Ok(reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: too many requests at once",
+        ));
+    };
     let limit = r.opts.max_body_bytes;
     let Ok(raw) = axum::body::to_bytes(body, limit).await else {
         r.count("oversize").await;
@@ -214,7 +231,9 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     let json_bytes: Bytes = if gzipped {
         let mut out = Vec::new();
-        let inflate_limit = (limit as u64).saturating_mul(8);
+        // Inflated, a body may be no larger than the limit either (a notification is a few
+        // KB); a bomb stops at the limit, before it is authenticated.
+        let inflate_limit = limit as u64;
         match flate2::read::GzDecoder::new(&raw[..])
             .take(inflate_limit + 1)
             .read_to_end(&mut out)
