@@ -1,6 +1,7 @@
 //! The webhook receiver: Nylas's challenge, signatures, bad input, deduplication.
 
 use std::io::Write;
+use std::time::Duration;
 
 use crmsync_testkit::RedisServer;
 use serde_json::{Value, json};
@@ -328,4 +329,105 @@ async fn concurrent_gzip_bombs_keep_the_receivers_memory_bounded() {
             .status(),
         200
     );
+}
+
+/// Hardening, servers: clients sending partial headers are closed after the header timeout;
+/// connections past the cap are answered 503 at once; a body promised and not sent is answered
+/// 408; after SIGTERM with idle keep-alive clients the receiver exits within its drain
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_cannot_hold_the_receiver() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    add_acme(&redis, &key);
+    let (mut server, base) = webhook_server(
+        &redis,
+        &key,
+        &[
+            "--header-timeout-secs",
+            "1",
+            "--max-connections",
+            "40",
+            "--drain-secs",
+            "2",
+        ],
+    )
+    .await;
+    let addr = base.trim_start_matches("http://").to_owned();
+    // 40 connections hold the cap with half a request head each.
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        s.write_all(b"POST /webhooks/nylas HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .expect("write");
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One more is refused at once, with an answer.
+    let mut over = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), over.read_to_end(&mut answer))
+        .await
+        .expect("answered at once")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 503"),
+        "{answer:?}"
+    );
+    // The header timeout closes the slow ones; the receiver answers again.
+    for s in &mut slow {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("closed within the header timeout")
+            .unwrap_or(0);
+        let _ = n;
+    }
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+    // A body promised and not sent.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    s.write_all(
+        b"POST /webhooks/nylas HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n{",
+    )
+    .await
+    .expect("write");
+    let mut answer = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(15), s.read(&mut answer))
+        .await
+        .expect("answered within the body timeout")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408"),
+        "{:?}",
+        &answer[..n]
+    );
+    // Idle keep-alive clients do not hold a shutdown.
+    let clients: Vec<reqwest::Client> = (0..5).map(|_| reqwest::Client::new()).collect();
+    for c in &clients {
+        assert_eq!(
+            c.get(format!("{base}/healthz")).send().await.expect("healthz").status(),
+            200
+        );
+    }
+    let started = std::time::Instant::now();
+    crmsync_testkit::signal(server.pid().expect("pid"), "TERM");
+    let code = server.wait(Duration::from_secs(10));
+    assert!(code.is_some(), "still running 10 s after SIGTERM");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+    drop(clients);
 }

@@ -21,6 +21,15 @@ pub struct WebhookArgs {
     /// How long changes may wait to fill a batch before they are written, ms.
     #[arg(long, env = "CRMSYNC_FLUSH_WINDOW_MS", default_value_t = 2000)]
     flush_window_ms: u64,
+    /// Most connections open at once (one more is answered 503 and closed).
+    #[arg(long, env = "CRMSYNC_WEBHOOK_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's head (also the longest idle keep-alive).
+    #[arg(long, env = "CRMSYNC_WEBHOOK_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a shutdown waits for requests in progress before closing every connection.
+    #[arg(long, env = "CRMSYNC_WEBHOOK_DRAIN_SECS", default_value_t = 10)]
+    drain_secs: u64,
     /// Serve the web dashboard (as `crmsync dashboard` does) on the same port, at `/`; it
     /// then answers wherever Nylas can reach the receiver, guarded by its token.
     #[arg(long, env = "CRMSYNC_WEBHOOK_DASHBOARD")]
@@ -46,6 +55,11 @@ pub async fn run(env: &Env, args: WebhookArgs) -> anyhow::Result<()> {
             namespace: env.namespace.clone(),
             max_body_bytes: args.max_body_bytes,
             flush_window: Duration::from_millis(args.flush_window_ms.max(1)),
+            limits: crmsync_http::Limits {
+                header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+                max_connections: args.max_connections.max(1),
+                drain: Duration::from_secs(args.drain_secs),
+            },
         },
         conn,
         tenants,

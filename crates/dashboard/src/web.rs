@@ -206,10 +206,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     info!(addr = %listener.local_addr()?, namespace = d.fleet.namespace(), "Dashboard listening");
-    axum::serve(listener, router(d))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    crmsync_http::serve(listener, router(d), crmsync_http::Limits::default(), shutdown).await
 }
 
 /// Every dashboard answer: not cached, not sniffed as another type, never framed.

@@ -43,6 +43,8 @@ pub struct WebhookOptions {
     pub max_body_bytes: usize,
     /// How long change-feed records may wait for a fuller batch before a flush.
     pub flush_window: Duration,
+    /// Time, connection and drain bounds of the server.
+    pub limits: crmsync_http::Limits,
 }
 
 impl Default for WebhookOptions {
@@ -51,6 +53,7 @@ impl Default for WebhookOptions {
             namespace: "crmsync".into(),
             max_body_bytes: 1024 * 1024,
             flush_window: Duration::from_secs(2),
+            limits: crmsync_http::Limits::default(),
         }
     }
 }
@@ -59,6 +62,8 @@ impl Default for WebhookOptions {
 /// its parse while it does, so memory stays bounded whatever arrives (200 unsigned gzip bombs
 /// at once wait their turn instead of inflating together).
 const BODIES_AT_ONCE: usize = 16;
+/// How long a body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request waits for its turn before it is answered 503 (Nylas retries).
 const BODY_TURN_WAIT: Duration = Duration::from_secs(10);
 
@@ -120,10 +125,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     info!(addr = %listener.local_addr()?, "Webhook receiver listening");
-    axum::serve(listener, router(receiver).merge(beside.unwrap_or_default()))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let limits = receiver.opts.limits;
+    crmsync_http::serve(
+        listener,
+        router(receiver).merge(beside.unwrap_or_default()),
+        limits,
+        shutdown,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -218,7 +227,13 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
         ));
     };
     let limit = r.opts.max_body_bytes;
-    let Ok(raw) = axum::body::to_bytes(body, limit).await else {
+    // The body within the limit and within a time: a client promising a megabyte and sending
+    // a byte does not hold its turn.
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await else {
+        r.count("slow_body").await;
+        return Ok(reject(StatusCode::REQUEST_TIMEOUT, "body not received in time"));
+    };
+    let Ok(raw) = read else {
         r.count("oversize").await;
         return Ok(reject(
             StatusCode::PAYLOAD_TOO_LARGE,
