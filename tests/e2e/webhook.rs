@@ -431,3 +431,48 @@ async fn slow_and_idle_clients_cannot_hold_the_receiver() {
     );
     drop(clients);
 }
+
+/// Hardening, servers: 1,000 idle connections (nothing sent) against a receiver capped at 512:
+/// the ones past the cap are refused at once, the held ones are closed by the header timeout,
+/// and `/healthz` answers afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_are_closed_and_healthz_answers() {
+    use tokio::io::AsyncReadExt;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    add_acme(&redis, &key);
+    let (_server, base) = webhook_server(&redis, &key, &["--header-timeout-secs", "2"]).await;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..1_000 {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Ok(s) => idle.push(s),
+            // A machine with a low descriptor limit: as many as it allows, past the cap.
+            Err(e) if idle.len() > 600 => {
+                eprintln!("stopped at {} connections: {e}", idle.len());
+                break;
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    // Every one ends: refused at once (503) past the cap, closed by the header timeout below.
+    let ended = futures_util::future::join_all(idle.iter_mut().map(|s| async move {
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+            .await
+            .is_ok()
+    }))
+    .await;
+    assert!(ended.iter().all(|e| *e), "an idle connection was held past the timeout");
+    drop(idle);
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+}
