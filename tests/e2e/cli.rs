@@ -248,3 +248,87 @@ async fn a_worker_with_another_key_refuses_to_start_and_the_receiver_is_not_read
     assert_ne!(code, 0, "a tenant sealed with another key was added");
     assert!(err.contains("not the key the tenants were stored with"), "{err}");
 }
+
+/// Hardening: the secret key rotates. With the new key and the old one beside it, every
+/// process reads both; `crmsync keys rotate` re-seals every tenant with the new key (reporting
+/// progress), after which the new key alone opens everything and the old one nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_key_rotates_and_the_old_one_retires() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = RedisServer::start();
+    let old = crmsync_tenants::SecretKey::generate();
+    let new = crmsync_tenants::SecretKey::generate();
+    let mut tenants = Vec::new();
+    for name in ["acme", "globex", "initech"] {
+        let mut t = TenantConfig::named(name);
+        t.grant_id = format!("grant-{name}");
+        tenants.push(t);
+    }
+    let sim = RunningSim::start(
+        SimConfig {
+            tenants: tenants.clone(),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    for t in &tenants {
+        crate::support::add_sim_tenant(&redis, &old, &sim, t);
+    }
+    let show = |key: &str, old_keys: Option<&str>| {
+        let mut cmd = crate::support::crmsync(&redis, key);
+        if let Some(o) = old_keys {
+            cmd.env("CRMSYNC_SECRET_KEY_OLD", o);
+        }
+        cmd.args(["tenant", "show", "globex"]).output().expect("show")
+    };
+    let before = show(&new, None);
+    assert!(String::from_utf8_lossy(&before.stdout).contains("(sealed with another key)"));
+
+    let out = crate::support::crmsync(&redis, &new)
+        .env("CRMSYNC_SECRET_KEY_OLD", &old)
+        .args(["keys", "rotate", "--batch", "2"])
+        .output()
+        .expect("rotate");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("2/3 tenant(s) checked") && text.contains("3/3 tenant(s) checked, 3 re-sealed"),
+        "{text}"
+    );
+
+    let after = show(&new, None);
+    let shown = String::from_utf8_lossy(&after.stdout);
+    assert!(
+        after.status.success() && !shown.contains("sealed with another key"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("****"),
+        "secrets masked, opened with the new key alone: {shown}"
+    );
+    let raw: String = redis::cmd("GET")
+        .arg("{crmsync:t:globex}:tenant")
+        .query(&mut redis.conn())
+        .expect("raw");
+    let new_id = crmsync_tenants::SecretKey::from_base64(&new)
+        .expect("key")
+        .id()
+        .to_owned();
+    assert!(raw.contains(&format!("v2:{new_id}:")), "{raw}");
+    let retired = show(&old, None);
+    assert!(String::from_utf8_lossy(&retired.stdout).contains("(sealed with another key)"));
+    // Workers start with the new key alone.
+    let out = crate::support::crmsync(&redis, &old)
+        .args(["worker", "--drain-secs", "1"])
+        .output()
+        .expect("worker");
+    assert!(!out.status.success(), "a worker with the retired key started");
+    // A second rotation finds nothing to do.
+    let out = crate::support::crmsync(&redis, &new)
+        .args(["keys", "rotate"])
+        .output()
+        .expect("rotate");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3/3 tenant(s) checked, 0 re-sealed"));
+}

@@ -6,6 +6,7 @@ mod budget;
 mod dashboard;
 mod dead;
 mod feed;
+mod keys;
 mod logging;
 mod reconcile;
 mod rejected;
@@ -90,6 +91,9 @@ enum Command {
     Salesforce(salesforce::SalesforceCmd),
     /// Print a new random secret key for CRMSYNC_SECRET_KEY.
     Keygen,
+    /// The secret key: rotate it (re-seal every tenant with a new key).
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
 }
 
 /// Connection and settings every subcommand shares.
@@ -151,6 +155,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
                 Command::Budget(args) => budget::show(&env, args).await,
                 Command::Zoho(cmd) => zoho::run(&env, cmd).await,
                 Command::Salesforce(cmd) => salesforce::run(&env, cmd).await,
+                Command::Keys(cmd) => keys::run(&env, cmd).await,
                 Command::Keygen => {
                     println!("{}", crmsync_tenants::SecretKey::generate());
                     Ok(())

@@ -9,7 +9,13 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 pub const KEY_ENV: &str = "CRMSYNC_SECRET_KEY";
 /// Environment variable naming a file that holds the key (for Kubernetes Secrets mounted as files).
 pub const KEY_FILE_ENV: &str = "CRMSYNC_SECRET_KEY_FILE";
-const PREFIX: &str = "v1:";
+/// During a rotation, the previous key(s), comma-separated: sealed values are still opened with
+/// them, new ones are sealed with `CRMSYNC_SECRET_KEY` (see `crmsync keys rotate`).
+pub const OLD_KEYS_ENV: &str = "CRMSYNC_SECRET_KEY_OLD";
+/// The first format: no key id (opened by trying every key).
+const V1: &str = "v1:";
+/// `v2:<key id>:<base64>`: the key id (8 hex digits of the key's SHA-256) names the key.
+const V2: &str = "v2:";
 
 /// A secret value in memory. `Debug` redacts it; there is no `Display`, so it cannot end up in
 /// a log line or a `println!` by accident. Read it with [`Secret::expose`].
@@ -60,10 +66,13 @@ pub enum SecretError {
     WrongKey,
 }
 
-/// The key sealing secrets at rest.
+/// The key sealing secrets at rest, and during a rotation the previous keys that still open
+/// what they sealed.
 #[derive(Clone)]
 pub struct SecretKey {
     cipher: XChaCha20Poly1305,
+    id: String,
+    old: Vec<(String, XChaCha20Poly1305)>,
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -87,11 +96,56 @@ impl SecretKey {
             return Err(SecretError::Malformed(format!("{} bytes", bytes.len())));
         }
         let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|e| SecretError::Malformed(e.to_string()))?;
-        Ok(Self { cipher })
+        Ok(Self {
+            cipher,
+            id: key_id(&bytes),
+            old: Vec::new(),
+        })
+    }
+
+    /// This key's id: 8 hex digits of its SHA-256 (not secret: it only names the key).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Adds previous keys that still open what they sealed (a rotation in progress).
+    pub fn with_old(mut self, old: &[SecretKey]) -> Self {
+        for k in old {
+            if k.id != self.id && !self.old.iter().any(|(id, _)| *id == k.id) {
+                self.old.push((k.id.clone(), k.cipher.clone()));
+            }
+        }
+        self
+    }
+
+    /// The ids of the previous keys this one still opens with.
+    pub fn old_ids(&self) -> Vec<&str> {
+        self.old.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    /// Whether `sealed` was sealed with this key (not a previous one, nor the id-less format).
+    pub fn sealed_with_current(&self, sealed: &str) -> bool {
+        sealed
+            .strip_prefix(V2)
+            .and_then(|r| r.split_once(':'))
+            .is_some_and(|(id, _)| id == self.id)
     }
 
     /// Reads the key from `CRMSYNC_SECRET_KEY`, else from the file `CRMSYNC_SECRET_KEY_FILE`.
     pub fn from_env() -> Result<Self, SecretError> {
+        let key = Self::current_from_env()?;
+        let old = match std::env::var(OLD_KEYS_ENV) {
+            Ok(list) => list
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(Self::from_base64)
+                .collect::<Result<Vec<_>, _>>()?,
+            Err(_) => Vec::new(),
+        };
+        Ok(key.with_old(&old))
+    }
+
+    fn current_from_env() -> Result<Self, SecretError> {
         if let Ok(k) = std::env::var(KEY_ENV)
             && !k.trim().is_empty()
         {
@@ -126,28 +180,52 @@ impl SecretKey {
             .unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
-        format!("{PREFIX}{}", B64.encode(out))
+        format!("{V2}{}:{}", self.id, B64.encode(out))
     }
 
+    /// Opens a value sealed with this key or, during a rotation, a previous one: a `v2` value
+    /// with the key its id names, a `v1` value (no id) with each key in turn.
     pub fn open(&self, context: &str, sealed: &str) -> Result<String, SecretError> {
-        let raw = sealed
-            .strip_prefix(PREFIX)
-            .and_then(|b| B64.decode(b).ok())
+        let (ids, body): (Option<&str>, &str) = if let Some(r) = sealed.strip_prefix(V2) {
+            let (id, b) = r.split_once(':').ok_or(SecretError::WrongKey)?;
+            (Some(id), b)
+        } else if let Some(b) = sealed.strip_prefix(V1) {
+            (None, b)
+        } else {
+            return Err(SecretError::WrongKey);
+        };
+        let raw = B64
+            .decode(body)
+            .ok()
             .filter(|r| r.len() > 24)
             .ok_or(SecretError::WrongKey)?;
         let (nonce, ct) = raw.split_at(24);
-        let pt = self
-            .cipher
-            .decrypt(
+        let keys =
+            std::iter::once((self.id.as_str(), &self.cipher)).chain(self.old.iter().map(|(id, c)| (id.as_str(), c)));
+        for (id, cipher) in keys {
+            if ids.is_some_and(|want| want != id) {
+                continue;
+            }
+            let opened = cipher.decrypt(
                 XNonce::from_slice(nonce),
                 Payload {
                     msg: ct,
                     aad: context.as_bytes(),
                 },
-            )
-            .map_err(|_| SecretError::WrongKey)?;
-        String::from_utf8(pt).map_err(|_| SecretError::WrongKey)
+            );
+            if let Ok(pt) = opened {
+                return String::from_utf8(pt).map_err(|_| SecretError::WrongKey);
+            }
+        }
+        Err(SecretError::WrongKey)
     }
+}
+
+/// A key's id: the first 8 hex digits of its SHA-256.
+fn key_id(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    d[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Encrypts values at rest (the tenant store's key implements it; the sinks' token caches
@@ -189,6 +267,33 @@ mod tests {
             k.seal("tenant:a:nylas.api_key", "nyk_live_123"),
             "random nonce per seal"
         );
+    }
+
+    #[test]
+    fn sealed_values_name_their_key_and_a_rotation_reads_both() {
+        let old = SecretKey::from_base64(&SecretKey::generate()).expect("key");
+        let new = SecretKey::from_base64(&SecretKey::generate()).expect("key");
+        let sealed_old = old.seal("ctx", "s3cret");
+        assert!(sealed_old.starts_with(&format!("v2:{}:", old.id())), "{sealed_old}");
+        assert_eq!(new.open("ctx", &sealed_old), Err(SecretError::WrongKey));
+        let rotating = new.clone().with_old(std::slice::from_ref(&old));
+        assert_eq!(rotating.open("ctx", &sealed_old).as_deref(), Ok("s3cret"));
+        assert!(!rotating.sealed_with_current(&sealed_old));
+        let resealed = rotating.seal("ctx", "s3cret");
+        assert!(rotating.sealed_with_current(&resealed));
+        assert_eq!(
+            new.open("ctx", &resealed).as_deref(),
+            Ok("s3cret"),
+            "the old key can retire"
+        );
+        // The first format (no key id) still opens, with whichever key sealed it.
+        let v1 = {
+            let v2 = old.seal("ctx", "legacy");
+            let body = v2.rsplit_once(':').expect("body").1.to_owned();
+            format!("v1:{body}")
+        };
+        assert_eq!(rotating.open("ctx", &v1).as_deref(), Ok("legacy"));
+        assert_eq!(rotating.old_ids(), vec![old.id()]);
     }
 
     #[test]

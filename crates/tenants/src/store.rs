@@ -224,6 +224,47 @@ impl TenantStore {
         format!("{}:keycheck", self.namespace)
     }
 
+    /// Re-seals a tenant's secrets with the current key (a rotation); returns whether anything
+    /// was sealed with another key. The tenant's settings are unchanged.
+    pub async fn reseal(&self, id: &str) -> Result<bool, StoreError> {
+        let k = self.key()?;
+        let (raw, _) = self.stored(id).await?;
+        let v: serde_json::Value =
+            serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(id.to_owned(), e.to_string()))?;
+        let mut stale = false;
+        let mut check = |s: &serde_json::Value| {
+            if let Some(s) = s.as_str()
+                && (s.starts_with("v1:") || s.starts_with("v2:"))
+                && !k.sealed_with_current(s)
+            {
+                stale = true;
+            }
+        };
+        for field in ["nylas_api_key", "webhook_secret", "webhook_secret_next"] {
+            check(&v[field]);
+        }
+        if let Some(crm) = v["crm"].as_object() {
+            crm.values().for_each(&mut check);
+        }
+        if !stale {
+            return Ok(false);
+        }
+        let t = self.get(id).await?;
+        self.update_with(t, UpdateOptions::default()).await?;
+        Ok(true)
+    }
+
+    /// Seals the fleet's key check with the current key (at the end of a rotation).
+    pub async fn reseal_key_check(&self) -> Result<(), StoreError> {
+        let k = self.key()?;
+        let _: () = redis::cmd("SET")
+            .arg(self.keycheck_key())
+            .arg(k.seal("fleet:keycheck", "crmsync"))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
     /// Checks that this process's secret key opens the fleet's sealed material: the fleet's
     /// key check, or — before there is one — a stored tenant's secrets (then the check is
     /// written). A process with another key (well-formed, but not the fleet's) must not take
