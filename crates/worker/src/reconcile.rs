@@ -455,8 +455,9 @@ pub async fn sweep(ctx: &Context, job: &BackfillPage, bucket: u16) -> Result<(),
         not_ours.truncate(EXAMPLES);
         examples(ctx, job, BTreeMap::from([("not_ours", not_ours)])).await?;
     }
+    // UNLINK: the copy holds the whole CRM; Redis frees it in the background.
     let _: () = redis::pipe()
-        .cmd("DEL")
+        .cmd("UNLINK")
         .arg(&copy)
         .arg(keys.run_seen(&job.run_id))
         .arg(keys.run_claimed(&job.run_id))

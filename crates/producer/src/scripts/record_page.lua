@@ -22,7 +22,8 @@ if status == 'running' and last >= 0 and done >= last + 1 then
   local mapped = tonumber(redis.call('HGET', KEYS[1], 'mapped') or '0')
   local shared = mapped - redis.call('SCARD', KEYS[4])
   if shared > 0 then redis.call('HSET', KEYS[1], 'skipped:shared_email', shared) end
-  redis.call('DEL', KEYS[4])
+  -- UNLINK: a run's email set can hold a whole book; Redis frees it in the background.
+  redis.call('UNLINK', KEYS[4])
   if tonumber(redis.call('GET', KEYS[5]) or '0') > 0 then
     redis.call('HSET', KEYS[1], 'status', 'draining')
     if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
