@@ -727,3 +727,65 @@ async fn a_feed_window_flush_runs_after_its_window_ends() {
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     }
 }
+
+/// Every script's work per call is bounded, not proportional to how many contacts share an
+/// email: with 4,000 contacts on one email, each contact leaving it costs the same few Redis
+/// commands (counted by Redis itself, scripts' own commands included), and no command reads
+/// the whole member list.
+#[tokio::test]
+async fn leaving_an_email_four_thousand_contacts_share_costs_a_bounded_number_of_commands() {
+    let redis = RedisServer::start();
+    let b = buffer(&redis);
+    let ids: Vec<String> = (0..4_000).map(|i| format!("c{i:05}")).collect();
+    for chunk in ids.chunks(200) {
+        let changes: Vec<Change> = chunk.iter().map(|c| upsert(c, 10, "shared@x.io", c)).collect();
+        b.push(&Source::Feed, false, &changes).await.expect("push");
+    }
+    // The owner's record is written.
+    let mut n = 0;
+    while !write_all(&b, &format!("f{n}")).await.is_empty() {
+        n += 1;
+    }
+    let stats = |redis: &RedisServer| -> std::collections::HashMap<String, u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut redis.conn())
+            .expect("info");
+        info.lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest.split(',').next()?.strip_prefix("calls=")?.parse().ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    };
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis.conn())
+        .expect("resetstat");
+    // 200 contacts (not the owner) leave the shared email, one push each.
+    for (i, c) in ids.iter().skip(1).take(200).enumerate() {
+        b.push(
+            &Source::Feed,
+            false,
+            &[upsert(c, 20 + i as u64, &format!("own-{c}@x.io"), c)],
+        )
+        .await
+        .expect("push");
+    }
+    let s = stats(&redis);
+    let total: u64 = s
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "evalsha" | "eval" | "script|load" | "config|resetstat"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(total >= 200, "the pushes ran commands: {s:?}");
+    for reads_all in ["smembers", "sort", "hgetall", "lrange"] {
+        assert_eq!(s.get(reads_all).copied().unwrap_or(0), 0, "{reads_all} ran: {s:?}");
+    }
+    assert!(
+        total / 200 <= 40,
+        "{} commands per leave with 4,000 contacts on the email: {s:?}",
+        total / 200
+    );
+}
