@@ -10,12 +10,33 @@
 -- spending less. Others' credits are booked when a reading shows them (they were spent then
 -- or before: they leave no earlier than booked), and taken out oldest first when a reading
 -- shows fewer.
+-- Every 60 consecutive buckets also keep their total (`g:<n / 60>`, ours and others'), so
+-- finding when enough credits leave reads at most 25 group totals and 60 buckets, not the
+-- window's 1,440.
 -- `L` = {ledger = key, index = key, window = ms, bms = bucket ms}.
 local function ledger_span(L)
   return math.floor(L.window / L.bms) + 1          -- buckets that may hold live credits
 end
 local function num(v)
   return tonumber(v or '0') or 0
+end
+-- The totals are kept once a ledger has them all (`gv`): a ledger written before (or by an
+-- older version) gets them built once, on its first `ledger_freed_at`.
+local GROUP = 60
+local function group_add(L, b, n)
+  if n ~= 0 and redis.call('HEXISTS', L.ledger, 'gv') == 1 then
+    redis.call('HINCRBY', L.ledger, 'g:' .. math.floor(tonumber(b) / GROUP), n)
+  end
+end
+local function groups_build(L)
+  local totals = {}
+  for _, b in ipairs(redis.call('ZRANGE', L.index, 0, -1)) do
+    local v = redis.call('HMGET', L.ledger, 'b:' .. b, 'o:' .. b)
+    local g = math.floor(tonumber(b) / GROUP)
+    totals[g] = (totals[g] or 0) + num(v[1]) + num(v[2])
+  end
+  for g, t in pairs(totals) do redis.call('HSET', L.ledger, 'g:' .. g, t) end
+  redis.call('HSET', L.ledger, 'gv', 1)
 end
 -- Drops the buckets that left the window (a bounded number per call); returns the credits
 -- used in the window: ours, and others'.
@@ -26,8 +47,14 @@ local function ledger_trim(L, now)
     local v = redis.call('HMGET', L.ledger, 'b:' .. b, 'o:' .. b)
     if num(v[1]) ~= 0 then redis.call('HINCRBY', L.ledger, 'sum', -num(v[1])) end
     if num(v[2]) ~= 0 then redis.call('HINCRBY', L.ledger, 'osum', -num(v[2])) end
+    group_add(L, b, -(num(v[1]) + num(v[2])))
     redis.call('HDEL', L.ledger, 'b:' .. b, 'o:' .. b)
     redis.call('ZREM', L.index, b)
+    -- A group whose buckets all left goes too.
+    local g = math.floor(tonumber(b) / GROUP)
+    if #redis.call('ZRANGEBYSCORE', L.index, g * GROUP, g * GROUP + GROUP - 1, 'LIMIT', 0, 1) == 0 then
+      redis.call('HDEL', L.ledger, 'g:' .. g)
+    end
   end
   local sums = redis.call('HMGET', L.ledger, 'sum', 'osum')
   return num(sums[1]), math.max(0, num(sums[2]))
@@ -35,6 +62,7 @@ end
 local function ledger_book(L, field, total, b, n)
   redis.call('HINCRBY', L.ledger, field .. b, n)
   redis.call('HINCRBY', L.ledger, total, n)
+  group_add(L, b, n)
   redis.call('ZADD', L.index, b, b)
   redis.call('PEXPIRE', L.ledger, L.window * 2)
   redis.call('PEXPIRE', L.index, L.window * 2)
@@ -42,14 +70,29 @@ end
 local function ledger_add(L, b, n)
   ledger_book(L, 'b:', 'sum', b, n)
 end
--- When `need` credits (ours and others') will have left the window: walk the live buckets
--- from the oldest.
+-- When `need` credits (ours and others') will have left the window: the group totals from the
+-- oldest find the group where enough have left, then its buckets the bucket.
 local function ledger_freed_at(L, now, need)
+  if redis.call('HEXISTS', L.ledger, 'gv') == 0 then groups_build(L) end
+  local first = redis.call('ZRANGE', L.index, 0, 0)[1]
+  local last = redis.call('ZRANGE', L.index, -1, -1)[1]
+  if not first then return now + L.window end
+  local g0, g1 = math.floor(tonumber(first) / GROUP), math.floor(tonumber(last) / GROUP)
+  local fields = {}
+  for g = g0, g1 do fields[#fields + 1] = 'g:' .. g end
+  local totals = redis.call('HMGET', L.ledger, unpack(fields))
   local freed = 0
-  for _, b in ipairs(redis.call('ZRANGE', L.index, 0, -1)) do
-    local v = redis.call('HMGET', L.ledger, 'b:' .. b, 'o:' .. b)
-    freed = freed + num(v[1]) + num(v[2])
-    if freed >= need then return (tonumber(b) + ledger_span(L)) * L.bms end
+  for i, t in ipairs(totals) do
+    local g = g0 + i - 1
+    if freed + num(t) >= need then
+      for _, b in ipairs(redis.call('ZRANGEBYSCORE', L.index, g * GROUP, g * GROUP + GROUP - 1)) do
+        local v = redis.call('HMGET', L.ledger, 'b:' .. b, 'o:' .. b)
+        freed = freed + num(v[1]) + num(v[2])
+        if freed >= need then return (tonumber(b) + ledger_span(L)) * L.bms end
+      end
+      return (g * GROUP + GROUP - 1 + ledger_span(L)) * L.bms
+    end
+    freed = freed + num(t)
   end
   return now + L.window
 end
@@ -58,6 +101,7 @@ local function ledger_release(L, b, cost)
   if redis.call('ZSCORE', L.index, b) then
     redis.call('HINCRBY', L.ledger, 'b:' .. b, -cost)
     redis.call('HINCRBY', L.ledger, 'sum', -cost)
+    group_add(L, b, -cost)
   end
 end
 -- Moves a reservation to the bucket of `now`, once the call is done. The CRM charges when it
@@ -69,6 +113,7 @@ local function ledger_rebook(L, old, cost, now)
   if redis.call('ZSCORE', L.index, old) then
     redis.call('HINCRBY', L.ledger, 'b:' .. old, -cost)
     redis.call('HINCRBY', L.ledger, 'sum', -cost)
+    group_add(L, old, -cost)
   end
   ledger_add(L, cur, cost)
 end
@@ -88,6 +133,7 @@ local function ledger_set_others(L, now, target)
         local take = math.min(v, drop)
         redis.call('HINCRBY', L.ledger, 'o:' .. b, -take)
         redis.call('HINCRBY', L.ledger, 'osum', -take)
+        group_add(L, b, -take)
         drop = drop - take
       end
     end

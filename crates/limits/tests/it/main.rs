@@ -660,3 +660,52 @@ async fn change_feed_calls_go_before_backfill_calls_in_the_rate() {
     // The first two slots went at once; the change shares the next two (ties in either order).
     assert!(at <= 3, "the change waited behind {at} backfill calls: {order:?}");
 }
+
+/// A refusal near the cap says exactly when enough credits leave, reading a bounded part of
+/// the ledger (group totals, then one group's buckets), not all 1,440 buckets of a full window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_finds_when_credits_leave_reading_a_bounded_part_of_the_ledger() {
+    let redis = RedisServer::start();
+    let window = Duration::from_millis(144_000); // buckets of 100 ms
+    let l = limiter(&redis, window);
+    let k = dest("big");
+    let bms = l.bucket_ms();
+    let span = 1_441; // buckets that may hold live credits: window / bucket + 1
+    let now_b = crmsync_queue::now_ms() / bms;
+    // A full window: 1 credit in each of the last 1,440 buckets (written as the scripts would).
+    let first = now_b - 1_439;
+    let mut pipe = redis::pipe();
+    for b in first..=now_b {
+        pipe.cmd("HSET").arg(k.ledger()).arg(format!("b:{b}")).arg(1).ignore();
+        pipe.cmd("ZADD").arg(k.ledger_index()).arg(b).arg(b).ignore();
+    }
+    pipe.cmd("HSET").arg(k.ledger()).arg("sum").arg(1_440).ignore();
+    let _: () = pipe.query(&mut redis.conn()).expect("ledger");
+    let s = settings(1_440, 1.0); // 1,440 allowed: full
+    // Once to build the group totals (an older ledger gets them once), then measured.
+    let _ = l.acquire(&k, &s, 100, None, Priority::Change).await.expect("redis");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis.conn())
+        .expect("reset");
+    let Some(Wait::Budget { until_ms, .. }) = l
+        .acquire(&k, &s, 100, None, Priority::Change)
+        .await
+        .expect("redis")
+        .err()
+    else {
+        panic!("refused for budget")
+    };
+    // 100 credits must leave: the 100 oldest buckets, the last of them `first + 99`.
+    assert_eq!(until_ms, (first + 99 + span) * bms);
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .expect("info");
+    let hmget: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hmget:calls="))
+        .and_then(|r| r.split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(hmget <= 70, "{hmget} HMGETs for one refusal");
+}
