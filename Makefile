@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test bench demo chaos check fmt lint tools browser clean
+.PHONY: all build test bench demo chaos fuzz check fmt lint tools browser clean
 
 all: build
 
@@ -79,3 +79,15 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# Fuzz targets (not in CI): the webhook body parser, the signature check and the Nylas page
+# parser, each for FUZZ_SECS seconds from the committed corpus in fuzz/corpus. Needs the nightly
+# toolchain (rustup) and cargo-fuzz (installed here when missing).
+FUZZ_SECS ?= 60
+fuzz:
+	@rustup toolchain list 2>/dev/null | grep -q nightly || { echo "make fuzz needs the nightly toolchain: rustup toolchain install nightly"; exit 1; }
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	cd fuzz && for t in webhook_body signature nylas_page; do \
+	  mkdir -p corpus/$$t && cargo +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECS) || exit 1; \
+	done
+

@@ -16,6 +16,12 @@ use std::time::Duration;
 
 use crmsync_domain::Contact;
 pub use dto::parse_contact;
+
+/// Parses a contact page as Nylas answers it (what `list_contacts` does with a 200 body);
+/// public for the fuzz targets (`make fuzz`): it never panics, whatever the bytes.
+pub fn parse_contact_page(body: &[u8]) -> Result<ContactPage, NylasError> {
+    dto::parse_page(body)
+}
 pub use error::{CODES, Next, NylasError};
 use tracing::debug;
 
