@@ -476,3 +476,57 @@ async fn a_thousand_idle_connections_are_closed_and_healthz_answers() {
         200
     );
 }
+
+/// Hardening, logs: a stranger's notification id reaches the log escaped and cut short, on the
+/// unknown-grant and the bad-signature paths: a `\n` in it forges no line, and 20 requests with
+/// a 100 KB id grow the log by kilobytes, not megabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_notification_id_is_escaped_and_bounded_in_logs() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = RedisServer::start();
+    let key = crmsync_tenants::SecretKey::generate();
+    add_acme(&redis, &key);
+    let (server, base) = webhook_server(&redis, &key, &[]).await;
+    let url = format!("{base}/webhooks/nylas");
+    let http = reqwest::Client::new();
+    let forged = "n1\n2026-12-03T00:00:00Z  INFO FORGED: tenant acme wiped";
+    let long = "x".repeat(100_000);
+    for (grant, id) in [("grant-nobody", forged), ("grant-acme", forged)] {
+        let body = contact_event(id, grant, "c1", "ada@example.com", 1_700_000_000);
+        let r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-nylas-signature", "00")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert!(r.status() == 200 || r.status() == 401, "{}", r.status());
+    }
+    let before = server.output().len();
+    for grant in std::iter::repeat_n(["grant-nobody", "grant-acme"], 10).flatten() {
+        let body = contact_event(&long, grant, "c1", "ada@example.com", 1_700_000_000);
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("x-nylas-signature", "00")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = server.output();
+    assert!(
+        !log.lines().any(|l| l.contains("FORGED") && !l.contains("notification")),
+        "a forged line:\n{log}"
+    );
+    assert!(
+        log.contains("\\n"),
+        "the newline is escaped in the line it belongs to:\n{log}"
+    );
+    let grown = log.len() - before;
+    assert!(
+        grown < 20 * 1_000,
+        "20 requests with a 100 KB id grew the log by {grown} bytes"
+    );
+}
