@@ -62,9 +62,21 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<()> {
     install_tls();
     let ctx = Arc::new(Context::connect(opts.context.clone())?);
     // A key that cannot open the fleet's secrets would fail every job it takes: refuse to start.
-    ctx.tenants.check_key().await.map_err(|e| {
-        anyhow::anyhow!("{e}; the worker does not start with a secret key that cannot open the fleet's tenants")
-    })?;
+    // (Redis unreachable is not that: wait for it, as the queue does.)
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match ctx.tenants.check_key().await {
+            Ok(()) => break,
+            Err(crmsync_tenants::StoreError::Redis(e)) => {
+                tracing::warn!(error = %e, "Redis unreachable at start; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                anyhow::bail!("{e}; the worker does not start with a secret key that cannot open the fleet's tenants")
+            }
+        }
+    }
     let handles = Handles::default();
     let h = handles.clone();
     let c = ctx.clone();
