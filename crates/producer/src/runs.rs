@@ -22,12 +22,13 @@ static START: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scri
 static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/record_page.lua")));
 static END: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/end_run.lua")));
 /// Counts a reconcile's book page once. KEYS[1] run hash, KEYS[2] counted-steps hash; ARGV[1]
-/// page, ARGV[2] has next (0/1), ARGV[3] now ms, then counter/increment pairs. Returns 1 when
-/// every book page is counted (also when this page was counted before), else 0.
+/// page, ARGV[2] has next (0/1), ARGV[3] now ms, then counter/increment pairs. Returns the last
+/// page's number when every book page is counted (also when this page was counted before),
+/// else -1.
 static COUNT_BOOK_PAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('HSETNX', KEYS[2], 'book:' .. ARGV[1], ARGV[3]) == 1 then
   for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
   redis.call('HINCRBY', KEYS[1], 'book_done', 1)
@@ -37,8 +38,8 @@ if redis.call('HSETNX', KEYS[2], 'book:' .. ARGV[1], ARGV[3]) == 1 then
 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'book_last') or '-1')
 local done = tonumber(redis.call('HGET', KEYS[1], 'book_done') or '0')
-if last >= 0 and done >= last + 1 then return 1 end
-return 0",
+if last >= 0 and done >= last + 1 then return last end
+return -1",
     )
 });
 /// Adds a step's counts to a run once. KEYS[1] run hash, KEYS[2] counted-steps hash; ARGV[1]
@@ -409,8 +410,9 @@ impl RunStore {
         Ok(RunStatus::parse(&status))
     }
 
-    /// Counts a page of a reconcile's book (once) without ending the run; returns whether every
-    /// page of the book is counted now (then the sweep may start: it is the run's last page).
+    /// Counts a page of a reconcile's book (once) without ending the run; returns the book's
+    /// last page once every page is counted (then the sweep may start: it is the run's last
+    /// page).
     /// Safe to call again for a page already counted.
     pub async fn count_book_page(
         &self,
@@ -419,7 +421,7 @@ impl RunStore {
         page: u32,
         has_next: bool,
         counts: &PageCounts,
-    ) -> Result<bool, RunError> {
+    ) -> Result<Option<u32>, RunError> {
         let k = self.keys(tenant);
         let mut inv = COUNT_BOOK_PAGE.prepare_invoke();
         inv.key(k.run(run_id))
@@ -430,8 +432,8 @@ impl RunStore {
         for (field, n) in counts.pairs() {
             inv.arg(field).arg(n);
         }
-        let n: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok(n == 1)
+        let last: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+        Ok(u32::try_from(last).ok())
     }
 
     /// Adds the counts of a step that is not one of the run's pages (a reconcile's CRM read),

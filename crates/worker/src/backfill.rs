@@ -142,16 +142,8 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
             record,
         })
         .collect();
-    let pushed = ctx
-        .buffer(&tenant)
-        .push(&Source::Run(job.run_id.clone()), job.force, &changes)
-        .await
-        .map_err(errors::buffer)?;
+    let pushed = push_run(ctx, &ctx.buffer(&tenant), job, job.force, &changes).await?;
     counts.unchanged = pushed.unchanged;
-    // One flush per full batch pushed (the push counts them): the cheapest per record.
-    crmsync_producer::schedule_full_flushes(&ctx.writes, &ctx.buffer(&tenant), &job.tenant, pushed.schedule)
-        .await
-        .map_err(errors::buffer)?;
 
     let status = ctx
         .runs
@@ -164,12 +156,37 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
         )
         .await
         .map_err(errors::redis)?;
+    after_page(ctx, job, status).await
+}
+
+/// Pushes a run's changes into the tenant's buffer and schedules one flush per full batch the
+/// push completed (the cheapest per record).
+pub(crate) async fn push_run(
+    ctx: &Context,
+    buffer: &crmsync_producer::WriteBuffer,
+    job: &BackfillPage,
+    force: bool,
+    changes: &[Change],
+) -> Result<crmsync_producer::Pushed, JobError> {
+    let pushed = buffer
+        .push(&Source::Run(job.run_id.clone()), force, changes)
+        .await
+        .map_err(errors::buffer)?;
+    crmsync_producer::schedule_full_flushes(&ctx.writes, buffer, &job.tenant, pushed.schedule)
+        .await
+        .map_err(errors::buffer)?;
+    Ok(pushed)
+}
+
+/// What follows a counted page: once every page is read, the run's records are written
+/// whatever the batch size (a drain flush), unless it completed already.
+pub(crate) async fn after_page(ctx: &Context, job: &BackfillPage, status: RunStatus) -> Result<(), JobError> {
     match status {
-        RunStatus::Running => {}
+        RunStatus::Running => Ok(()),
         RunStatus::Completed => {
-            info!(tenant = %job.tenant, run = %job.run_id, pages = job.page + 1, "Backfill run completed")
+            info!(tenant = %job.tenant, run = %job.run_id, pages = job.page + 1, "Run completed");
+            Ok(())
         }
-        // Every page is read: write what waits, whatever the batch size.
         _ => {
             flush::enqueue(
                 ctx,
@@ -180,8 +197,7 @@ async fn page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError> {
                 },
                 None,
             )
-            .await?
+            .await
         }
     }
-    Ok(())
 }

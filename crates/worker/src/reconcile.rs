@@ -27,16 +27,15 @@ use std::collections::BTreeMap;
 
 use crmsync_domain::{CrmRecord, MapOutcome, MatchKey, map_contact};
 use crmsync_producer::{
-    BackfillPage, CONTACT_BUCKETS, Change, FlushTrigger, PageCounts, PageMode, Run, RunStatus, Source, contact_key,
-    email_key, record_hash,
+    BackfillPage, CONTACT_BUCKETS, Change, PageCounts, PageMode, Run, RunStatus, contact_key, email_key, record_hash,
 };
 use crmsync_queue::{EnqueueOptions, JobError};
 use crmsync_sink::Priority;
 use crmsync_tenants::Tenant;
-use tracing::{debug, info};
+use tracing::debug;
 
-use crate::backfill::load_tenant;
-use crate::{Context, errors, flush, profile};
+use crate::backfill::{after_page, load_tenant, push_run};
+use crate::{Context, errors, profile};
 
 /// State buckets per sweep job.
 const SWEEP_BUCKETS: u16 = 64;
@@ -286,17 +285,11 @@ pub async fn book_page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError
     }
     examples(ctx, job, found).await?;
     if !changes.is_empty() {
-        let pushed = buffer
-            .push(&Source::Run(job.run_id.clone()), true, &changes)
-            .await
-            .map_err(errors::buffer)?;
-        crmsync_producer::schedule_full_flushes(&ctx.writes, &buffer, &job.tenant, pushed.schedule)
-            .await
-            .map_err(errors::buffer)?;
+        push_run(ctx, &buffer, job, true, &changes).await?;
     }
     // The sweep starts once every page of the book is counted (whichever page is counted
     // last enqueues it; the idempotency key makes that once). It is the run's last page.
-    let book_done = ctx
+    let book_last = ctx
         .runs
         .count_book_page(
             &job.tenant,
@@ -307,19 +300,13 @@ pub async fn book_page(ctx: &Context, job: &BackfillPage) -> Result<(), JobError
         )
         .await
         .map_err(errors::redis)?;
-    if book_done {
-        let last: Option<u64> = redis::cmd("HGET")
-            .arg(keys.run(&job.run_id))
-            .arg("book_last")
-            .query_async(&mut conn)
-            .await
-            .map_err(errors::redis)?;
+    if let Some(last) = book_last {
         enqueue(
             ctx,
             BackfillPage {
                 tenant: job.tenant.clone(),
                 run_id: job.run_id.clone(),
-                page: last.unwrap_or(job.page as u64) as u32 + 1,
+                page: last + 1,
                 cursor: None,
                 force: false,
                 mode: PageMode::Sweep { bucket: 0 },
@@ -378,13 +365,7 @@ pub async fn sweep(ctx: &Context, job: &BackfillPage, bucket: u16) -> Result<(),
                     at_ms,
                 })
                 .collect();
-            let pushed = buffer
-                .push(&Source::Run(job.run_id.clone()), true, &changes)
-                .await
-                .map_err(errors::buffer)?;
-            crmsync_producer::schedule_full_flushes(&ctx.writes, &buffer, &job.tenant, pushed.schedule)
-                .await
-                .map_err(errors::buffer)?;
+            push_run(ctx, &buffer, job, true, &changes).await?;
         }
     }
     if to < CONTACT_BUCKETS {
@@ -469,21 +450,5 @@ pub async fn sweep(ctx: &Context, job: &BackfillPage, bucket: u16) -> Result<(),
         .record_page(&job.tenant, &job.run_id, job.page, false, &counts)
         .await
         .map_err(errors::redis)?;
-    match status {
-        RunStatus::Completed => info!(tenant = %job.tenant, run = %job.run_id, "Reconcile run completed"),
-        RunStatus::Running => {}
-        _ => {
-            flush::enqueue(
-                ctx,
-                &job.tenant,
-                FlushTrigger::Drain {
-                    run: &job.run_id,
-                    page: job.page,
-                },
-                None,
-            )
-            .await?
-        }
-    }
-    Ok(())
+    after_page(ctx, job, status).await
 }
