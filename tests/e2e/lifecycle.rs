@@ -173,7 +173,7 @@ async fn a_removed_and_re_added_tenant_starts_from_nothing() {
     );
     assert!(!tenant_keys(&redis, "again").is_empty());
 
-    let (code, out, err) = crmsync_output(&redis, &key, &["tenant", "remove", "again"]);
+    let (code, out, err) = crmsync_output(&redis, &key, &["tenant", "remove", "again", "--yes"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         tenant_keys(&redis, "again"),
@@ -195,7 +195,8 @@ async fn a_removed_and_re_added_tenant_starts_from_nothing() {
     assert_org_holds_the_book(&sim, &fresh.zoho.org_id, &t);
 }
 
-/// With a backfill running, `tenant remove` asks for `--yes`, then cancels the run first.
+/// With a backfill running, `tenant remove` without a terminal to ask on refuses (bad usage,
+/// 2) and says the run would be cancelled; with `--yes` it cancels the run first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_tenant_with_a_running_backfill_asks_first() {
     let redis = RedisServer::start();
@@ -207,7 +208,7 @@ async fn removing_a_tenant_with_a_running_backfill_asks_first() {
     let (code, out, err) = crmsync_output(&redis, &key, &["backfill", "busy"]);
     assert_eq!(code, 0, "{out}{err}");
     let (code, _, err) = crmsync_output(&redis, &key, &["tenant", "remove", "busy"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("has a backfill running") && err.contains("--yes"), "{err}");
     let (code, out, err) = crmsync_output(&redis, &key, &["tenant", "remove", "busy", "--yes"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -7,6 +7,7 @@ mod budget;
 mod changes;
 mod chaos;
 mod cli;
+mod cli_ux;
 mod cluster;
 mod dead;
 mod lifecycle;

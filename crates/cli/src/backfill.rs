@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use crmsync_producer::{BackfillPage, Run, RunStatus, RunStore, StartOutcome};
 use crmsync_queue::{EnqueueOptions, JobQueue};
-use crmsync_tenants::{CrmKind, StoreError, TenantStore};
+use crmsync_redis::num::{out_of, thousands};
+use crmsync_tenants::{CrmKind, TenantKeys, TenantStore};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::Env;
+use crate::dead::cut;
 
 #[derive(clap::Args)]
 pub struct BackfillArgs {
@@ -31,20 +33,16 @@ pub async fn run(env: &Env, args: BackfillArgs) -> anyhow::Result<()> {
     let queue: JobQueue<BackfillPage> = JobQueue::new(conn.clone(), crmsync_producer::backfill_queue(&env.namespace));
     let mut followed = Vec::new();
     let mut kinds = std::collections::HashMap::new();
+    // Every tenant is checked before any run starts: a typo in the third name starts nothing.
     for tenant in &args.tenants {
-        match tenants.view(tenant).await {
-            Ok(v) => {
-                let kind = v["crm"]["kind"]
-                    .as_str()
-                    .and_then(CrmKind::parse)
-                    .unwrap_or(CrmKind::Zoho);
-                kinds.insert(tenant.clone(), kind);
-            }
-            Err(StoreError::NotFound(_)) => {
-                anyhow::bail!("no tenant `{tenant}`; add it with `crmsync tenant add {tenant} ...`")
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let v = tenants.view(tenant).await?;
+        let kind = v["crm"]["kind"]
+            .as_str()
+            .and_then(CrmKind::parse)
+            .unwrap_or(CrmKind::Zoho);
+        kinds.insert(tenant.clone(), kind);
+    }
+    for tenant in &args.tenants {
         match runs.start(tenant, args.force).await? {
             StartOutcome::Started(run) => {
                 let first = BackfillPage {
@@ -84,8 +82,8 @@ pub async fn run(env: &Env, args: BackfillArgs) -> anyhow::Result<()> {
                 "tenant `{tenant}` already has backfill run {} in progress ({} pages, {} contacts read so far); \
                  follow it with `crmsync backfill {tenant} --follow`, or see `crmsync runs {tenant}`",
                 run.id,
-                run.pages_done,
-                run.contacts_read
+                thousands(run.pages_done),
+                thousands(run.contacts_read)
             ),
         }
     }
@@ -93,7 +91,7 @@ pub async fn run(env: &Env, args: BackfillArgs) -> anyhow::Result<()> {
         println!("follow progress with `crmsync runs` or `crmsync status`");
         return Ok(());
     }
-    let finished = follow(&runs, followed).await?;
+    let finished = follow(&runs, &conn, &env.namespace, followed).await?;
     println!();
     for run in &finished {
         let kind = kinds.get(&run.tenant).copied().unwrap_or(CrmKind::Zoho);
@@ -104,11 +102,65 @@ pub async fn run(env: &Env, args: BackfillArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn follow(runs: &RunStore, mut list: Vec<Run>) -> anyhow::Result<Vec<Run>> {
+/// Terminal columns a `--follow` line may take: every line fits an 80-column terminal.
+const FOLLOW_WIDTH: usize = 79;
+
+/// What `--follow` shows of a run, on three lines of at most 80 columns: its pages and
+/// contacts read (beside the bar), what was written apart from what waits to be written, and
+/// what was skipped, rejected and spent.
+fn follow_message(run: &Run, waiting: u64) -> String {
+    let pages = match run.last_page {
+        Some(last) => format!("{} pages", out_of(run.pages_done, last + 1)),
+        None => format!("{} pages", thousands(run.pages_done)),
+    };
+    let state = if run.status.is_active() {
+        String::new()
+    } else {
+        format!("{} · ", run.status.as_str())
+    };
+    let first = format!("{state}{pages} · {} read", thousands(run.contacts_read));
+    let mut written = format!(
+        "  {} written ({} new, {} updated",
+        thousands(run.inserted + run.updated + run.deleted),
+        thousands(run.inserted),
+        thousands(run.updated)
+    );
+    if run.deleted > 0 {
+        written.push_str(&format!(", {} deleted", thousands(run.deleted)));
+    }
+    written.push_str(&format!(
+        ") · {} waiting · {} unchanged",
+        thousands(waiting),
+        thousands(run.unchanged)
+    ));
+    let rest = format!(
+        "  {} skipped · {} rejected · {} calls · {} credits",
+        thousands(run.skipped_total()),
+        thousands(run.failed_total()),
+        thousands(run.calls),
+        thousands(run.credits)
+    );
+    // The bar and the tenant take 40 columns of the first line.
+    [
+        cut(&first, FOLLOW_WIDTH - 40),
+        cut(&written, FOLLOW_WIDTH),
+        cut(&rest, FOLLOW_WIDTH),
+    ]
+    .join("\n")
+}
+
+/// Shows the runs' progress (on stderr, on a terminal) until they end; returns them as they
+/// ended.
+pub(crate) async fn follow(
+    runs: &RunStore,
+    conn: &crmsync_queue::RedisConn,
+    namespace: &str,
+    mut list: Vec<Run>,
+) -> anyhow::Result<Vec<Run>> {
     let multi = MultiProgress::new();
-    let spinner = ProgressStyle::with_template("{prefix:<12} {spinner} page {pos} {wide_msg}")
+    let spinner = ProgressStyle::with_template("{prefix:<12} {spinner:26} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let bar = ProgressStyle::with_template("{prefix:<12} [{bar:30}] {pos}/{len} pages {wide_msg}")
+    let bar = ProgressStyle::with_template("{prefix:<12} [{bar:24}] {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     let bars: Vec<ProgressBar> = list
@@ -116,7 +168,7 @@ pub(crate) async fn follow(runs: &RunStore, mut list: Vec<Run>) -> anyhow::Resul
         .map(|r| {
             let pb = multi.add(ProgressBar::new_spinner());
             pb.set_style(spinner.clone());
-            pb.set_prefix(r.tenant.clone());
+            pb.set_prefix(cut(&r.tenant, 12));
             pb
         })
         .collect();
@@ -126,6 +178,10 @@ pub(crate) async fn follow(runs: &RunStore, mut list: Vec<Run>) -> anyhow::Resul
             if run.status.is_active() {
                 *run = runs.get(&run.tenant, &run.id).await?;
             }
+            let waiting: Option<i64> = redis::cmd("GET")
+                .arg(TenantKeys::new(namespace, &run.tenant).run_buffered(&run.id))
+                .query_async(&mut conn.clone())
+                .await?;
             if let Some(last) = run.last_page
                 && pb.length() != Some(last + 1)
             {
@@ -133,20 +189,12 @@ pub(crate) async fn follow(runs: &RunStore, mut list: Vec<Run>) -> anyhow::Resul
                 pb.set_length(last + 1);
             }
             pb.set_position(run.pages_done);
-            pb.set_message(format!(
-                "{} read · {} new · {} updated · {} skipped · {} rejected · {} credits",
-                run.contacts_read,
-                run.inserted,
-                run.updated,
-                run.skipped_total(),
-                run.failed_total(),
-                run.credits
-            ));
+            pb.set_message(follow_message(run, waiting.unwrap_or(0).max(0) as u64));
             if run.status.is_active() {
                 running += 1;
                 pb.tick();
             } else if !pb.is_finished() {
-                pb.finish_with_message(format!("{} — {} contacts read", run.status.as_str(), run.contacts_read));
+                pb.finish();
             }
         }
         if running == 0 {
@@ -172,32 +220,49 @@ pub fn summary(run: &Run, kind: CrmKind) -> String {
         CrmKind::Salesforce => written.div_ceil(profile.max_batch as u64),
     };
     let mut s = format!(
-        "run {} ({}): {} in {:.1} s\n  contacts read {} · inserted {} · updated {} · unchanged {} · shortened to fit {}\n",
+        "run {} ({}): {} in {:.1} s\n  contacts read {} · unchanged {} · shortened to fit {}\n",
         run.id,
         run.tenant,
         run.status.as_str(),
         secs,
-        run.contacts_read,
-        run.inserted,
-        run.updated,
-        run.unchanged,
-        run.adjusted
+        thousands(run.contacts_read),
+        thousands(run.unchanged),
+        thousands(run.adjusted)
     );
-    let skipped: Vec<String> = run.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    s.push_str(&format!(
+        "  written {}: inserted {} · updated {}{}\n",
+        thousands(run.inserted + run.updated + run.deleted),
+        thousands(run.inserted),
+        thousands(run.updated),
+        if run.deleted > 0 {
+            format!(" · deleted {}", thousands(run.deleted))
+        } else {
+            String::new()
+        }
+    ));
+    let skipped: Vec<String> = run
+        .skipped
+        .iter()
+        .map(|(r, n)| format!("{r} {}", thousands(*n)))
+        .collect();
     s.push_str(&format!(
         "  skipped {}{}\n",
-        run.skipped_total(),
+        thousands(run.skipped_total()),
         if skipped.is_empty() {
             String::new()
         } else {
             format!(" ({})", skipped.join(", "))
         }
     ));
-    let failed: Vec<String> = run.failed.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let failed: Vec<String> = run
+        .failed
+        .iter()
+        .map(|(c, n)| format!("{c} {}", thousands(*n)))
+        .collect();
     s.push_str(&format!(
         "  rejected by {} {}{}\n",
         kind.label(),
-        run.failed_total(),
+        thousands(run.failed_total()),
         if failed.is_empty() {
             String::new()
         } else {
@@ -207,15 +272,75 @@ pub fn summary(run: &Run, kind: CrmKind) -> String {
     match kind {
         CrmKind::Zoho => s.push_str(&format!(
             "  Zoho calls {} · credits {} (minimum for {} records written: {})\n",
-            run.calls, run.credits, written, minimum
+            thousands(run.calls),
+            thousands(run.credits),
+            thousands(written),
+            thousands(minimum)
         )),
         CrmKind::Salesforce => s.push_str(&format!(
             "  Salesforce API requests {} (minimum for {} records written: {} upserts of 200)\n",
-            run.credits, written, minimum
+            thousands(run.credits),
+            thousands(written),
+            thousands(minimum)
         )),
     }
     if let Some(e) = &run.error {
         s.push_str(&format!("  error: {e}\n"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(scale: u64) -> Run {
+        Run {
+            id: "acme-20261203-140509-ab12".into(),
+            tenant: "acme".into(),
+            kind: crmsync_producer::RunKind::Backfill,
+            dry_run: false,
+            status: RunStatus::Running,
+            started_at_ms: 0,
+            finished_at_ms: None,
+            updated_at_ms: 0,
+            force: false,
+            pages_done: 4 * scale,
+            last_page: Some(8 * scale - 1),
+            contacts_read: 800 * scale,
+            mapped: 790 * scale,
+            inserted: 500 * scale,
+            updated: 200 * scale,
+            deleted: 0,
+            unchanged: 60 * scale,
+            adjusted: 0,
+            skipped: [("no_email".to_owned(), 10 * scale)].into(),
+            failed: [("INVALID_DATA".to_owned(), 2 * scale)].into(),
+            calls: 8 * scale,
+            credits: 70 * scale,
+            drift: Default::default(),
+            error: None,
+        }
+    }
+
+    /// `--follow` shows updates and credits, and every line fits 80 columns (the bar and the
+    /// tenant take 40 of the first).
+    #[test]
+    fn follow_lines_show_every_count_within_80_columns() {
+        let m = follow_message(&run(1), 30);
+        let lines: Vec<&str> = m.lines().collect();
+        assert_eq!(lines[0], "4/8 pages · 800 read");
+        assert_eq!(
+            lines[1],
+            "  700 written (500 new, 200 updated) · 30 waiting · 60 unchanged"
+        );
+        assert_eq!(lines[2], "  10 skipped · 2 rejected · 8 calls · 70 credits");
+        for scale in [1, 1_000, 100_000] {
+            let m = follow_message(&run(scale), 30 * scale);
+            let lines: Vec<&str> = m.lines().collect();
+            assert!(lines[0].chars().count() + 40 <= 80, "{m}");
+            assert!(lines[1..].iter().all(|l| l.chars().count() <= 80), "{m}");
+            assert!(m.contains("updated") && m.contains("credits"), "{m}");
+        }
+    }
 }

@@ -1,15 +1,18 @@
 //! `crmsync pause`, `crmsync resume`, `crmsync budget`.
 
 use crmsync_limits::{Budget, BudgetKind, LimitSettings, Limiter};
-use crmsync_producer::FlushWrites;
-use crmsync_queue::JobQueue;
+use crmsync_ops::Actor;
+use crmsync_ops::tenant::TenantOps;
+use crmsync_redis::num::{out_of, thousands};
 use crmsync_redis::when::{in_text, until_text, utc_text};
-use crmsync_tenants::{StoreError, TenantStore};
+use crmsync_tenants::TenantStore;
 
 use crate::Env;
+use crate::out::{Align, Table};
 
 #[derive(clap::Args)]
 pub struct PauseArgs {
+    /// The tenant to pause.
     tenant: String,
     /// Why (shown by `crmsync budget` and `crmsync status`).
     #[arg(long, default_value = "paused by an operator")]
@@ -36,17 +39,10 @@ fn limiter(env: &Env, time_scale: Option<f64>) -> anyhow::Result<Limiter> {
     })
 }
 
-async fn exists(env: &Env, tenant: &str) -> anyhow::Result<()> {
-    match TenantStore::new(env.conn()?, &env.namespace, None).view(tenant).await {
-        Ok(_) => Ok(()),
-        Err(StoreError::NotFound(_)) => anyhow::bail!("no tenant `{tenant}`; list tenants with `crmsync tenant list`"),
-        Err(e) => Err(e.into()),
-    }
-}
-
 pub async fn pause(env: &Env, args: PauseArgs) -> anyhow::Result<()> {
-    exists(env, &args.tenant).await?;
-    limiter(env, None)?.pause(&args.tenant, &args.reason).await?;
+    TenantOps::new(env.conn()?, &env.namespace)
+        .pause(&Actor::cli(), &args.tenant, &args.reason)
+        .await?;
     println!(
         "tenant `{}` paused; resume with `crmsync resume {}`",
         args.tenant, args.tenant
@@ -54,59 +50,43 @@ pub async fn pause(env: &Env, args: PauseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
+pub struct ResumeArgs {
+    /// The tenant to resume.
+    tenant: String,
+    /// Why (kept in the audit log, `crmsync audit`).
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Zoho seconds per real second (as the workers use; only for simulators).
+    #[arg(long, env = "CRMSYNC_TIME_SCALE", hide = true)]
+    time_scale: Option<f64>,
+}
+
 /// Lifts an operator's pause (and runs the writes that waited for it now). A tenant waiting
 /// for its budget is not paused by anyone: says why it waits, until when, and how to lift it.
-pub async fn resume(env: &Env, tenant: &str) -> anyhow::Result<()> {
-    exists(env, tenant).await?;
-    let conn = env.conn()?;
-    let site = crate::site::Site::of(&conn, &env.namespace, tenant).await?;
-    let writes: JobQueue<FlushWrites> = JobQueue::new(conn.clone(), crmsync_producer::writes_queue(&env.namespace));
-    if limiter(env, None)?.resume(tenant).await? {
-        let woken = crmsync_producer::waits::wake(&conn, &writes, &site.keys).await?;
-        println!("tenant `{tenant}` resumed ({woken} waiting write(s) run now)");
-        return Ok(());
-    }
-    let b = limiter(env, None)?
-        .budget(&site.keys, &LimitSettings::of_view(&site.view))
+pub async fn resume(env: &Env, args: ResumeArgs) -> anyhow::Result<()> {
+    let out = TenantOps::new(env.conn()?, &env.namespace)
+        .with_limiter(limiter(env, args.time_scale)?)
+        .resume(&Actor::cli(), &args.tenant, &args.reason)
         .await?;
-    match (b.budget_paused_until_ms, b.budget_kind) {
-        (Some(until), Some(kind)) => {
-            let now = crmsync_queue::now_ms();
-            let unit = site.kind.budget_unit();
-            let flag = match site.kind {
-                crmsync_tenants::CrmKind::Zoho => "--daily-credits",
-                crmsync_tenants::CrmKind::Salesforce => "--daily-requests",
-            };
-            let whose = match kind {
-                BudgetKind::Ours => format!("crmsync used {} of the {} {unit} allowed", b.used, b.allowed),
-                BudgetKind::Account | BudgetKind::Probe => format!(
-                    "the org's other integrations used {} and crmsync {} of the {} {unit} allowed",
-                    b.others, b.used, b.allowed
-                ),
-            };
-            let when = match kind {
-                BudgetKind::Probe => format!(
-                    "crmsync reads the org's usage again at {} ({}) and goes on as soon as there is room",
-                    utc_text(until, now),
-                    in_text(until, now)
-                ),
-                _ => format!("it goes on by itself {}", until_text(until, now)),
-            };
-            println!(
-                "tenant `{tenant}` is not paused by an operator: it waits for its budget. {whose} \
-                 (share {:.2} x {} {unit} a day); {when}.\n\
-                 To lift it now, raise the budget: `crmsync tenant set {tenant} {flag} N` (the org's real \
-                 allowance) or `--budget-share S` (up to 1.0); the fleet applies it within seconds.",
-                b.budget_share, b.daily_credits
-            );
-        }
-        _ => println!("tenant `{tenant}` was not paused"),
-    }
+    println!("{}", out.message);
     Ok(())
 }
 
-/// One tenant's budget, as `crmsync budget` prints it.
-pub fn render(b: &Budget, unit: &str) -> String {
+/// The columns of `crmsync budget`.
+const COLUMNS: [(&str, Align); 8] = [
+    ("TENANT", Align::Left),
+    ("CRMSYNC", Align::Right),
+    ("OTHERS", Align::Right),
+    ("USED/ALLOWED", Align::Right),
+    ("SHARE OF DAILY", Align::Right),
+    ("NEXT BACK", Align::Left),
+    ("RATE", Align::Right),
+    ("STATE", Align::Left),
+];
+
+/// One tenant's budget, as `crmsync budget` prints it: a row of [`COLUMNS`].
+pub fn render(b: &Budget, unit: &str) -> Vec<String> {
     let now = crmsync_queue::now_ms();
     let state = if let Some(p) = &b.paused {
         format!("paused by an operator: {}", p.reason)
@@ -129,26 +109,26 @@ pub fn render(b: &Budget, unit: &str) -> String {
         "running".into()
     };
     let total = b.used + b.others;
-    format!(
-        "{:<20} {:>9} {:>9} / {:<9} {:>5.1}%  share {:.2} of {:>9} {:<8}  next back {:<22} rate x{:.2}  {}\n",
-        b.tenant,
-        b.used,
-        b.others,
-        b.allowed,
-        if b.allowed > 0 {
-            total as f64 * 100.0 / b.allowed as f64
-        } else {
-            0.0
-        },
-        b.budget_share,
-        b.daily_credits,
-        unit,
+    vec![
+        b.tenant.clone(),
+        thousands(b.used),
+        thousands(b.others),
+        format!(
+            "{} ({:.1}%)",
+            out_of(total, b.allowed),
+            if b.allowed > 0 {
+                total as f64 * 100.0 / b.allowed as f64
+            } else {
+                0.0
+            }
+        ),
+        format!("{:.2} of {} {unit}", b.budget_share, thousands(b.daily_credits)),
         b.next_return_ms
-            .map(|m| format!("{} ({})", in_text(m, now), b.next_return_credits))
+            .map(|m| format!("{} ({})", in_text(m, now), thousands(b.next_return_credits)))
             .unwrap_or_else(|| "-".into()),
-        b.rate_factor,
-        state
-    )
+        format!("x{:.2}", b.rate_factor),
+        state,
+    ]
 }
 
 pub async fn show(env: &Env, args: BudgetArgs) -> anyhow::Result<()> {
@@ -161,7 +141,7 @@ pub async fn show(env: &Env, args: BudgetArgs) -> anyhow::Result<()> {
     };
     let mut all = Vec::new();
     for id in ids {
-        let site = crate::site::Site::of(&conn, &env.namespace, &id).await?;
+        let site = crmsync_ops::Site::of(&conn, &env.namespace, &id).await?;
         let b = l.budget(&site.keys, &LimitSettings::of_view(&site.view)).await?;
         all.push((b, site.kind.budget_unit()));
     }
@@ -177,12 +157,18 @@ pub async fn show(env: &Env, args: BudgetArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
-    println!(
-        "{:<20} {:>9} {:>9} / {:<9} {:>6}  (credits or requests used in the rolling window by crmsync and by the org's other integrations / allowed)",
-        "TENANT", "CRMSYNC", "OTHERS", "ALLOWED", ""
-    );
-    for (b, unit) in &all {
-        print!("{}", render(b, unit));
+    if all.is_empty() {
+        println!("no tenants; add one with `crmsync tenant add <id> ...`");
+        return Ok(());
     }
+    let mut table = Table::new(&COLUMNS);
+    for (b, unit) in &all {
+        table.row(render(b, unit));
+    }
+    table.print();
+    println!(
+        "\nCredits (Zoho) or requests (Salesforce) used in the rolling 24 hours by crmsync\n\
+         and by the org's other integrations, of crmsync's share of the daily allowance."
+    );
     Ok(())
 }

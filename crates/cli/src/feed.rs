@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use crmsync_redis::num::thousands;
 use crmsync_tenants::TenantStore;
 use serde::Serialize;
 
 use crate::Env;
+use crate::out::{Align, Table};
 
 #[derive(clap::Args)]
 pub struct FeedArgs {
@@ -40,7 +42,7 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
         .await?;
     let mut all = Vec::new();
     for tenant in tenants {
-        let buffer = crate::site::Site::of(&conn, &env.namespace, &tenant)
+        let buffer = crmsync_ops::Site::of(&conn, &env.namespace, &tenant)
             .await?
             .buffer(&conn, &env.namespace);
         let w = buffer.waiting().await?;
@@ -65,26 +67,25 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
         } else {
             receivers
                 .iter()
-                .map(|(k, n)| format!("{k} {n}"))
+                .map(|(k, n)| format!("{k} {}", thousands(*n)))
                 .collect::<Vec<_>>()
                 .join(", ")
         }
     );
-    println!(
-        "{:<20} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>6} {:>8}",
-        "TENANT",
-        "WAITING",
-        "CHANGES",
-        "UNCHANGED",
-        "STALE",
-        "SHARED",
-        "INSERTED",
-        "UPDATED",
-        "DELETED",
-        "FAILED",
-        "CALLS",
-        "CREDITS"
-    );
+    let mut table = Table::new(&[
+        ("TENANT", Align::Left),
+        ("WAITING", Align::Right),
+        ("CHANGES", Align::Right),
+        ("UNCHANGED", Align::Right),
+        ("STALE", Align::Right),
+        ("SHARED", Align::Right),
+        ("INSERTED", Align::Right),
+        ("UPDATED", Align::Right),
+        ("DELETED", Align::Right),
+        ("FAILED", Align::Right),
+        ("CALLS", Align::Right),
+        ("CREDITS", Align::Right),
+    ]);
     for v in all {
         let c = |k: &str| v.counters.get(k).copied().unwrap_or(0);
         let failed: u64 = v
@@ -93,21 +94,21 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
             .filter(|(k, _)| k.starts_with("failed:"))
             .map(|(_, n)| n)
             .sum();
-        println!(
-            "{:<20} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>6} {:>8}",
-            v.tenant,
-            v.waiting,
-            c("changes"),
-            c("unchanged"),
-            c("stale"),
-            c("shared"),
-            c("inserted"),
-            c("updated"),
-            c("deleted"),
-            failed,
-            c("calls"),
-            c("credits")
-        );
+        table.row(vec![
+            v.tenant.clone(),
+            thousands(v.waiting),
+            thousands(c("changes")),
+            thousands(c("unchanged")),
+            thousands(c("stale")),
+            thousands(c("shared")),
+            thousands(c("inserted")),
+            thousands(c("updated")),
+            thousands(c("deleted")),
+            thousands(failed),
+            thousands(c("calls")),
+            thousands(c("credits")),
+        ]);
     }
+    table.print();
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! 4. deploy without `CRMSYNC_SECRET_KEY_OLD`: the old key is retired.
 
 use clap::Subcommand;
+use crmsync_redis::num::{out_of, thousands};
 use crmsync_tenants::{SecretKey, TenantStore};
 
 use crate::Env;
@@ -16,6 +17,7 @@ use crate::Env;
 pub enum KeysCmd {
     /// Re-seal every tenant's secrets with CRMSYNC_SECRET_KEY, opening them with it or a key of
     /// CRMSYNC_SECRET_KEY_OLD; tenants already sealed with the new key are left as they are.
+    #[command(after_help = crate::SECRET_KEY_HELP)]
     Rotate {
         /// Tenants re-sealed between progress lines.
         #[arg(long, default_value_t = 100)]
@@ -36,7 +38,7 @@ pub async fn run(env: &Env, cmd: KeysCmd) -> anyhow::Result<()> {
             let ids = store.ids().await?;
             println!(
                 "re-sealing {} tenant(s) with key {} (reading with {})",
-                ids.len(),
+                thousands(ids.len() as u64),
                 key.id(),
                 std::iter::once(key.id())
                     .chain(key.old_ids())
@@ -51,7 +53,11 @@ pub async fn run(env: &Env, cmd: KeysCmd) -> anyhow::Result<()> {
                     }
                     done += 1;
                 }
-                println!("  {done}/{} tenant(s) checked, {resealed} re-sealed", ids.len());
+                println!(
+                    "  {} tenant(s) checked, {} re-sealed",
+                    out_of(done as u64, ids.len() as u64),
+                    thousands(resealed as u64)
+                );
             }
             store.reseal_key_check().await?;
             println!(

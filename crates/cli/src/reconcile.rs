@@ -3,6 +3,7 @@
 
 use crmsync_producer::{BackfillPage, Run, RunStatus, RunStore, StartOutcome};
 use crmsync_queue::{EnqueueOptions, JobQueue};
+use crmsync_redis::num::thousands;
 use crmsync_tenants::{CrmKind, TenantKeys};
 
 use crate::Env;
@@ -39,7 +40,7 @@ const KINDS: &[(&str, &str)] = &[
 
 pub async fn run(env: &Env, args: ReconcileArgs) -> anyhow::Result<()> {
     let conn = env.conn()?;
-    let site = crate::site::Site::of(&conn, &env.namespace, &args.tenant).await?;
+    let site = crmsync_ops::Site::of(&conn, &env.namespace, &args.tenant).await?;
     let runs = RunStore::new(conn.clone(), &env.namespace);
     let queue: JobQueue<BackfillPage> = JobQueue::new(conn.clone(), crmsync_producer::backfill_queue(&env.namespace));
     let run = match runs.start_reconcile(&args.tenant, args.dry_run).await? {
@@ -70,7 +71,7 @@ pub async fn run(env: &Env, args: ReconcileArgs) -> anyhow::Result<()> {
         println!("follow it with `crmsync runs {}` or `crmsync status`", args.tenant);
         return Ok(());
     }
-    let finished = crate::backfill::follow(&runs, vec![run]).await?;
+    let finished = crate::backfill::follow(&runs, &conn, &env.namespace, vec![run]).await?;
     let run = &finished[0];
     let examples: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(TenantKeys::new(&env.namespace, &args.tenant).run_examples(&run.id))
@@ -90,9 +91,9 @@ pub fn report(run: &Run, kind: CrmKind, examples: &std::collections::HashMap<Str
         run.tenant,
         if run.dry_run { ", dry run" } else { "" },
         run.status.as_str(),
-        n("crm_read"),
-        run.contacts_read,
-        n("in_sync"),
+        thousands(n("crm_read")),
+        thousands(run.contacts_read),
+        thousands(n("in_sync")),
     );
     let mut drift = 0;
     for (k, what) in KINDS {
@@ -107,7 +108,7 @@ pub fn report(run: &Run, kind: CrmKind, examples: &std::collections::HashMap<Str
         s.push_str(&format!(
             "  {:<11} {:>7}  {what}{}\n",
             k.replace('_', " "),
-            count,
+            thousands(count),
             if ex.is_empty() {
                 String::new()
             } else {
@@ -118,18 +119,20 @@ pub fn report(run: &Run, kind: CrmKind, examples: &std::collections::HashMap<Str
     let unit = kind.budget_unit();
     if run.dry_run {
         s.push_str(&format!(
-            "  nothing was changed; {drift} difference(s) to fix; reading cost {} {unit}\n  run `crmsync reconcile {}` to fix them\n",
-            run.credits, run.tenant
+            "  nothing was changed; {} difference(s) to fix; reading cost {} {unit}\n  run `crmsync reconcile {}` to fix them\n",
+            thousands(drift),
+            thousands(run.credits),
+            run.tenant
         ));
     } else {
         s.push_str(&format!(
             "  fixed: inserted {} · updated {} · deleted {} · rejected {}; {} calls, {} {unit} in all (reads included)\n",
-            run.inserted,
-            run.updated,
-            run.deleted,
-            run.failed_total(),
-            run.calls,
-            run.credits
+            thousands(run.inserted),
+            thousands(run.updated),
+            thousands(run.deleted),
+            thousands(run.failed_total()),
+            thousands(run.calls),
+            thousands(run.credits)
         ));
     }
     s

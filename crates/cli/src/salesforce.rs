@@ -10,7 +10,9 @@ use crate::Env;
 pub enum SalesforceCmd {
     /// Exchange an authorization code (from the connected app's OAuth redirect, web server
     /// flow) for a refresh token, stored sealed with the tenant. The token is never printed.
+    #[command(after_help = crate::SECRET_KEY_HELP)]
     ExchangeCode {
+        /// The tenant the refresh token is for.
         tenant: String,
         /// The authorization code (or CRMSYNC_SF_AUTH_CODE). It is usable once, for 15 minutes.
         #[arg(long, env = "CRMSYNC_SF_AUTH_CODE", hide_env_values = true)]

@@ -14,8 +14,8 @@ pub struct StatusArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     json: bool,
-    /// Refresh every N seconds until interrupted.
-    #[arg(long, value_name = "SECS")]
+    /// Refresh every SECS seconds (at least 1) until interrupted.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     watch: Option<u64>,
     /// Zoho seconds per real second (as the workers use; only for simulators).
     #[arg(long, env = "CRMSYNC_TIME_SCALE", hide = true)]
@@ -32,14 +32,6 @@ pub fn fleet(env: &crate::Env, queues: &[String], time_scale: Option<f64>) -> an
     })
 }
 
-/// The terminal's width: `COLUMNS` when the shell exports it, else 120.
-fn width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.trim().parse().ok())
-        .unwrap_or(120)
-}
-
 pub async fn run(env: &crate::Env, args: StatusArgs) -> anyhow::Result<()> {
     let fleet = fleet(env, &args.queues, args.time_scale)?;
     loop {
@@ -47,13 +39,15 @@ pub async fn run(env: &crate::Env, args: StatusArgs) -> anyhow::Result<()> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
-            if args.watch.is_some() {
+            // Clear the screen between refreshes, on a screen only: a pipe or a file gets the
+            // tables one after the other.
+            if args.watch.is_some() && crate::out::stdout_is_terminal() {
                 print!("\x1b[2J\x1b[H");
             }
-            print!("{}", text::render(&status, width()));
+            print!("{}", text::render(&status, crate::out::width()));
         }
         match args.watch {
-            Some(secs) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
+            Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
             None => return Ok(()),
         }
     }

@@ -5,27 +5,42 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use crmsync_producer::{FlushWrites, Maintenance, RunStatus, RunStore};
 use crmsync_queue::JobQueue;
+use crmsync_redis::num::thousands;
+use crmsync_redis::when::human;
 use crmsync_tenants::{
-    Crm, CrmKind, Edition, NylasSettings, Routing, SalesforceConnection, Secret, SecretKey, Tenant, TenantStore,
-    UpdateOptions, Updated, ZohoConnection,
+    Crm, CrmKind, Edition, NylasSettings, Routing, SalesforceConnection, Secret, SecretKey, StoreError, Tenant,
+    TenantStore, UpdateOptions, Updated, ZohoConnection,
 };
 
 use crate::Env;
+use crate::out::{Align, Table};
 
 #[derive(Subcommand)]
 pub enum TenantCmd {
     /// Add a tenant.
+    #[command(after_help = crate::SECRET_KEY_HELP)]
     Add(TenantFlags),
     /// Change settings of a tenant (only the flags given).
+    #[command(after_help = crate::SECRET_KEY_HELP)]
     Set(TenantFlags),
     /// List tenants.
+    #[command(after_help = crate::SECRET_KEY_HELP)]
     List,
-    /// Show a tenant (secrets masked).
-    Show { id: String },
-    /// Remove a tenant and every key it has in Redis (a re-added id starts from nothing).
-    Remove {
+    /// Show a tenant (secrets masked), with its times in UTC.
+    #[command(after_help = crate::SECRET_KEY_HELP)]
+    Show {
+        /// The tenant's id.
         id: String,
-        /// Remove it even though a backfill is running (the run is cancelled first).
+        /// Print the stored settings as JSON for scripts (times as epoch ms only).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a tenant and every key it has in Redis (a re-added id starts from nothing).
+    /// Asks first on a terminal; elsewhere it needs --yes.
+    Remove {
+        /// The tenant's id.
+        id: String,
+        /// Do not ask: remove it (cancelling its running backfill, if any).
         #[arg(long)]
         yes: bool,
     },
@@ -38,6 +53,7 @@ pub struct TenantFlags {
     /// The CRM the tenant writes to: zoho or salesforce [add default: zoho].
     #[arg(long)]
     crm: Option<String>,
+    /// The Nylas grant (the connected mailbox) whose contacts are synced.
     #[arg(long)]
     nylas_grant_id: Option<String>,
     /// The Nylas API key (or CRMSYNC_NYLAS_API_KEY).
@@ -55,12 +71,14 @@ pub struct TenantFlags {
     /// Overrides the API domain returned with the token.
     #[arg(long)]
     zoho_api_domain: Option<String>,
+    /// The Zoho API client's id (API console).
     #[arg(long)]
     zoho_client_id: Option<String>,
-    /// (or CRMSYNC_ZOHO_CLIENT_SECRET)
+    /// The Zoho API client's secret (or CRMSYNC_ZOHO_CLIENT_SECRET).
     #[arg(long, env = "CRMSYNC_ZOHO_CLIENT_SECRET", hide_env_values = true)]
     zoho_client_secret: Option<String>,
-    /// (or CRMSYNC_ZOHO_REFRESH_TOKEN; or use `crmsync zoho exchange-code`)
+    /// The Zoho refresh token (or CRMSYNC_ZOHO_REFRESH_TOKEN; or use `crmsync zoho
+    /// exchange-code`).
     #[arg(long, env = "CRMSYNC_ZOHO_REFRESH_TOKEN", hide_env_values = true)]
     zoho_refresh_token: Option<String>,
     /// Salesforce: the login server: https://login.salesforce.com (production),
@@ -438,35 +456,95 @@ pub async fn after_update(env: &Env, id: &str, u: &Updated) -> anyhow::Result<()
 }
 
 /// Removes a tenant: its settings first (from then on nothing of it is written), then every
-/// key under its hash tag, a bounded batch at a time.
+/// key under its hash tag, a bounded batch at a time. Asks first, on a terminal; a script says
+/// `--yes` (nothing is asked where nobody can answer).
 async fn remove(env: &Env, id: &str, yes: bool) -> anyhow::Result<()> {
     let conn = env.conn()?;
     let runs = RunStore::new(conn.clone(), &env.namespace);
-    if let Some(run) = runs.active(id).await? {
-        anyhow::ensure!(
-            yes,
-            "tenant `{id}` has a backfill running (run {}); pass --yes to cancel it and remove the tenant",
-            run.id
-        );
-        if runs
-            .end(id, &run.id, RunStatus::Cancelled, "cancelled: the tenant was removed")
-            .await?
-        {
-            println!("backfill run {} cancelled", run.id);
+    let s = TenantStore::new(conn.clone(), &env.namespace, None);
+    // An unknown id is said at once, before any question (an unreadable tenant can still be
+    // removed).
+    if let Err(e @ StoreError::NotFound(_)) = s.view(id).await {
+        return Err(e.into());
+    }
+    let active = runs.active(id).await?;
+    if !yes {
+        let question = match &active {
+            Some(run) => format!(
+                "Remove tenant `{id}`, cancel its running backfill (run {}) and delete every key it has in Redis?",
+                run.id
+            ),
+            None => format!("Remove tenant `{id}` and delete every key it has in Redis?"),
+        };
+        match crate::out::confirm(&question) {
+            Some(true) => {}
+            Some(false) => anyhow::bail!("not confirmed; tenant `{id}` is kept"),
+            None => {
+                let what = match &active {
+                    Some(run) => format!(
+                        "tenant `{id}` has a backfill running (run {}): `tenant remove` cancels it and deletes the \
+                         tenant and every key it has",
+                        run.id
+                    ),
+                    None => format!("`tenant remove` deletes tenant `{id}` and every key it has"),
+                };
+                return Err(crate::errors::Usage(format!(
+                    "{what}; there is no terminal to ask on: pass --yes to confirm"
+                ))
+                .into());
+            }
         }
     }
-    let s = TenantStore::new(conn.clone(), &env.namespace, None);
+    if let Some(run) = active
+        && runs
+            .end(id, &run.id, RunStatus::Cancelled, "cancelled: the tenant was removed")
+            .await?
+    {
+        println!("backfill run {} cancelled", run.id);
+    }
     anyhow::ensure!(
         s.remove(id).await?.is_some(),
         "no tenant `{id}`; list tenants with `crmsync tenant list`"
     );
     let forgotten = runs.forget_tenant(id).await?;
     let purged = s.purge(id, PURGE_BATCH).await?;
-    println!(
-        "tenant `{id}` removed: {} key(s) deleted ({forgotten} run(s) forgotten); a re-added `{id}` starts from nothing",
-        purged.deleted
+    let outcome = format!(
+        "tenant `{id}` removed: {} key(s) deleted ({} run(s) forgotten); a re-added `{id}` starts from nothing",
+        thousands(purged.deleted as u64),
+        thousands(forgotten as u64)
     );
+    crmsync_ops::Audit::new(conn, &env.namespace)
+        .record(
+            &crmsync_ops::Actor::cli(),
+            "tenant.remove",
+            &format!("tenant {id}"),
+            "",
+            &outcome,
+        )
+        .await?;
+    println!("{outcome}");
     Ok(())
+}
+
+/// A tenant's settings as `tenant show` prints them: the stored view, each epoch-ms time
+/// (`created_at_ms`) followed by the same time for people (`created_at`: `2026-12-03 14:05:09
+/// UTC (3m ago)`).
+fn with_human_times(mut v: serde_json::Value, now_ms: u64) -> serde_json::Value {
+    if let Some(map) = v.as_object_mut() {
+        let times: Vec<(String, u64)> = map
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_suffix("_ms")?.to_owned(), v.as_u64().filter(|&ms| ms > 0)?)))
+            .collect();
+        for (k, ms) in times {
+            map.entry(k).or_insert_with(|| human(ms, now_ms).into());
+        }
+        for (_, child) in map.iter_mut() {
+            if child.is_object() {
+                *child = with_human_times(std::mem::take(child), now_ms);
+            }
+        }
+    }
+    v
 }
 
 pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
@@ -563,9 +641,10 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                 let woken = crmsync_producer::waits::wake(&conn, &writes, &dest).await?;
                 let unit = updated_unit;
                 println!(
-                    "  limits changed ({allowed} {unit} allowed in any 24 hours): the fleet applies them from its next call{}",
+                    "  limits changed ({} {unit} allowed in any 24 hours): the fleet applies them from its next call{}",
+                    thousands(allowed),
                     if woken > 0 {
-                        format!("; {woken} waiting write(s) run again now")
+                        format!("; {} waiting write(s) run again now", thousands(woken as u64))
                     } else {
                         String::new()
                     }
@@ -584,11 +663,15 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
             let ids = s.ids().await?;
             if ids.is_empty() {
                 println!("no tenants; add one with `crmsync tenant add <id> ...`");
+                return Ok(());
             }
-            println!(
-                "{:<24} {:<28} {:<16} {:>18} {:>6}",
-                "TENANT", "NYLAS GRANT", "CRM", "DAILY ALLOWANCE", "SHARE"
-            );
+            let mut table = Table::new(&[
+                ("TENANT", Align::Left),
+                ("NYLAS GRANT", Align::Left),
+                ("CRM", Align::Left),
+                ("DAILY ALLOWANCE", Align::Right),
+                ("SHARE", Align::Right),
+            ]);
             for id in ids {
                 let v = s.view(&id).await?;
                 let (crm, unit) = match v["crm"]["kind"].as_str() {
@@ -598,23 +681,29 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                         "credits",
                     ),
                 };
-                println!(
-                    "{:<24} {:<28} {:<16} {:>18} {:>6}",
+                table.row(vec![
                     id,
-                    v["nylas"]["grant_id"].as_str().unwrap_or(""),
+                    v["nylas"]["grant_id"].as_str().unwrap_or("").to_owned(),
                     crm,
-                    format!("{} {unit}", v["daily_credits"]),
+                    format!("{} {unit}", thousands(v["daily_credits"].as_u64().unwrap_or(0))),
                     v["budget_share"]
-                );
+                        .as_f64()
+                        .map(|f| format!("{f:.2}"))
+                        .unwrap_or_else(|| "-".into()),
+                ]);
             }
+            table.print();
         }
-        TenantCmd::Show { id } => {
+        TenantCmd::Show { id, json } => {
             // Shows the secrets masked (`****abcd`): that needs the key that sealed them.
             let key = SecretKey::from_env().context(
                 "`tenant show` opens the tenant's secrets to mask them: set CRMSYNC_SECRET_KEY (or CRMSYNC_SECRET_KEY_FILE) to the fleet's key",
             )?;
             let s = TenantStore::new(env.conn()?, &env.namespace, Some(key));
-            let v = s.view(&id).await?;
+            let mut v = s.view(&id).await?;
+            if !json {
+                v = with_human_times(v, crmsync_queue::now_ms());
+            }
             println!("{}", serde_json::to_string_pretty(&v).context("rendering")?);
         }
         TenantCmd::Remove { id, yes } => remove(env, &id, yes).await?,

@@ -9,7 +9,9 @@ use crate::Env;
 pub enum ZohoCmd {
     /// Exchange a grant code (from Zoho's consent redirect or the API console's Self Client)
     /// for a refresh token, stored sealed with the tenant. The token is never printed.
+    #[command(after_help = crate::SECRET_KEY_HELP)]
     ExchangeCode {
+        /// The tenant the refresh token is for.
         tenant: String,
         /// The grant code (or CRMSYNC_ZOHO_GRANT_CODE).
         #[arg(long, env = "CRMSYNC_ZOHO_GRANT_CODE", hide_env_values = true)]

@@ -178,21 +178,195 @@ pub struct Credits {
     pub unit: &'static str,
 }
 
-/// A backfill run with its progress.
+/// A run with its progress, pages read and records written counted apart: a run whose every
+/// page is read may still have most of its records to write.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunView {
     #[serde(flatten)]
     pub run: Run,
     /// Pages done over pages known, 0 to 1 (once the last page is known).
     pub progress: Option<f64>,
+    pub pages: Pages,
+    pub records: Records,
+}
+
+/// A run's pages: read, and how many there are once the last one is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pages {
+    pub done: u64,
+    pub total: Option<u64>,
+}
+
+/// A run's records as the CRM sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Records {
+    /// Inserted, updated or deleted in the CRM.
+    pub written: u64,
+    /// Read, equal to what crmsync last wrote: nothing to write.
+    pub unchanged: u64,
+    /// Read and waiting in the write buffer (or in a flush).
+    pub waiting: u64,
+    /// Refused by the CRM (see `crmsync rejected list`).
+    pub rejected: u64,
+}
+
+impl Records {
+    /// Written over written and waiting (what the records bar shows; refused records are
+    /// neither, and are shown apart), 0 to 1; None when nothing is to be written.
+    pub fn fraction(&self) -> Option<f64> {
+        let all = self.written + self.waiting;
+        (all > 0).then(|| self.written as f64 / all as f64)
+    }
+}
+
+impl RunView {
+    /// A run and how many of its records wait in the write buffer.
+    pub fn new(run: Run, waiting: u64) -> Self {
+        Self {
+            progress: run.progress(),
+            pages: Pages {
+                done: run.pages_done,
+                total: run.last_page.map(|l| l + 1),
+            },
+            records: Records {
+                written: run.inserted + run.updated + run.deleted,
+                unchanged: run.unchanged,
+                waiting,
+                rejected: run.failed_total(),
+            },
+            run,
+        }
+    }
 }
 
 impl From<Run> for RunView {
     fn from(run: Run) -> Self {
-        Self {
-            progress: run.progress(),
-            run,
+        Self::new(run, 0)
+    }
+}
+
+/// What a tenant is doing now, in one word, with why and until when: what the State column
+/// and `crmsync status` show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantState {
+    pub kind: StateKind,
+    /// A short text for people (`paused`, `org budget`, `stalled`, ...).
+    pub label: String,
+    pub reason: Option<String>,
+    pub since_ms: Option<u64>,
+    /// When it ends by itself (None: it does not, or it is not known).
+    pub until_ms: Option<u64>,
+}
+
+/// The kinds of [`TenantState`], most pressing first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// Its stored settings cannot be read.
+    Unreadable,
+    /// Paused by an operator, until resumed.
+    Paused,
+    /// Its share of the org's budget is used; goes on by itself.
+    Budget,
+    /// The CRM answered 429; every worker waits a moment.
+    Cooldown,
+    /// Its writes wait for something else (token window, authorization, CRM unreachable).
+    Waiting,
+    /// A run is active but nothing moved for [`STALL_AFTER`].
+    Stalled,
+    /// A run is active, or records wait to be written.
+    Running,
+    /// Its last run failed (and none runs now).
+    Failed,
+    /// Nothing to do.
+    Idle,
+}
+
+/// `7m`, `2h05m`: how long, to the minute.
+fn minutes_text(ms: u64) -> String {
+    let m = ms / 60_000;
+    if m < 60 {
+        format!("{m}m")
+    } else {
+        format!("{}h{:02}m", m / 60, m % 60)
+    }
+}
+
+/// An active run that neither read a page nor wrote a record for this long, with nothing
+/// pausing it, is stalled.
+pub const STALL_AFTER: Duration = Duration::from_secs(300);
+
+impl TenantState {
+    fn of(pauses: &[Pause], run: Option<&RunView>, last_run: Option<&RunView>, waiting: u64, now: u64) -> Self {
+        let state = |kind, label: &str, reason: Option<String>, since_ms, until_ms| TenantState {
+            kind,
+            label: label.to_owned(),
+            reason,
+            since_ms,
+            until_ms,
+        };
+        if let Some(p) = pauses.first() {
+            return match p {
+                Pause::Operator { reason, since_ms } => {
+                    state(StateKind::Paused, "paused", Some(reason.clone()), Some(*since_ms), None)
+                }
+                Pause::Budget { whose, until_ms, .. } => state(
+                    StateKind::Budget,
+                    if *whose == BudgetKind::Ours {
+                        "budget used"
+                    } else {
+                        "org budget used"
+                    },
+                    Some(p.why()),
+                    None,
+                    Some(*until_ms),
+                ),
+                Pause::Cooldown { until_ms } => state(
+                    StateKind::Cooldown,
+                    "429 cooldown",
+                    Some(p.why()),
+                    None,
+                    Some(*until_ms),
+                ),
+                Pause::Blocked { since_ms, until_ms, .. } => {
+                    state(StateKind::Waiting, "waiting", Some(p.why()), Some(*since_ms), *until_ms)
+                }
+            };
         }
+        if let Some(r) = run {
+            let quiet = now.saturating_sub(r.run.updated_at_ms);
+            if quiet >= STALL_AFTER.as_millis() as u64 {
+                return state(
+                    StateKind::Stalled,
+                    "stalled",
+                    Some(format!(
+                        "no page read and no record written for {} (are workers running? see the Workers table)",
+                        minutes_text(quiet)
+                    )),
+                    Some(r.run.updated_at_ms),
+                    None,
+                );
+            }
+            let what = if r.run.status == crmsync_producer::RunStatus::Draining {
+                "writing"
+            } else {
+                "running"
+            };
+            return state(StateKind::Running, what, None, Some(r.run.started_at_ms), None);
+        }
+        if waiting > 0 {
+            return state(StateKind::Running, "writing", None, None, None);
+        }
+        if let Some(l) = last_run.filter(|l| l.run.status == crmsync_producer::RunStatus::Failed) {
+            return state(
+                StateKind::Failed,
+                "last run failed",
+                Some(l.run.error.clone().unwrap_or_else(|| "the run failed".into())),
+                l.run.finished_at_ms,
+                None,
+            );
+        }
+        state(StateKind::Idle, "idle", None, None, None)
     }
 }
 
@@ -236,6 +410,8 @@ pub struct TenantStatus {
     pub id: String,
     /// The CRM it writes to (`zoho`, `salesforce`).
     pub crm: &'static str,
+    /// What it does now, why, and until when.
+    pub state: TenantState,
     /// Whatever stops its Zoho calls now: an operator's pause, a spent budget, a 429 cooldown
     /// (in that order). Empty when it runs.
     pub pauses: Vec<Pause>,
@@ -261,6 +437,13 @@ impl TenantStatus {
         Self {
             id,
             crm: "",
+            state: TenantState {
+                kind: StateKind::Unreadable,
+                label: "unreadable".into(),
+                reason: Some(problem.clone()),
+                since_ms: None,
+                until_ms: None,
+            },
             pauses: Vec::new(),
             credits: Credits {
                 used: 0,
@@ -297,6 +480,8 @@ pub struct FleetStatus {
     pub queues: Vec<QueueStatus>,
     pub tenants: Vec<TenantStatus>,
     pub workers: Vec<FleetWorker>,
+    /// Worker processes alive (each runs one queue worker per queue it serves).
+    pub worker_processes_alive: usize,
 }
 
 /// Reads the fleet. Cheap to clone.
@@ -422,13 +607,20 @@ impl Fleet {
                     worker: w.clone(),
                 })
             })
-            .collect();
+            .collect::<Vec<FleetWorker>>();
+        let worker_processes_alive = workers
+            .iter()
+            .filter(|w| w.worker.alive)
+            .map(|w| (w.worker.host.as_str(), w.worker.pid))
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         Ok(FleetStatus {
             namespace: self.namespace.clone(),
             at_ms: crmsync_queue::now_ms(),
             queues: stats.iter().map(QueueStatus::from).collect(),
             tenants,
             workers,
+            worker_processes_alive,
         })
     }
 
@@ -506,18 +698,31 @@ impl Fleet {
             });
         }
 
-        let run_error = newest.as_ref().and_then(|r| {
-            r.error.as_ref().map(|e| LastError {
-                source: ErrorSource::Run,
-                at_ms: r.finished_at_ms.unwrap_or(r.updated_at_ms),
-                message: e.clone(),
-            })
-        });
+        // A cancelled run carries the operator's reason, not an error.
+        let run_error = newest
+            .as_ref()
+            .filter(|r| r.status == crmsync_producer::RunStatus::Failed)
+            .and_then(|r| {
+                r.error.as_ref().map(|e| LastError {
+                    source: ErrorSource::Run,
+                    at_ms: r.finished_at_ms.unwrap_or(r.updated_at_ms),
+                    message: e.clone(),
+                })
+            });
         let last_error = [run_error, rejected?].into_iter().flatten().max_by_key(|e| e.at_ms);
         let last_run = match &active {
             Some(_) => None,
-            None => newest.map(RunView::from),
+            None => newest,
         };
+        let run = match active {
+            Some(r) => Some(self.run_view(&id, r).await?),
+            None => None,
+        };
+        let last_run = match last_run {
+            Some(r) => Some(self.run_view(&id, r).await?),
+            None => None,
+        };
+        let state = TenantState::of(&pauses, run.as_ref(), last_run.as_ref(), waiting, now);
         Ok(Some(TenantStatus {
             crm: kind.as_str(),
             credits: Credits {
@@ -538,8 +743,9 @@ impl Fleet {
             },
             rate_factor: budget.rate_factor,
             id,
+            state,
             pauses,
-            run: active.map(RunView::from),
+            run,
             last_run,
             feed: Feed {
                 waiting,
@@ -550,6 +756,15 @@ impl Fleet {
             last_error,
             problem: None,
         }))
+    }
+
+    /// A run with the count of its records still waiting to be written.
+    async fn run_view(&self, tenant: &str, run: Run) -> Result<RunView, FleetError> {
+        let waiting: Option<i64> = redis::cmd("GET")
+            .arg(TenantKeys::new(&self.namespace, tenant).run_buffered(&run.id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(RunView::new(run, waiting.unwrap_or(0).max(0) as u64))
     }
 
     /// The tenant's newest rejected record, as an error (without the contact's email).

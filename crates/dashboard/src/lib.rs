@@ -17,7 +17,7 @@ pub mod text;
 pub mod web;
 
 pub use fleet::{
-    Credits, ErrorSource, Feed, Fleet, FleetError, FleetStatus, FleetWorker, LastError, Pause, QUEUES, QueueStatus,
-    RunView, TenantStatus,
+    Credits, ErrorSource, Feed, Fleet, FleetError, FleetStatus, FleetWorker, LastError, Pages, Pause, QUEUES,
+    QueueStatus, Records, RunView, STALL_AFTER, StateKind, TenantState, TenantStatus,
 };
 pub use series::{CreditSeries, HOUR_POINTS, MINUTE_MS, QueueSeries, Series, bin, cumulative};

@@ -46,7 +46,7 @@ pub use identity::worker_identity;
 pub use keys::Keys;
 pub use layer::{JobInfo, SettleLayer, SettleService};
 pub use producer::{EnqueueOptions, Enqueued, JobQueue, PromoteReport};
-pub use redrive::{RedriveReport, Redriven, Refused};
+pub use redrive::{RedriveReport, Redriven, Refused, is_entry_id};
 pub use stats::{Counters, QueueStats, WorkerStatus};
 
 pub use crmsync_redis::{now_ms, system_time_ms};

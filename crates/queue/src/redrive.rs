@@ -55,7 +55,7 @@ pub struct Refused {
 
 /// Whether `id` has the shape of a stream entry id (`<ms>-<seq>`); anything else would make
 /// Redis refuse the whole command.
-pub(crate) fn is_entry_id(id: &str) -> bool {
+pub fn is_entry_id(id: &str) -> bool {
     match id.split_once('-') {
         Some((ms, seq)) => {
             !ms.is_empty()

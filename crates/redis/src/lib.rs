@@ -15,6 +15,7 @@
 //! one Cluster node; the few fleet-wide keys are only reached by single-key commands and
 //! non-atomic pipelines, which a Cluster connection splits by node.
 
+pub mod num;
 mod purge;
 pub mod when;
 

@@ -1,5 +1,5 @@
 //! Simulated time: real elapsed time multiplied by `time_scale`, plus deterministic hashing
-//! helpers and RFC 3339 formatting shared by the API modules.
+//! helpers and RFC 3339 formatting (jiff's calendar) shared by the API modules.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,31 +41,15 @@ impl SimClock {
     }
 }
 
-/// Formats Unix seconds as RFC 3339 in UTC with a `+00:00` offset (Zoho's style).
+/// Formats Unix seconds as RFC 3339 in UTC with a `+00:00` offset (Zoho's style). Times
+/// beyond jiff's range (years -9999 to 9999) are clamped to its ends.
 pub fn rfc3339(unix_secs: i64) -> String {
-    let days = unix_secs.div_euclid(86_400);
-    let secs = unix_secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+00:00",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let ts = jiff::Timestamp::from_second(unix_secs).unwrap_or(if unix_secs < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    });
+    ts.strftime("%Y-%m-%dT%H:%M:%S+00:00").to_string()
 }
 
 /// SplitMix64: a tiny, well-mixed, stable hash step used to derive sub-seeds, so that a seed
@@ -101,6 +85,7 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00+00:00");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00+00:00");
         assert_eq!(rfc3339(1_723_821_985), "2024-08-16T15:26:25+00:00");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59+00:00");
     }
 
     #[test]

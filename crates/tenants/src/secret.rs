@@ -1,7 +1,7 @@
 //! Secrets and the key that seals them.
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use base64::engine::general_purpose::{STANDARD as B64, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
@@ -83,15 +83,23 @@ impl std::fmt::Debug for SecretKey {
 
 impl SecretKey {
     /// A new random key, base64-encoded, for `crmsync keygen`.
+    /// A new random key as URL-safe base64 without padding (43 characters of `A-Z a-z 0-9 - _`),
+    /// so the same `crmsync keygen` output also works as a dashboard token in a URL.
     pub fn generate() -> String {
-        B64.encode(XChaCha20Poly1305::generate_key(&mut OsRng))
+        URL_SAFE_NO_PAD.encode(XChaCha20Poly1305::generate_key(&mut OsRng))
     }
 
     /// Parses a base64 key.
     pub fn from_base64(s: &str) -> Result<Self, SecretError> {
-        let bytes = B64
-            .decode(s.trim())
-            .map_err(|e| SecretError::Malformed(e.to_string()))?;
+        // Standard base64 (keys made before keygen went URL-safe) or URL-safe, padded or not.
+        let s = s.trim();
+        let bytes = if s.contains(['-', '_']) {
+            URL_SAFE_NO_PAD.decode(s.trim_end_matches('='))
+        } else {
+            B64.decode(s)
+                .or_else(|_| STANDARD_NO_PAD.decode(s.trim_end_matches('=')))
+        }
+        .map_err(|e| SecretError::Malformed(e.to_string()))?;
         if bytes.len() != 32 {
             return Err(SecretError::Malformed(format!("{} bytes", bytes.len())));
         }
@@ -249,6 +257,26 @@ impl Sealer for SecretKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_keys_are_url_safe_and_old_standard_keys_still_parse() {
+        for _ in 0..200 {
+            let k = SecretKey::generate();
+            assert_eq!(k.len(), 43, "{k}");
+            assert!(
+                k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "URL-safe: {k}"
+            );
+            let parsed = SecretKey::from_base64(&k).expect("parses");
+            let bytes = URL_SAFE_NO_PAD.decode(&k).expect("b64");
+            // The same 32 bytes, written the old way (standard, padded), are the same key.
+            let sealed = parsed.seal("c", "v");
+            let old = SecretKey::from_base64(&B64.encode(&bytes)).expect("standard parses");
+            assert_eq!(old.open("c", &sealed).as_deref(), Ok("v"));
+        }
+        assert!(SecretKey::from_base64("not a key").is_err());
+        assert!(SecretKey::from_base64(&URL_SAFE_NO_PAD.encode([1u8; 31])).is_err());
+    }
 
     #[test]
     fn seal_and_open_bind_the_context_and_the_key() {

@@ -124,7 +124,7 @@ async fn status_shows_pauses_credits_runs_errors_queues_and_workers() {
             "crmsync used 98 of 100",
             "resume",
             "429",
-            "50% 4/8p",
+            "4/8p",
             "30/800 (4%)",
             "failed",
             "dead letter",
@@ -172,4 +172,102 @@ async fn a_wait_for_the_token_window_shows_why_and_until_when() {
         out.contains("Zoho's 10 token requests") && (out.contains("in 7m") || out.contains("in 8m")),
         "{out}"
     );
+}
+
+/// Each tenant's state in one word with why and until when, and a run's pages read and records
+/// written counted apart: a run past its last page with records still waiting is not done; a
+/// run nothing moved for 5 minutes is stalled; a tenant whose last run failed says so once
+/// nothing else holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_tell_why_and_runs_count_records_apart_from_pages() {
+    use crmsync_dashboard::StateKind;
+    use crmsync_tenants::TenantKeys;
+
+    let redis = RedisServer::start();
+    let seeded = seed(&redis).await;
+    let run_key = TenantKeys::new(NS, "acme").run(&seeded.acme_run);
+    let buffered = TenantKeys::new(NS, "acme").run_buffered(&seeded.acme_run);
+    // Every page counted, 250 records written, 40 unchanged, 150 still waiting.
+    let _: () = redis::cmd("HSET")
+        .arg(&run_key)
+        .arg("pages_done")
+        .arg(8)
+        .arg("inserted")
+        .arg(200)
+        .arg("updated")
+        .arg(50)
+        .arg("unchanged")
+        .arg(40)
+        .query(&mut redis.conn())
+        .expect("hset");
+    let _: () = redis::cmd("SET")
+        .arg(&buffered)
+        .arg(150)
+        .query(&mut redis.conn())
+        .expect("set");
+
+    let s = fleet(&redis).status().await.expect("status");
+    let t =
+        |s: &crmsync_dashboard::FleetStatus, id: &str| s.tenants.iter().find(|t| t.id == id).cloned().expect("tenant");
+    let acme = t(&s, "acme");
+    assert_eq!(acme.state.kind, StateKind::Running, "{:?}", acme.state);
+    let run = acme.run.as_ref().expect("run");
+    assert_eq!((run.pages.done, run.pages.total), (8, Some(8)));
+    assert_eq!(run.progress, Some(1.0), "every page is read");
+    assert_eq!(
+        (run.records.written, run.records.unchanged, run.records.waiting),
+        (250, 40, 150)
+    );
+    assert_eq!(run.records.rejected, 0);
+    let f = run.records.fraction().expect("something to write");
+    assert!((f - 250.0 / 400.0).abs() < 1e-9, "records written: {f}");
+
+    let globex = t(&s, "globex");
+    assert_eq!(globex.state.kind, StateKind::Paused);
+    assert_eq!(globex.state.reason.as_deref(), Some(PAUSE_REASON));
+    assert!(globex.state.since_ms.is_some() && globex.state.until_ms.is_none());
+    assert_eq!(t(&s, "hooli").state.kind, StateKind::Cooldown);
+    let initech = t(&s, "initech");
+    assert_eq!(initech.state.kind, StateKind::Budget);
+    assert!(
+        initech.state.until_ms.is_some_and(|u| u > s.at_ms),
+        "{:?}",
+        initech.state
+    );
+    assert!(
+        initech.state.reason.as_deref().is_some_and(|r| r.contains("98 of 100")),
+        "{:?}",
+        initech.state
+    );
+    assert!(s.worker_processes_alive >= 1);
+    assert!(s.worker_processes_alive <= s.workers.iter().filter(|w| w.worker.alive).count());
+
+    // Nothing moved for 10 minutes: stalled, saying since when. Resumed, globex shows its
+    // failed run.
+    let ten_min_ago = crmsync_queue::now_ms() - 600_000;
+    let _: () = redis::cmd("HSET")
+        .arg(&run_key)
+        .arg("updated_at")
+        .arg(ten_min_ago)
+        .query(&mut redis.conn())
+        .expect("hset");
+    crmsync_limits::Limiter::new(crate::support::conn(&redis), NS)
+        .resume("globex")
+        .await
+        .expect("resume");
+    let s = fleet(&redis).status().await.expect("status");
+    let acme = t(&s, "acme");
+    assert_eq!(acme.state.kind, StateKind::Stalled, "{:?}", acme.state);
+    assert_eq!(acme.state.since_ms, Some(ten_min_ago));
+    assert!(
+        acme.state.reason.as_deref().is_some_and(|r| r.contains("10m")),
+        "{:?}",
+        acme.state
+    );
+    let globex = t(&s, "globex");
+    assert_eq!(globex.state.kind, StateKind::Failed, "{:?}", globex.state);
+    assert!(globex.state.reason.as_deref().is_some_and(|r| r.contains("Nylas 500")));
+
+    seeded.gate.add_permits(10);
+    seeded.writes_worker.stop().await;
 }

@@ -321,6 +321,82 @@ pub async fn seed(redis: &RedisServer) -> Seeded {
     }
 }
 
+/// Why a maintenance job was dead-lettered (see [`seed_maintenance_dead_letter`]).
+pub const MAINTENANCE_REASON: &str =
+    "redis: WRONGTYPE Operation against a key holding the wrong kind of value (the old destination's keys)";
+/// Why `acme`'s flush was dead-lettered (see [`seed_writes_dead_letter`]).
+pub const WRITES_REASON: &str = "Zoho answered 500 INTERNAL_ERROR to the upsert batch, 5 times";
+
+/// `job` put in the queue of `cfg` with a single attempt, and dead-lettered by a worker that
+/// fails it with `code` and `reason` (the worker stops then): its dead-letter id.
+async fn dead_letter<J>(
+    redis: &RedisServer,
+    cfg: crmsync_queue::QueueConfig,
+    job: &J,
+    code: &'static str,
+    reason: &'static str,
+) -> String
+where
+    J: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let queue = JobQueue::<J>::new(conn(redis), cfg.clone());
+    let before = queue.stats().await.expect("stats").dead;
+    let once = EnqueueOptions::default().policy(RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    });
+    queue.enqueue_with(job, once).await.expect("enqueue");
+    let role = cfg.name.clone();
+    let dying = start_worker(redis, cfg.concurrency(1), &role, move |_: J| async move {
+        Err(JobError::permanent(code, reason))
+    });
+    let dead = eventually(Duration::from_secs(20), "the job dead-lettered", || async {
+        if queue.stats().await.expect("stats").dead == before {
+            return None;
+        }
+        queue.dead_letters(1).await.expect("dead letters").into_iter().next()
+    })
+    .await;
+    dying.stop().await;
+    dead.dead_id
+}
+
+/// A dead letter in the maintenance queue: `tenant`'s job purging the state of a destination
+/// it left died on its only attempt. Its dead-letter id.
+pub async fn seed_maintenance_dead_letter(redis: &RedisServer, tenant: &str) -> String {
+    let job = crmsync_producer::Maintenance::PurgeDestination {
+        tenant: tenant.into(),
+        dest: "zoho-old".into(),
+    };
+    dead_letter(
+        redis,
+        crmsync_producer::maintenance_queue(NS),
+        &job,
+        "REDIS",
+        MAINTENANCE_REASON,
+    )
+    .await
+}
+
+/// A dead letter that can be retried: a flush of `acme`'s writes that died on its only
+/// attempt. Seed it before [`seed`] (whose live `writes` worker would take the job). Its
+/// dead-letter id.
+pub async fn seed_writes_dead_letter(redis: &RedisServer) -> String {
+    let job = FlushWrites {
+        tenant: "acme".into(),
+        full: false,
+        slot: None,
+    };
+    dead_letter(
+        redis,
+        crmsync_producer::writes_queue(NS),
+        &job,
+        "ZOHO_UNAVAILABLE",
+        WRITES_REASON,
+    )
+    .await
+}
+
 /// Queue counters, credits and 429s over the last hour and day, as workers would have left
 /// them (for the charts).
 pub async fn seed_history(redis: &RedisServer) {

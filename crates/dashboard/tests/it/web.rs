@@ -11,10 +11,11 @@ use serde_json::Value;
 
 use crate::support::{add_tenants, fleet};
 
-pub const TOKEN: &str = "test-token-0123456789abcdef";
+/// Holds `+` and `/`, as standard base64 tokens do (they once failed to log in).
+pub const TOKEN: &str = "test+token/0123456789abcdef";
 
 /// Starts the dashboard in this process on a free port; stops when the returned sender drops.
-async fn start(redis: &RedisServer) -> (String, tokio::sync::oneshot::Sender<()>) {
+pub async fn start(redis: &RedisServer) -> (String, tokio::sync::oneshot::Sender<()>) {
     let d = Dashboard::new(fleet(redis), TOKEN).expect("dashboard");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -53,10 +54,11 @@ async fn api_and_page_need_the_token_or_its_cookie() {
         let body = r.text().await.expect("body");
         assert!(!body.contains(TOKEN));
         for wrong in [
-            "Bearer test-token-0123456789abcdeX",
-            "Bearer test-token-0123456789abcde",
+            "Bearer test+token/0123456789abcdeX",
+            "Bearer test+token/0123456789abcde",
+            "Bearer test token/0123456789abcdef",
             "Bearer ",
-            "test-token-0123456789abcdef",
+            "test+token/0123456789abcdef",
         ] {
             let r = get(path).header(AUTHORIZATION, wrong).send().await.expect("request");
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} with {wrong:?}");

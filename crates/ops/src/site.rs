@@ -1,9 +1,11 @@
-//! Where a tenant's state is, for commands that read it without the secret key: its
-//! destination's keys and its CRM, from its stored settings.
+//! Where a tenant's state is, for actions that need no secret: its destination's keys and its
+//! CRM, from its stored settings.
 
 use crmsync_producer::WriteBuffer;
 use crmsync_queue::RedisConn;
 use crmsync_tenants::{CrmKind, DestKeys, TenantKeys, TenantStore};
+
+use crate::OpsError;
 
 /// A tenant's current destination.
 pub struct Site {
@@ -15,8 +17,8 @@ pub struct Site {
 }
 
 impl Site {
-    /// Reads the tenant's settings; fails with "no tenant `x`" when it does not exist.
-    pub async fn of(conn: &RedisConn, namespace: &str, tenant: &str) -> anyhow::Result<Site> {
+    /// Reads the tenant's settings; [`OpsError::NotFound`] when it does not exist.
+    pub async fn of(conn: &RedisConn, namespace: &str, tenant: &str) -> Result<Site, OpsError> {
         let view = TenantStore::new(conn.clone(), namespace, None).view(tenant).await?;
         let dest = view["dest"].as_str().unwrap_or_default().to_owned();
         let kind = view["crm"]["kind"]
