@@ -60,6 +60,15 @@ pub async fn run(env: &Env, cmd: KeysCmd) -> anyhow::Result<()> {
                 );
             }
             store.reseal_key_check().await?;
+            crmsync_ops::Audit::new(env.conn()?, &env.namespace)
+                .record(
+                    &crmsync_ops::Actor::cli(),
+                    "keys.rotate",
+                    &format!("{} tenant(s)", thousands(ids.len() as u64)),
+                    "",
+                    &format!("re-sealed {} with key {}", thousands(resealed as u64), key.id()),
+                )
+                .await?;
             println!(
                 "every tenant is sealed with key {}; deploy without CRMSYNC_SECRET_KEY_OLD to retire the old key",
                 key.id()

@@ -455,6 +455,21 @@ pub async fn after_update(env: &Env, id: &str, u: &Updated) -> anyhow::Result<()
     Ok(())
 }
 
+/// Records a change of a tenant in the audit log (what changed, never a value: values may be
+/// secrets).
+async fn audit(env: &Env, action: &str, tenant: &str, outcome: &str) -> anyhow::Result<()> {
+    crmsync_ops::Audit::new(env.conn()?, &env.namespace)
+        .record(
+            &crmsync_ops::Actor::cli(),
+            action,
+            &format!("tenant {tenant}"),
+            "",
+            outcome,
+        )
+        .await?;
+    Ok(())
+}
+
 /// Removes a tenant: its settings first (from then on nothing of it is written), then every
 /// key under its hash tag, a bounded batch at a time. Asks first, on a terminal; a script says
 /// `--yes` (nothing is asked where nobody can answer).
@@ -594,6 +609,7 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
             // Every tenant of a fleet is sealed with the fleet's key.
             s.check_key().await?;
             s.add(t).await?;
+            audit(env, "tenant.add", &id, "added").await?;
             println!("tenant `{id}` added");
             if every.is_some() {
                 reschedule(env, &id, every).await?;
@@ -628,6 +644,12 @@ pub async fn run(env: &Env, cmd: TenantCmd) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
+            let what = match (&updated.old_dest, limits_changed) {
+                (Some(_), _) => "updated: pointed at a new destination",
+                (None, true) => "updated: limits changed",
+                (None, false) => "updated",
+            };
+            audit(env, "tenant.set", &id, what).await?;
             println!("tenant `{id}` updated");
             after_update(env, &id, &updated).await?;
             if every != every_before {

@@ -3,7 +3,8 @@
 //! (the oldest go first), listed by `crmsync audit` and on the dashboard.
 //!
 //! Entry fields: `who`, `via` (`cli`, `dashboard`), `action` (`dead.retry`, `dead.purge`,
-//! `rejected.retry`, `tenant.pause`, `tenant.resume`, `run.cancel`, `tenant.remove`),
+//! `rejected.retry`, `tenant.pause`, `tenant.resume`, `run.cancel`, `tenant.add`, `tenant.set`,
+//! `tenant.remove`, `keys.rotate`),
 //! `target` (what it acted on), `reason` (the operator's words, may be empty), `outcome`
 //! (what happened). The entry id carries the time. Every field is one line, bounded.
 

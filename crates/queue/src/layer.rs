@@ -175,7 +175,7 @@ where
                         ..
                     } => {
                         if *counter == "retried" {
-                            warn!(%queue, job = %info.job_id, attempt = info.attempt, error = error.as_deref().unwrap_or(""), retry_at_ms = run_at_ms, "Job failed; will retry");
+                            warn!(%queue, job = %info.job_id, attempt = info.attempt, error = error.as_deref().unwrap_or(""), retry = %crmsync_redis::when::in_text(*run_at_ms, crmsync_redis::now_ms()), "Job failed; will retry");
                         }
                     }
                     Settlement::Dead { reason, .. } => {

@@ -429,7 +429,7 @@ async fn handle(r: &Receiver, headers: &HeaderMap, body: Body) -> anyhow::Result
         }
         Pushing::Pushed(p) => p,
     };
-    tracing::debug!(tenant = %tenant_id, kind = %shown(&note.kind), at_ms, ?pushed, "Recorded a change");
+    tracing::debug!(tenant = %tenant_id, kind = %shown(&note.kind), at = %crmsync_redis::when::stamp(at_ms), ?pushed, "Recorded a change");
     // A flush after the window, and one at once for every full batch.
     crmsync_producer::schedule_feed_flush(&r.writes, &tenant_id, r.opts.flush_window).await?;
     crmsync_producer::schedule_full_flushes(&r.writes, &buffer, &tenant_id, pushed.schedule).await?;
