@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test bench demo chaos fuzz check fmt lint tools browser clean
+.PHONY: all build test bench demo demo-stop chaos fuzz check fmt lint tools browser clean
 
 all: build
 
@@ -21,15 +21,22 @@ tools:
 	  fi; \
 	fi
 
-# Headless Chromium renders the dashboard in its browser test (only `make test` needs it).
+# The dashboard's browser test clicks through the page in headless Chromium under chromedriver
+# (only `make test` needs them): Debian's chromium and chromium-driver packages, installed when
+# we can (root + apt-get); otherwise we stop and name the missing package.
 browser:
-	@if ! command -v chromium >/dev/null 2>&1; then \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing Debian's chromium package (the dashboard's browser test)..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
-	      || { echo "error: could not install chromium with apt-get"; exit 1; }; \
+	    echo "Installing Debian's$$missing package(s) (the dashboard's browser test)..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	      || { echo "error: could not install$$missing with apt-get"; exit 1; }; \
 	  else \
-	    echo "error: chromium is missing; install Debian's chromium package (apt-get install chromium) or put chromium on PATH"; exit 1; \
+	    for p in $$missing; do \
+	      echo "error: $$p is missing; install Debian's $$p package (apt-get install $$p)"; \
+	    done; exit 1; \
 	  fi; \
 	fi
 
@@ -58,10 +65,20 @@ bench: tools
 	./target/release/crmsync-bench limits
 	./target/release/crmsync-bench webhook
 
-# The main job end to end on the simulator: its own redis-server, 3 tenants, 2 workers.
+# The main job end to end on the simulator: its own redis-server, 4 tenants, 2 workers, then
+# the change feed; ends with what to try next. `make demo KEEP=1` leaves redis-server, the
+# simulator, the workers, the webhook receiver and a dashboard running (URLs, dashboard login
+# link and shell settings printed, and kept in target/demo/state.env); `make demo-stop` stops them.
 demo: tools
-	$(CARGO) build --release -p crmsync-cli -p crmsync-demo
-	./target/release/crmsync-demo
+	$(CARGO) build --release -p crmsync-cli -p crmsync-sim -p crmsync-demo
+	./target/release/crmsync-demo $(if $(filter-out 0 no false,$(KEEP)),--keep,)
+
+# Stops what `make demo KEEP=1` left running (SIGTERM, then SIGKILL after 10 s) and removes its
+# state; nothing happens when nothing runs.
+demo-stop:
+	@if [ -x ./target/release/crmsync-demo ]; then ./target/release/crmsync-demo stop; \
+	elif [ -f target/demo/pids ]; then $(CARGO) build --release -p crmsync-demo && ./target/release/crmsync-demo stop; \
+	else echo "Nothing of the demo was running."; fi
 
 # The full chaos run: 4 workers, 10 tenants, 20,000 contacts, 10% simulator faults, a worker
 # SIGKILLed every 3 s, Redis killed and restarted once; prints the figures, fails on any

@@ -118,4 +118,26 @@ async fn a_thousand_mixed_events_leave_the_crm_equal_to_the_address_book() {
         "{counters}"
     );
     assert_eq!(feed["tenants"][0]["waiting"], 0);
+    // And they add up, as `crmsync feed` and the demo show them: every change (or re-read)
+    // once, every queued write once.
+    let failed: u64 = counters
+        .as_object()
+        .expect("counters")
+        .iter()
+        .filter(|(k, _)| k.starts_with("failed:"))
+        .filter_map(|(_, v)| v.as_u64())
+        .sum();
+    assert_eq!(
+        n("changes") + n("refreshed"),
+        n("unchanged") + n("stale") + n("shared") + n("noop") + n("queued"),
+        "{counters}"
+    );
+    assert_eq!(
+        n("pushed"),
+        n("inserted") + n("updated") + n("deleted") + failed + n("coalesced"),
+        "{counters}"
+    );
+    let (code, out, err) = crmsync_output(&redis, &key, &["feed", "feed"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("COALESCED") && out.contains("NO-OP"), "{out}");
 }

@@ -24,6 +24,8 @@ struct FeedView {
     tenant: String,
     /// Entries waiting to be written (change feed and backfill together).
     waiting: u64,
+    /// Of which change-feed entries.
+    waiting_feed: u64,
     /// Contacts waiting to be re-read from Nylas.
     to_refresh: u64,
     /// Counters since the tenant's first change (see ARCHITECTURE.md, `feed:stats`).
@@ -46,11 +48,12 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
             .await?
             .buffer(&conn, &env.namespace);
         let w = buffer.waiting().await?;
-        let (waiting, to_refresh) = (w.entries, w.refresh);
+        let (waiting, waiting_feed, to_refresh) = (w.entries, w.feed, w.refresh);
         let counters = buffer.feed_stats().await?;
         all.push(FeedView {
             tenant,
             waiting,
+            waiting_feed,
             to_refresh,
             counters,
         });
@@ -72,21 +75,31 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
                 .join(", ")
         }
     );
-    let mut table = Table::new(&[
+    // Two partitions, each adding up: what became of every change received (or contact
+    // re-read), and of every write it queued.
+    let mut changes = Table::new(&[
         ("TENANT", Align::Left),
-        ("WAITING", Align::Right),
         ("CHANGES", Align::Right),
+        ("RE-READ", Align::Right),
         ("UNCHANGED", Align::Right),
         ("STALE", Align::Right),
         ("SHARED", Align::Right),
+        ("NO-OP", Align::Right),
+        ("QUEUED", Align::Right),
+    ]);
+    let mut writes = Table::new(&[
+        ("TENANT", Align::Left),
+        ("QUEUED", Align::Right),
         ("INSERTED", Align::Right),
         ("UPDATED", Align::Right),
         ("DELETED", Align::Right),
         ("FAILED", Align::Right),
+        ("COALESCED", Align::Right),
+        ("WAITING", Align::Right),
         ("CALLS", Align::Right),
         ("CREDITS", Align::Right),
     ]);
-    for v in all {
+    for v in &all {
         let c = |k: &str| v.counters.get(k).copied().unwrap_or(0);
         let failed: u64 = v
             .counters
@@ -94,21 +107,44 @@ pub async fn run(env: &Env, args: FeedArgs) -> anyhow::Result<()> {
             .filter(|(k, _)| k.starts_with("failed:"))
             .map(|(_, n)| n)
             .sum();
-        table.row(vec![
+        changes.row(vec![
             v.tenant.clone(),
-            thousands(v.waiting),
             thousands(c("changes")),
+            thousands(c("refreshed")),
             thousands(c("unchanged")),
             thousands(c("stale")),
             thousands(c("shared")),
+            thousands(c("noop")),
+            thousands(c("queued")),
+        ]);
+        writes.row(vec![
+            v.tenant.clone(),
+            thousands(c("pushed")),
             thousands(c("inserted")),
             thousands(c("updated")),
             thousands(c("deleted")),
             thousands(failed),
+            thousands(c("coalesced")),
+            thousands(v.waiting_feed),
             thousands(c("calls")),
             thousands(c("credits")),
         ]);
     }
-    table.print();
+    println!("Changes: CHANGES + RE-READ = UNCHANGED + STALE + SHARED + NO-OP + QUEUED");
+    changes.print();
+    println!(
+        "  unchanged: the record already held it; stale: older than a change already applied; shared: its email\n  \
+         is another contact's; no-op: nothing to write (a deletion of a contact with no record)\n"
+    );
+    println!("Writes: QUEUED = INSERTED + UPDATED + DELETED + FAILED + COALESCED + WAITING");
+    writes.print();
+    println!("  coalesced: replaced by a newer change of the same contact before it was written");
+    let backfill_waiting: u64 = all.iter().map(|v| v.waiting.saturating_sub(v.waiting_feed)).sum();
+    if backfill_waiting > 0 {
+        println!(
+            "  (and {} backfill record(s) waiting to be written)",
+            thousands(backfill_waiting)
+        );
+    }
     Ok(())
 }

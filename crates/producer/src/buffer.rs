@@ -563,6 +563,7 @@ impl WriteBuffer {
             .key(d.feed_waiting())
             .key(d.scheduled())
             .key(d.started_early())
+            .key(self.tenant.feed_stats())
             .key(d.live())
             .arg(flush_id)
             .arg(max)

@@ -423,6 +423,107 @@ async fn a_batch_comes_back_after_its_lease_expired_unless_a_newer_change_replac
     // The flush that lost its batch records nothing.
     let results: Vec<(&Entry, Written)> = held.iter().map(|e| (e, Written::Record("x".into()))).collect();
     assert!(b.done("gone", &results, &[], &[]).await.expect("done").is_empty());
+    let stats = b.feed_stats().await.expect("stats");
+    assert_eq!(
+        stats.get("coalesced").copied(),
+        Some(1),
+        "c2's held entry, replaced and never written, counts as coalesced: {stats:?}"
+    );
+}
+
+/// Writes a taken batch as [`write_all`] does and counts each record as a worker would:
+/// `inserted` for a record new to `existing`, `updated` for one it holds, `deleted`.
+/// Returns how many entries it wrote.
+async fn flush_counted(b: &WriteBuffer, flush: &str, existing: &mut std::collections::BTreeSet<String>) -> usize {
+    let batch = b.take(flush, 100, 1, None).await.expect("take");
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let results: Vec<(&Entry, Written)> = batch
+        .iter()
+        .map(|e| {
+            let (w, field) = match (&e.op, &e.rid) {
+                (Op::Delete, _) => {
+                    existing.remove(&e.rk);
+                    (Written::Deleted, "deleted")
+                }
+                (Op::Move(_), Some(rid)) => (Written::Record(rid.clone()), "updated"),
+                _ if existing.insert(e.rk.clone()) => (Written::Record(rid(&e.contact_id)), "inserted"),
+                _ => (Written::Record(rid(&e.contact_id)), "updated"),
+            };
+            *counts.entry(field.to_owned()).or_default() += 1;
+            (e, w)
+        })
+        .collect();
+    let counts: Vec<crmsync_producer::FlushCount> = counts
+        .into_iter()
+        .map(|(field, n)| crmsync_producer::FlushCount {
+            source: Source::Feed,
+            field,
+            n,
+        })
+        .collect();
+    b.done(flush, &results, &counts, &[]).await.expect("done");
+    batch.len()
+}
+
+/// Issue 15: the change feed's counters add up. Every change is exactly one of stale, shared,
+/// unchanged, queued or noop; every entry queued is written (inserted, updated, deleted,
+/// failed), coalesced (replaced or cancelled by a newer change before it was written) or
+/// still waiting.
+#[tokio::test]
+async fn the_change_feed_counters_partition_the_changes_and_the_entries() {
+    let redis = RedisServer::start();
+    let b = buffer(&redis);
+    let mut crm = std::collections::BTreeSet::new();
+    let push = |c: Change| {
+        let b = &b;
+        async move { b.push(&Source::Feed, false, &[c]).await.expect("push") }
+    };
+    push(upsert("c1", 10, "a@x.io", "One")).await; // queued
+    push(upsert("c1", 12, "a@x.io", "Two")).await; // queued; coalesces the first
+    push(upsert("c1", 11, "a@x.io", "Late")).await; // stale
+    push(delete("ghost", 10)).await; // noop: no record to delete
+    push(upsert("c5", 10, "s@x.io", "Five")).await; // queued
+    assert_eq!(flush_counted(&b, "f1", &mut crm).await, 2); // inserted 2
+    push(upsert("c3", 10, "s@x.io", "Three")).await; // queued: takes s@x.io over from c5
+    push(upsert("c9", 10, "s@x.io", "Nine")).await; // shared: c3 owns it
+    push(upsert("c1", 13, "a@x.io", "Two")).await; // unchanged
+    push(upsert("c7", 10, "b@x.io", "Seven")).await; // queued
+    push(delete("c7", 11)).await; // queued: the record's deletion; coalesces c7's upsert
+    push(unmap("c9", 12)).await; // noop: c9 owns no record
+    // updated 1 (c3), then deleted 1 (b@x.io): a batch holds one kind of write
+    assert_eq!(flush_counted(&b, "f2", &mut crm).await, 1);
+    assert_eq!(flush_counted(&b, "f3", &mut crm).await, 1);
+    assert_eq!(flush_counted(&b, "f4", &mut crm).await, 0);
+    let stats = b.feed_stats().await.expect("stats");
+    let c = |k: &str| stats.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        (
+            c("changes"),
+            c("stale"),
+            c("shared"),
+            c("unchanged"),
+            c("queued"),
+            c("noop")
+        ),
+        (11, 1, 1, 1, 6, 2),
+        "{stats:?}"
+    );
+    assert_eq!(
+        c("changes"),
+        c("stale") + c("shared") + c("unchanged") + c("queued") + c("noop"),
+        "every change is counted once: {stats:?}"
+    );
+    assert_eq!(
+        (c("pushed"), c("inserted"), c("updated"), c("deleted"), c("coalesced")),
+        (6, 2, 1, 1, 2),
+        "{stats:?}"
+    );
+    let waiting = b.waiting().await.expect("waiting");
+    assert_eq!(
+        c("pushed"),
+        c("inserted") + c("updated") + c("deleted") + c("coalesced") + waiting.feed,
+        "every entry is written, coalesced or waiting: {stats:?}"
+    );
 }
 
 #[tokio::test]

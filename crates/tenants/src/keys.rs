@@ -128,6 +128,10 @@ impl TenantKeys {
     /// Hash: the change feed's counters: `changes` (received), `refreshed` (re-read from
     /// Nylas), `pushed` (buffer entries made), `unchanged`, `stale`, `shared` (from pushes);
     /// `inserted`, `updated`, `deleted`, `failed:<code>`, `calls`, `credits` (from flushes).
+    /// They add up: `changes + refreshed = stale + shared + unchanged + queued + noop` (each
+    /// change once: `queued` made an entry, `noop` had nothing to write), and `pushed =
+    /// inserted + updated + deleted + failed + coalesced + waiting` (`coalesced`: an entry
+    /// replaced or cancelled by a newer change before it was written).
     pub fn feed_stats(&self) -> String {
         format!("{}:feed:stats", self.tag)
     }

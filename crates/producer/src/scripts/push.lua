@@ -49,6 +49,11 @@ if A.notification ~= '' then
 end
 
 local counts = {pushed = 0, shared = 0, unchanged = 0, stale = 0}
+-- Per change, exactly one of stale, shared, unchanged, queued (it put an entry in the buffer)
+-- or noop (nothing to write: a deletion of a contact owning no record); and change-feed entries
+-- replaced or cancelled by a newer change before they were written (`coalesced`), whatever
+-- pushes the newer change.
+local queued, noop, coalesced = 0, 0, 0
 local deltas = {}            -- source -> change of its waiting-entry counter
 local new_feed, new_backfill = {}, {}
 local run_rks = {}
@@ -78,6 +83,7 @@ local function drop(key)
   if not v then return nil end
   local e = head(v)
   count(e.src, -1)
+  if e.src == 'feed' then coalesced = coalesced + 1 end
   qset(key, false)
   return e
 end
@@ -155,6 +161,8 @@ for i = A.first, A.last, STEP do
     ARGV[i + 5], ARGV[i + 6]
   local at = tonumber(at36, 36)
   local key = 'c:' .. cid
+  local decided = counts.stale + counts.shared + counts.unchanged
+  local pushed_before = counts.pushed
   -- a run counts the distinct records its contacts map to (its shared-email count)
   if is_run and op == 'upsert' then run_rks[#run_rks + 1] = rk end
   local prev_at, prev_rk, prev36 = cstate_get(A.contacts, cb, cid)
@@ -244,6 +252,9 @@ for i = A.first, A.last, STEP do
       end
     end
   end
+  if counts.stale + counts.shared + counts.unchanged == decided then
+    if counts.pushed > pushed_before then queued = queued + 1 else noop = noop + 1 end
+  end
 end
 
 -- Write back: the buffer, the order lists, the counters.
@@ -277,10 +288,11 @@ if A.src == 'feed' then
   if A.force then kind = 'refreshed' end
   local changes = (A.last - A.first + 1) / STEP
   for name, n in pairs({[kind] = changes, pushed = counts.pushed, unchanged = counts.unchanged,
-      stale = counts.stale, shared = counts.shared}) do
+      stale = counts.stale, shared = counts.shared, queued = queued, noop = noop}) do
     if n > 0 then redis.call('HINCRBY', K.feed_stats, name, n) end
   end
 end
+if coalesced > 0 then redis.call('HINCRBY', K.feed_stats, 'coalesced', coalesced) end
 -- Full batches waiting that no scheduled flush covers yet: the caller schedules them, and
 -- counts them once enqueued (`scheduled.lua`).
 local waiting = redis.call('HLEN', K.queue)

@@ -14,6 +14,7 @@ local K = {
   feed_waiting = KEYS[7],
   scheduled = KEYS[8],      -- set: slots of flushes scheduled, not started
   started_early = KEYS[9],  -- set: slots of flushes that started before they were counted
+  feed_stats = KEYS[10],    -- hash: change-feed counters
 }
 local A = {
   flush = ARGV[1],
@@ -93,6 +94,7 @@ for _, stale in ipairs(redis.call('ZRANGEBYSCORE', K.flushes, '-inf', A.now, 'LI
       -- replaced by a newer change while it was held: never written
       local left = redis.call('DECR', counter_key(A.run_prefix, K.feed_waiting, e.src))
       if e.src == 'feed' and left <= 0 then redis.call('DEL', K.feed_waiting) end
+      if e.src == 'feed' then redis.call('HINCRBY', K.feed_stats, 'coalesced', 1) end
     end
   end
   if #back_feed > 0 then redis.call('LPUSH', K.queue_feed, unpack(back_feed)) end
