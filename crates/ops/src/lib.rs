@@ -31,6 +31,7 @@ impl Actor {
         let user = ["USER", "LOGNAME"]
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
+            .or_else(login_of_uid)
             .unwrap_or_else(|| "unknown".into());
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
@@ -51,6 +52,25 @@ impl Actor {
             via: "dashboard",
         }
     }
+}
+
+/// The login of this process's user from `/proc` and `/etc/passwd` (when `$USER` is unset, as
+/// under cron or a service manager), or `uid <n>`.
+fn login_of_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid).then(|| name.to_owned())
+    });
+    Some(name.unwrap_or_else(|| format!("uid {uid}")))
 }
 
 /// An action could not be done.
@@ -116,6 +136,13 @@ pub fn clean(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cli_actor_names_a_login_even_without_user() {
+        let login = login_of_uid().expect("a Linux /proc");
+        assert!(!login.is_empty() && !login.contains(':'), "{login}");
+        assert!(Actor::cli().who.contains('@'));
+    }
 
     #[test]
     fn text_from_strangers_is_one_bounded_line() {
