@@ -43,7 +43,8 @@ fn drift(out: &str, kind: &str) -> u64 {
         .find_map(|l| {
             let l = l.trim_start();
             let rest = l.strip_prefix(kind)?;
-            rest.split_whitespace().next()?.parse().ok()
+            // Counts are printed with thousands separators (`1,234`).
+            rest.split_whitespace().next()?.replace(',', "").parse().ok()
         })
         .unwrap_or(0)
 }
