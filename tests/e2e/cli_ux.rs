@@ -396,3 +396,50 @@ async fn cli_actions_are_recorded_in_the_audit_log() {
     assert!(!out.contains("tenant.pause"), "limited to 2: {out}");
     assert!(out.contains("crmsync audit --before"), "{out}");
 }
+
+/// A Redis that wants a password, given none or a wrong one: one line saying so, naming where
+/// the URL comes from, never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_refusing_the_credentials_is_one_line_with_a_hint() {
+    let redis = RedisServer::start();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("right-password")
+        .query(&mut redis.conn())
+        .expect("requirepass");
+    let port = redis
+        .url()
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .trim_end_matches('/')
+        .to_owned();
+    for (url, why) in [
+        (format!("redis://127.0.0.1:{port}/"), "it needs a password"),
+        (
+            format!("redis://:wrong-password@127.0.0.1:{port}/"),
+            "wrong user or password",
+        ),
+    ] {
+        let out = Command::new(crmsync_testkit::bin_path("crmsync"))
+            .args(["status"])
+            .env("CRMSYNC_REDIS_URL", &url)
+            .env_remove("CRMSYNC_NAMESPACE")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(why) && err.contains("CRMSYNC_REDIS_URL"), "{err}");
+        assert!(!err.contains("wrong-password"), "{err}");
+    }
+    let right = format!("redis://:right-password@127.0.0.1:{port}/");
+    let out = Command::new(crmsync_testkit::bin_path("crmsync"))
+        .args(["status"])
+        .env("CRMSYNC_REDIS_URL", &right)
+        .env_remove("CRMSYNC_NAMESPACE")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -30,6 +30,13 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
 
 /// The line printed after `error: `.
 pub fn report(e: &anyhow::Error, redis_url: &str) -> String {
+    if let Some(cause) = refused_credentials(e.chain()) {
+        return format!(
+            "Redis at {} refused the credentials ({cause}); check the user and password in CRMSYNC_REDIS_URL or --redis-url \
+             (redis://:PASSWORD@host:port/ or redis://USER:PASSWORD@host:port/)",
+            redact(redis_url)
+        );
+    }
     match unreachable_redis(e.chain()) {
         Some(cause) => format!(
             "cannot reach Redis at {} ({cause}); is it running? check CRMSYNC_REDIS_URL or --redis-url",
@@ -37,6 +44,24 @@ pub fn report(e: &anyhow::Error, redis_url: &str) -> String {
         ),
         None => chain_once(e.chain()),
     }
+}
+
+/// Redis's answer when it wants other credentials (no password, a wrong one, an unknown user),
+/// also when it comes inside a pipeline's failures.
+fn refused_credentials<'a>(mut chain: impl Iterator<Item = &'a (dyn StdError + 'static)>) -> Option<String> {
+    chain.find_map(|e| {
+        let r = e.downcast_ref::<redis::RedisError>()?;
+        let text = r.to_string();
+        if r.code() == Some("WRONGPASS") || text.contains("WRONGPASS") {
+            Some("wrong user or password".to_owned())
+        } else if r.code() == Some("NOAUTH") || text.contains("NOAUTH") {
+            Some("it needs a password".to_owned())
+        } else if r.kind() == redis::ErrorKind::AuthenticationFailed {
+            Some("wrong user or password: authentication failed".to_owned())
+        } else {
+            None
+        }
+    })
 }
 
 /// The causes joined with `: `, each once: a wrapper whose message already ends with (or
