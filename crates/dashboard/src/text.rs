@@ -326,7 +326,21 @@ fn credits_col(t: &TenantStatus) -> String {
     )
 }
 
-/// Wide terminals: one row per tenant, every field a column.
+/// `  label: text` under a tenant's row, wrapped at words to `width` (at most 3 lines).
+fn detail(out: &mut String, width: usize, label: &str, text: &str) {
+    let indent = 4 + label.chars().count();
+    for (i, line) in wrap(text, width - indent, 3).iter().enumerate() {
+        let head = if i == 0 {
+            format!("  {label}: ")
+        } else {
+            " ".repeat(indent)
+        };
+        let _ = writeln!(out, "{head}{line}");
+    }
+}
+
+/// Wide terminals: one row per tenant, every field a column; a why or a last error too long
+/// for its column is told in full on lines of its own under the row, never only cut.
 fn tenants_wide(out: &mut String, s: &FleetStatus, width: usize) {
     let now = s.at_ms;
     // TENANT 14, STATE 16, UNTIL 10, WHY, BUDGET 24, RUN 30, LAST ERROR.
@@ -352,6 +366,12 @@ fn tenants_wide(out: &mut String, s: &FleetStatus, width: usize) {
             fit(&run_text(t, now), 30),
             fit(err.as_deref().unwrap_or("-"), err_w)
         );
+        if let Some(why) = why.as_deref().filter(|w| w.chars().count() > why_w) {
+            detail(out, width, "why", why);
+        }
+        if let Some(err) = err.as_deref().filter(|e| e.chars().count() > err_w) {
+            detail(out, width, "last error", err);
+        }
     }
 }
 
@@ -392,17 +412,7 @@ fn tenants_narrow(out: &mut String, s: &FleetStatus, width: usize) {
         "\n{:<14} {:<16} {:<24} RUN",
         "TENANT", "STATE", "BUDGET USED/ALLOWED"
     );
-    let detail = |out: &mut String, label: &str, text: &str| {
-        let indent = 4 + label.chars().count();
-        for (i, line) in wrap(text, width - indent, 3).iter().enumerate() {
-            let head = if i == 0 {
-                format!("  {label}: ")
-            } else {
-                " ".repeat(indent)
-            };
-            let _ = writeln!(out, "{head}{line}");
-        }
-    };
+    let detail = |out: &mut String, label: &str, text: &str| detail(out, width, label, text);
     for t in &s.tenants {
         let _ = writeln!(
             out,

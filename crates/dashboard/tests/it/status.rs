@@ -112,7 +112,8 @@ async fn status_shows_pauses_credits_runs_errors_queues_and_workers() {
         assert!(!json.contains(secret), "{secret} in {json}");
     }
 
-    for width in [80, 120, 200] {
+    // Nothing only cut: what does not fit its column is told in full on lines of its own.
+    for width in [80, 120, 160, 200] {
         let out = text::render(&s, width);
         for line in out.lines() {
             assert!(line.chars().count() <= width, "wider than {width}: {line:?}\n{out}");
@@ -129,6 +130,9 @@ async fn status_shows_pauses_credits_runs_errors_queues_and_workers() {
             "failed",
             "dead letter",
             "Nylas answered 401",
+            "grant expired",
+            "invalid data",
+            "Nylas 500",
             "stopped",
             "alive",
         ] {
