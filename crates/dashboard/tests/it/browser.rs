@@ -145,7 +145,8 @@ fn shows_state(tenant: &str, state: &str) -> String {
 /// why) and one that can be (back in its queue); filter by code; purge a dead letter; retry a
 /// rejected record; cancel a run. Each is checked in Redis and in the audit stream, and
 /// nothing needs a horizontal scroll at 1,280 px. Screenshots: `target/dashboard-1280.png`,
-/// `target/dashboard-1920.png` (whole pages).
+/// `target/dashboard-1920.png` (whole pages, after the actions) and
+/// `target/dashboard-1280-start.png` (before them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_retries_pauses_and_resumes_by_clicking_in_chromium() {
     let redis = RedisServer::start();
@@ -247,6 +248,10 @@ async fn an_operator_retries_pauses_and_resumes_by_clicking_in_chromium() {
     assert!(dom.contains("data-series=\"backfill\"") && dom.contains("data-series=\"writes\""));
     assert!(dom.contains("class=\"ref\""), "the budget line is drawn");
     assert_nothing_clipped(&b, 1280).await;
+    // The fleet before any action (a run in progress, dead letters waiting): the README's
+    // picture is made from this one.
+    b.screenshot_page(1280, 900, &target_dir().join("dashboard-1280-start.png"))
+        .await;
 
     // ---- a refresh keeps what the operator has open ----
     let maint_row = format!("#dead-table tr[data-dead-id=\"{maintenance_dead}\"][data-queue=\"maintenance\"]");
