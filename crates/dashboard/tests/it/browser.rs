@@ -22,6 +22,7 @@ const OPERATOR: &str = "browser-test";
 const PAUSE_WHY: &str = "browser test: Zoho maintenance window";
 const RESUME_WHY: &str = "browser test: maintenance over";
 const PURGE_WHY: &str = "browser test: the old destination is gone";
+const PURGE_ALL_WHY: &str = "browser test: hooli's run is gone";
 const CANCEL_WHY: &str = "browser test: enough for today";
 
 /// The workspace's target directory (the test binary runs from `target/<profile>/deps`).
@@ -142,8 +143,8 @@ fn shows_state(tenant: &str, state: &str) -> String {
 /// (tenants with their states and run bars, queues, workers, charts, dead letters, rejected
 /// records); a refresh keeps an open dialog, a ticked box and an open payload; pause (a reason
 /// is required) and resume a tenant; retry a dead letter whose run is gone (refused, and said
-/// why) and one that can be (back in its queue); filter by code; purge a dead letter; retry a
-/// rejected record; cancel a run. Each is checked in Redis and in the audit stream, and
+/// why) and one that can be (back in its queue); filter by code; purge a ticked dead letter,
+/// then every one matching a tenant filter; retry a ticked rejected record; cancel a run. Each is checked in Redis and in the audit stream, and
 /// nothing needs a horizontal scroll at 1,280 px. Screenshots: `target/dashboard-1280.png`,
 /// `target/dashboard-1920.png` (whole pages, after the actions) and
 /// `target/dashboard-1280-start.png` (before them).
@@ -446,14 +447,46 @@ async fn an_operator_retries_pauses_and_resumes_by_clicking_in_chromium() {
         "the other stays; the purged one was not run"
     );
 
-    // ---- retry acme's rejected record: forgotten, and a flush re-reads the contact ----
-    let rejected_key = crate::support::dest(&redis, "acme").await.rejected();
-    confirm(
-        &b,
-        "#rejected-table tr[data-tenant=\"acme\"][data-contact=\"c-17\"] button[data-action=rejected-retry]",
-        None,
+    // ---- purge every dead letter matching a filter: hooli's only; initech's stays ----
+    b.find("#dead-tenant")
+        .await
+        .select_by_value("hooli")
+        .await
+        .expect("choose a tenant");
+    b.until(
+        "only hooli's dead letter",
+        "const rows = Array.from(document.querySelectorAll('#dead-table tr[data-dead-id]')); \
+         return rows.length === 1 && rows[0].dataset.queue === 'backfill'",
     )
     .await;
+    confirm(&b, "#dead-purge-all", Some(PURGE_ALL_WHY)).await;
+    flash_ok(&b, "hooli's dead letters purged").await;
+    assert_eq!(
+        backfill.dead_letter(&hooli_dead.dead_id).await.expect("read"),
+        None,
+        "hooli's dead letter is gone"
+    );
+    assert_eq!(
+        maintenance.stats().await.expect("stats").dead,
+        1,
+        "the other tenant's stays"
+    );
+    b.find("#dead-tenant")
+        .await
+        .select_by_value("")
+        .await
+        .expect("every tenant");
+    b.until(
+        "initech's dead letter, alone",
+        "return document.querySelectorAll('#dead-table tr[data-dead-id]').length === 1",
+    )
+    .await;
+
+    // ---- retry acme's rejected record, ticked: forgotten, and a flush re-reads the contact ----
+    let rejected_key = crate::support::dest(&redis, "acme").await.rejected();
+    b.click("#rejected-table tr[data-tenant=\"acme\"][data-contact=\"c-17\"] input.pick")
+        .await;
+    confirm(&b, "#rejected-retry-selected", None).await;
     flash_ok(&b, "the rejected record retried").await;
     let left: u64 = redis::cmd("XLEN")
         .arg(&rejected_key)
@@ -492,13 +525,21 @@ async fn an_operator_retries_pauses_and_resumes_by_clicking_in_chromium() {
 
     // ---- the audit: on the page, and in Redis ----
     b.until(
-        "seven actions in the audit section",
-        "return document.querySelectorAll('#audit-table tr[data-audit-id]').length === 7",
+        "eight actions in the audit section",
+        "return document.querySelectorAll('#audit-table tr[data-audit-id]').length === 8",
     )
     .await;
     let audit_text = b.js("return document.getElementById('audit-table').textContent").await;
     let audit_text = audit_text.as_str().unwrap_or_default();
-    for text in [OPERATOR, PAUSE_WHY, RESUME_WHY, PURGE_WHY, CANCEL_WHY, "acme"] {
+    for text in [
+        OPERATOR,
+        PAUSE_WHY,
+        RESUME_WHY,
+        PURGE_WHY,
+        PURGE_ALL_WHY,
+        CANCEL_WHY,
+        "acme",
+    ] {
         assert!(
             audit_text.contains(text),
             "{text:?} not in the audit section: {audit_text}"
@@ -520,6 +561,7 @@ async fn an_operator_retries_pauses_and_resumes_by_clicking_in_chromium() {
             "tenant.resume",
             "dead.retry",
             "dead.retry",
+            "dead.purge",
             "dead.purge",
             "rejected.retry",
             "run.cancel"
