@@ -36,3 +36,76 @@ return 0",
 pub(crate) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
 });
+
+/// Deletes a cached token if it is still the one refused. KEYS[1] the token hash; ARGV[1] its
+/// sealed value (another worker may have replaced it meanwhile: then nothing happens).
+pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('HGET', KEYS[1], 'sealed') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
+});
+
+/// Most tokens a process keeps in memory (one per destination it writes to); past it, the
+/// ones due for refresh go, and if that is not enough, all.
+pub(crate) const LOCAL_MAX: usize = 4096;
+
+/// A token as this process keeps it.
+pub(crate) trait HeldToken: Clone {
+    /// When it is due for refresh (ms).
+    fn refresh_at_ms(&self) -> u64;
+    /// Its sealed form, as cached in Redis: names it for a compare-and-delete.
+    fn sealed(&self) -> &str;
+}
+
+/// The tokens this process used, by token key and connection revision (so a token never
+/// outlives the credentials it was issued to), at most [`LOCAL_MAX`]. Cheap to clone: clones
+/// share the map.
+pub(crate) struct LocalTokens<T> {
+    map: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, T>>>,
+}
+
+impl<T> Clone for LocalTokens<T> {
+    fn clone(&self) -> Self {
+        Self { map: self.map.clone() }
+    }
+}
+
+impl<T> Default for LocalTokens<T> {
+    fn default() -> Self {
+        Self {
+            map: Default::default(),
+        }
+    }
+}
+
+impl<T: HeldToken> LocalTokens<T> {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, T>> {
+        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The token kept under `key`, if not yet due for refresh.
+    pub(crate) fn fresh(&self, key: &str) -> Option<T> {
+        self.map()
+            .get(key)
+            .filter(|t| t.refresh_at_ms() > crmsync_redis::now_ms())
+            .cloned()
+    }
+
+    /// Keeps `t` under `key`; at [`LOCAL_MAX`], the tokens due for refresh go first, then all.
+    pub(crate) fn keep(&self, key: String, t: T) {
+        let mut map = self.map();
+        if map.len() >= LOCAL_MAX {
+            let now = crmsync_redis::now_ms();
+            map.retain(|_, t| t.refresh_at_ms() > now);
+            if map.len() >= LOCAL_MAX {
+                map.clear();
+            }
+        }
+        map.insert(key, t);
+    }
+
+    /// Forgets the token whose sealed form is `sealed` (refused by the CRM), under any key.
+    pub(crate) fn forget(&self, sealed: &str) {
+        self.map().retain(|_, t| t.sealed() != sealed);
+    }
+}

@@ -28,25 +28,17 @@
 //! `sealed`, `instance_url`, `issued_at`, `refresh_at`, `expires_at`, `rev`; expires at
 //! `expires_at`, 2 h after the refresh), `D:sf:lock` (string, 15 s).
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crmsync_redis::{RedisConn, now_ms};
 use crmsync_tenants::{Routing, SalesforceConnection, Sealer, Secret, TenantError};
-use redis::Script;
 use serde::Deserialize;
 use tracing::{debug, info, warn};
 
 use super::retry::{self, Grant};
+use crate::guarded::{HeldToken, LocalTokens};
 use crate::{Next, SinkError};
-
-/// Drops the cached token if it is still the refused one. KEYS[1] token hash; ARGV[1] sealed.
-static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('HGET', KEYS[1], 'sealed') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-    )
-});
 
 /// Refresh a token this old even if Salesforce has not refused it: Salesforce's default session
 /// timeout is 2 hours and its answer does not say the org's, so 10 minutes short of it.
@@ -58,9 +50,6 @@ const SESSION: Duration = Duration::from_secs(120 * 60);
 const LOCK_TTL: Duration = Duration::from_secs(15);
 /// How long a worker waits for another worker's refresh.
 const WAIT_FOR_OTHERS: Duration = Duration::from_secs(20);
-/// Most tokens a process keeps in memory (one per destination it writes to); past it, the ones
-/// due for refresh go, and if that is not enough, all.
-const LOCAL_MAX: usize = 4096;
 
 /// One tenant's Salesforce org, as the client needs it. Secrets are held in memory only (and
 /// redacted from `Debug`).
@@ -173,6 +162,16 @@ impl SfToken {
     }
 }
 
+impl HeldToken for SfToken {
+    fn refresh_at_ms(&self) -> u64 {
+        self.refresh_at_ms
+    }
+
+    fn sealed(&self) -> &str {
+        &self.sealed
+    }
+}
+
 impl std::fmt::Debug for SfToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SfToken")
@@ -197,8 +196,8 @@ pub struct SfTokens {
     conn: RedisConn,
     http: reqwest::Client,
     sealer: Arc<dyn Sealer>,
-    /// Tokens this process used, by token key and revision (see [`LOCAL_MAX`]).
-    local: Arc<Mutex<HashMap<String, SfToken>>>,
+    /// Tokens this process used, by token key and revision.
+    local: LocalTokens<SfToken>,
     /// Salesforce seconds per real second: 1 against Salesforce; more against a simulator whose
     /// day is compressed (the token's age limit shrinks alike; locks and waits do not).
     time_scale: f64,
@@ -211,7 +210,7 @@ impl SfTokens {
             conn,
             http,
             sealer: key,
-            local: Arc::default(),
+            local: LocalTokens::default(),
             time_scale: 1.0,
         }
     }
@@ -230,47 +229,28 @@ impl SfTokens {
         format!("{}#{}", org.key("sf:token"), org.rev)
     }
 
-    fn local_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, SfToken>> {
-        match self.local.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
     /// A token for the org: this process's, the fleet's, or a fresh one.
     pub async fn token(&self, org: &SfOrg) -> Result<SfToken, SinkError> {
         let local_key = Self::local_key(org);
-        if let Some(t) = self.local_map().get(&local_key)
-            && t.refresh_at_ms > now_ms()
-        {
-            return Ok(t.clone());
+        if let Some(t) = self.local.fresh(&local_key) {
+            return Ok(t);
         }
         let t = self.shared_token(org).await?;
-        let mut map = self.local_map();
-        if map.len() >= LOCAL_MAX {
-            let now = now_ms();
-            map.retain(|_, t| t.refresh_at_ms > now);
-            if map.len() >= LOCAL_MAX {
-                map.clear();
-            }
-        }
-        map.insert(local_key, t.clone());
+        self.local.keep(local_key, t.clone());
         Ok(t)
     }
 
     /// Whether this process holds the org's token, not yet due for refresh.
     pub fn is_fresh(&self, org: &SfOrg) -> bool {
-        self.local_map()
-            .get(&Self::local_key(org))
-            .is_some_and(|t| t.refresh_at_ms > now_ms())
+        self.local.fresh(&Self::local_key(org)).is_some()
     }
 
     /// Drops `token` (refused by Salesforce) here and in Redis, unless another worker already
     /// replaced it there.
     pub async fn invalidate(&self, org: &SfOrg, token: &SfToken) -> Result<(), SinkError> {
-        self.local_map().retain(|_, t| t.sealed != token.sealed);
+        self.local.forget(&token.sealed);
         let mut conn = self.conn.clone();
-        let _: i64 = INVALIDATE
+        let _: i64 = crate::guarded::INVALIDATE
             .key(org.key("sf:token"))
             .arg(&token.sealed)
             .invoke_async(&mut conn)

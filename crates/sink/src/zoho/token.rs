@@ -24,8 +24,7 @@
 //! `sealed`, `api_domain`, `expires_at`, `refresh_at`, `rev`), `D:zoho:lock`,
 //! `D:zoho:token_requests` (zset of request times).
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use crmsync_redis::{RedisConn, now_ms};
@@ -35,6 +34,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::retry::{ZohoError, redis_err};
+use crate::guarded::{HeldToken, LocalTokens};
 
 /// Counts a token request in the window unless the tenant moved on. KEYS[1] requests zset,
 /// KEYS[2] live destination; ARGV[1] destination, ARGV[2] now, ARGV[3] member, ARGV[4] window
@@ -154,6 +154,16 @@ impl AccessToken {
     }
 }
 
+impl HeldToken for AccessToken {
+    fn refresh_at_ms(&self) -> u64 {
+        self.refresh_at_ms
+    }
+
+    fn sealed(&self) -> &str {
+        &self.sealed
+    }
+}
+
 impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessToken")
@@ -174,18 +184,14 @@ struct TokenResponse {
     error_description: Option<String>,
 }
 
-/// Most tokens a process keeps in memory (one per destination it writes to); past it, the
-/// ones due for refresh go, and if that is not enough, all.
-const LOCAL_MAX: usize = 4096;
-
 /// The fleet-wide token cache. Cheap to clone.
 #[derive(Clone)]
 pub struct TokenBroker {
     conn: RedisConn,
     http: reqwest::Client,
     sealer: Arc<dyn Sealer>,
-    /// Tokens this process used, by destination key and revision (see [`LOCAL_MAX`]).
-    local: Arc<Mutex<HashMap<String, AccessToken>>>,
+    /// Tokens this process used, by destination key and revision.
+    local: LocalTokens<AccessToken>,
     /// Zoho seconds per real second: 1 against Zoho; more against a simulator whose day is
     /// compressed (token lifetimes and the token-request window shrink alike).
     time_scale: f64,
@@ -197,7 +203,7 @@ impl TokenBroker {
             conn,
             http,
             sealer,
-            local: Arc::default(),
+            local: LocalTokens::default(),
             time_scale: 1.0,
         }
     }
@@ -212,40 +218,24 @@ impl TokenBroker {
         (TOKEN_WINDOW.as_millis() as f64 / self.time_scale).ceil() as u64
     }
 
+    fn local_key(org: &ZohoOrg) -> String {
+        format!("{}#{}", org.key("token"), org.rev)
+    }
+
     /// A valid token for the tenant: the cached one, or a fresh one when it is about to expire.
     pub async fn token(&self, org: &ZohoOrg) -> Result<AccessToken, ZohoError> {
-        let local_key = format!("{}#{}", org.key("token"), org.rev);
-        if let Some(t) = self.local_map().get(&local_key)
-            && t.refresh_at_ms > now_ms()
-        {
-            return Ok(t.clone());
+        let local_key = Self::local_key(org);
+        if let Some(t) = self.local.fresh(&local_key) {
+            return Ok(t);
         }
         let t = self.shared_token(org).await?;
-        let mut map = self.local_map();
-        if map.len() >= LOCAL_MAX {
-            let now = now_ms();
-            map.retain(|_, t| t.refresh_at_ms > now);
-            if map.len() >= LOCAL_MAX {
-                map.clear();
-            }
-        }
-        map.insert(local_key, t.clone());
+        self.local.keep(local_key, t.clone());
         Ok(t)
     }
 
     /// Whether this process holds the org's token, not yet due for refresh.
     pub fn is_fresh(&self, org: &ZohoOrg) -> bool {
-        let local_key = format!("{}#{}", org.key("token"), org.rev);
-        self.local_map()
-            .get(&local_key)
-            .is_some_and(|t| t.refresh_at_ms > now_ms())
-    }
-
-    fn local_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, AccessToken>> {
-        match self.local.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.local.fresh(&Self::local_key(org)).is_some()
     }
 
     /// The fleet's token (from Redis), refreshed by one worker when due.
@@ -275,13 +265,11 @@ impl TokenBroker {
             }
             if got == 1 {
                 let res = self.refresh_locked(org).await;
-                let _: Result<i64, _> = redis::Script::new(
-                    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-                )
-                .key(org.key("lock"))
-                .arg(&lock_id)
-                .invoke_async(&mut conn)
-                .await;
+                let _: Result<i64, _> = crate::guarded::UNLOCK
+                    .key(org.key("lock"))
+                    .arg(&lock_id)
+                    .invoke_async(&mut conn)
+                    .await;
                 return match (res, cached) {
                     (Ok(t), _) => Ok(t),
                     // The refresh failed but the old token still works for a while: use it.
@@ -307,16 +295,14 @@ impl TokenBroker {
 
     /// Drops the cached token if it is still `token` (another worker may have replaced it).
     pub async fn invalidate(&self, org: &ZohoOrg, token: &AccessToken) -> Result<(), ZohoError> {
-        self.local_map().retain(|_, t| t.sealed != token.sealed);
+        self.local.forget(&token.sealed);
         let mut conn = self.conn.clone();
-        let _: i64 = redis::Script::new(
-            "if redis.call('HGET', KEYS[1], 'sealed') == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        )
-        .key(org.key("token"))
-        .arg(&token.sealed)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(redis_err)?;
+        let _: i64 = crate::guarded::INVALIDATE
+            .key(org.key("token"))
+            .arg(&token.sealed)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
         Ok(())
     }
 
