@@ -1,7 +1,7 @@
 //! `crmsync audit`: the audit log, newest first — every operator action from the CLI and the
 //! dashboard, who did it, when, and what came of it (see `crmsync_ops::audit`).
 
-use crmsync_ops::Audit;
+use crmsync_ops::{Audit, one_line};
 use crmsync_redis::when::{ago_text, stamp};
 
 use crate::Env;
@@ -49,13 +49,13 @@ pub async fn run(env: &Env, args: AuditArgs) -> anyhow::Result<()> {
             e.who.clone(),
             e.via.clone(),
             e.action.clone(),
-            crate::dead::cut(&e.target, 60),
+            one_line(&e.target, 60),
             if e.reason.is_empty() {
                 "-".into()
             } else {
-                crate::dead::cut(&e.reason, 60)
+                one_line(&e.reason, 60)
             },
-            crate::dead::cut(e.outcome.lines().next().unwrap_or(""), 80),
+            one_line(e.outcome.lines().next().unwrap_or(""), 80),
         ]);
     }
     table.print();

@@ -10,7 +10,7 @@ use crmsync_tenants::{CrmKind, TenantKeys, TenantStore};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::Env;
-use crate::dead::cut;
+use crmsync_ops::one_line;
 
 #[derive(clap::Args)]
 pub struct BackfillArgs {
@@ -142,9 +142,9 @@ fn follow_message(run: &Run, waiting: u64) -> String {
     );
     // The bar and the tenant take 40 columns of the first line.
     [
-        cut(&first, FOLLOW_WIDTH - 40),
-        cut(&written, FOLLOW_WIDTH),
-        cut(&rest, FOLLOW_WIDTH),
+        one_line(&first, FOLLOW_WIDTH - 40),
+        one_line(&written, FOLLOW_WIDTH),
+        one_line(&rest, FOLLOW_WIDTH),
     ]
     .join("\n")
 }
@@ -168,7 +168,7 @@ pub(crate) async fn follow(
         .map(|r| {
             let pb = multi.add(ProgressBar::new_spinner());
             pb.set_style(spinner.clone());
-            pb.set_prefix(cut(&r.tenant, 12));
+            pb.set_prefix(one_line(&r.tenant, 12));
             pb
         })
         .collect();

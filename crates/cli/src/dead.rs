@@ -5,6 +5,7 @@
 use anyhow::bail;
 use crmsync_ops::Actor;
 use crmsync_ops::dead::{DeadFilter, DeadLetters, DeadRef, DeadView, Skipped};
+use crmsync_ops::one_line;
 use crmsync_redis::num::thousands;
 use crmsync_redis::when::{ago_text, human};
 use crmsync_worker::codes;
@@ -150,17 +151,6 @@ pub(crate) fn ago(ms: u64) -> String {
     ago_text(ms, crmsync_queue::now_ms())
 }
 
-/// At most `n` characters of `s` on one line, with `…` when cut.
-pub(crate) fn cut(s: &str, n: usize) -> String {
-    let line = s.replace(['\n', '\r', '\t'], " ");
-    if line.chars().count() <= n {
-        return line;
-    }
-    let mut out: String = line.chars().take(n.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 pub async fn run(env: &Env, cmd: DeadCmd) -> anyhow::Result<()> {
     match cmd {
         DeadCmd::List(args) => list(env, args).await,
@@ -213,7 +203,7 @@ async fn list(env: &Env, args: ListArgs) -> anyhow::Result<()> {
             },
             v.code.to_owned(),
             v.dead_at_ms.map(ago).unwrap_or_else(|| "-".into()),
-            cut(&v.reason, 80),
+            one_line(&v.reason, 80),
         ]);
     }
     table.print();
@@ -267,7 +257,7 @@ async fn show(env: &Env, args: ShowArgs) -> anyhow::Result<()> {
     if v.job_id.is_none() || v.code == "UNDECODABLE" {
         println!("  fields (the entry as stored; it cannot be retried, only purged)");
         for (k, val) in v.fields.iter().flatten() {
-            println!("    {k:<8} {}", cut(val, 200));
+            println!("    {k:<8} {}", one_line(val, 200));
         }
     }
     Ok(())

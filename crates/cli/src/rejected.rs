@@ -8,8 +8,9 @@ use crmsync_ops::Actor;
 use crmsync_ops::rejected::{Pick, RejectedRecords};
 
 use crate::Env;
-use crate::dead::{ago, cut};
+use crate::dead::ago;
 use crate::out::{Align, Table};
+use crmsync_ops::one_line;
 
 #[derive(clap::Subcommand)]
 pub enum RejectedCmd {
@@ -89,7 +90,7 @@ async fn list(env: &Env, args: ListArgs) -> anyhow::Result<()> {
             r.code.clone(),
             r.field.as_deref().unwrap_or("-").to_owned(),
             r.run_id.clone(),
-            cut(&r.message, 80),
+            one_line(&r.message, 80),
         ]);
     }
     if !table.is_empty() {

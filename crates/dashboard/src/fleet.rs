@@ -282,16 +282,6 @@ pub enum StateKind {
     Idle,
 }
 
-/// `7m`, `2h05m`: how long, to the minute.
-fn minutes_text(ms: u64) -> String {
-    let m = ms / 60_000;
-    if m < 60 {
-        format!("{m}m")
-    } else {
-        format!("{}h{:02}m", m / 60, m % 60)
-    }
-}
-
 /// An active run that neither read a page nor wrote a record for this long, with nothing
 /// pausing it, is stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(300);
@@ -340,8 +330,8 @@ impl TenantState {
                     StateKind::Stalled,
                     "stalled",
                     Some(format!(
-                        "no page read and no record written for {} (are workers running? see the Workers table)",
-                        minutes_text(quiet)
+                        "no page read and no record written since {} (are workers running? see the Workers table)",
+                        crmsync_redis::when::ago_text(r.run.updated_at_ms, now)
                     )),
                     Some(r.run.updated_at_ms),
                     None,

@@ -28,15 +28,10 @@ pub fn until(ms: u64, now_ms: u64) -> String {
     in_text(ms, now_ms)
 }
 
-/// `s` cut to `width` characters, with an ellipsis when cut.
+/// `s` on one line (control characters as spaces) cut to `width` characters, with an ellipsis
+/// when cut.
 pub fn fit(s: &str, width: usize) -> String {
-    let s = s.replace(['\n', '\r', '\t'], " ");
-    if s.chars().count() <= width {
-        return s;
-    }
-    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
-    out.push('…');
-    out
+    crmsync_ops::one_line(s, width)
 }
 
 /// `text` wrapped at word boundaries into lines of at most `width` characters, at most

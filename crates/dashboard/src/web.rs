@@ -796,44 +796,45 @@ async fn dead_selection(
     }
 }
 
+/// A retry or a purge of dead letters.
+#[derive(Clone, Copy)]
+enum DeadVerb {
+    Retry,
+    Purge,
+}
+
 async fn dead_retry(State(d): State<Arc<Dashboard>>, req: Request) -> Response {
-    let a: Action<DeadAction> = match action(req).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let (chosen, skipped, what) = match dead_selection(&d, &a.body).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match d.dead.retry(&a.actor, &what, chosen, skipped).await {
-        Ok(out) => {
-            d.changed();
-            info!(who = ?a.actor.who, count = out.count, "Dead letters retried from the dashboard");
-            let message = format!(
-                "{} dead letter(s) retried: queued again with fresh attempts{}",
-                out.count,
-                skipped_text(&out.skipped)
-            );
-            ok_json(json!({"done": out.count, "items": out.done, "skipped": out.skipped, "message": message}))
-        }
-        Err(e) => ops_error(e),
-    }
+    dead_act(&d, req, DeadVerb::Retry).await
 }
 
 async fn dead_purge(State(d): State<Arc<Dashboard>>, req: Request) -> Response {
+    dead_act(&d, req, DeadVerb::Purge).await
+}
+
+async fn dead_act(d: &Dashboard, req: Request, verb: DeadVerb) -> Response {
     let a: Action<DeadAction> = match action(req).await {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let (chosen, skipped, what) = match dead_selection(&d, &a.body).await {
+    let (chosen, skipped, what) = match dead_selection(d, &a.body).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    match d.dead.purge(&a.actor, &what, &a.body.reason, chosen, skipped).await {
+    let (out, done) = match verb {
+        DeadVerb::Retry => (
+            d.dead.retry(&a.actor, &what, chosen, skipped).await,
+            "retried: queued again with fresh attempts",
+        ),
+        DeadVerb::Purge => (
+            d.dead.purge(&a.actor, &what, &a.body.reason, chosen, skipped).await,
+            "purged",
+        ),
+    };
+    match out {
         Ok(out) => {
             d.changed();
-            info!(who = ?a.actor.who, count = out.count, "Dead letters purged from the dashboard");
-            let message = format!("{} dead letter(s) purged{}", out.count, skipped_text(&out.skipped));
+            info!(who = ?a.actor.who, count = out.count, "Dead letters {done} from the dashboard");
+            let message = format!("{} dead letter(s) {done}{}", out.count, skipped_text(&out.skipped));
             ok_json(json!({"done": out.count, "items": out.done, "skipped": out.skipped, "message": message}))
         }
         Err(e) => ops_error(e),
@@ -867,20 +868,22 @@ async fn rejected_list(State(d): State<Arc<Dashboard>>, Query(q): Query<Rejected
         },
     };
     let one = tenants.len() == 1;
+    // Every tenant's at once (one multiplexed connection: pipelined), not one after another.
+    let lists = futures_util::future::join_all(tenants.iter().map(|t| async {
+        let records = RejectedRecords::of(d.fleet.conn.clone(), &d.fleet.namespace, t).await?;
+        records.list(Some(limit), keep).await
+    }))
+    .await;
     let mut items = Vec::new();
     let mut more = false;
-    for t in tenants {
-        let records = match RejectedRecords::of(d.fleet.conn.clone(), &d.fleet.namespace, &t).await {
-            Ok(r) => r,
-            // Removed meanwhile: only an error when it was asked for by name.
-            Err(OpsError::NotFound(_)) if !one => continue,
-            Err(e) => return ops_error(e),
-        };
-        match records.list(Some(limit), keep).await {
+    for list in lists {
+        match list {
             Ok((list, m)) => {
                 more |= m;
                 items.extend(list);
             }
+            // Removed meanwhile: only an error when it was asked for by name.
+            Err(OpsError::NotFound(_)) if !one => continue,
             Err(e) => return ops_error(e),
         }
     }

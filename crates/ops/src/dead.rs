@@ -307,8 +307,8 @@ impl DeadLetters {
     /// Finds dead letters by id. An id present in two queues without a queue named is an
     /// error (say which).
     pub async fn find(&self, refs: &[DeadRef], with_fields: bool) -> Result<(Vec<DeadView>, Vec<String>), OpsError> {
-        let (mut found, mut missing) = (Vec::new(), Vec::new());
-        for r in refs {
+        // Every read at once (pipelined on the one connection), not one round trip per id.
+        let lookups = refs.iter().map(|r| async move {
             let id = r.dead_id.trim();
             let queues = match r.queue {
                 Some(q) => vec![q],
@@ -322,6 +322,11 @@ impl DeadLetters {
                     }
                 }
             }
+            Ok::<_, OpsError>((id, hits))
+        });
+        let (mut found, mut missing) = (Vec::new(), Vec::new());
+        for looked in futures_util::future::join_all(lookups).await {
+            let (id, hits) = looked?;
             match hits.len() {
                 0 => missing.push(crate::clean(id, 40)),
                 1 => found.extend(hits),
@@ -372,7 +377,12 @@ impl DeadLetters {
 
     /// Why a backfill page should not be retried, if so: a page of a run that has ended
     /// finishes without reading, so retrying it would do nothing.
-    async fn ended_run(&self, v: &DeadView) -> Result<Option<String>, OpsError> {
+    /// `seen` keeps each run's answer, so the pages of one run cost one read.
+    async fn ended_run(
+        &self,
+        v: &DeadView,
+        seen: &mut BTreeMap<(String, String), Option<String>>,
+    ) -> Result<Option<String>, OpsError> {
         let Some(p) = &v.payload else { return Ok(None) };
         let (Some(tenant), Some(run)) = (
             p.get("tenant").and_then(|t| t.as_str()),
@@ -380,9 +390,13 @@ impl DeadLetters {
         ) else {
             return Ok(None);
         };
+        let run_key = (tenant.to_owned(), run.to_owned());
+        if let Some(why) = seen.get(&run_key) {
+            return Ok(why.clone());
+        }
         let start_again =
             format!("start a new run with `crmsync backfill {tenant}` (unchanged contacts cost no credit)");
-        Ok(match self.runs.get(tenant, run).await {
+        let why = match self.runs.get(tenant, run).await {
             Ok(r) if r.status.is_active() => None,
             Ok(r) => Some(format!(
                 "its run {run} is {}: pages of an ended run finish without reading; {start_again}",
@@ -390,7 +404,9 @@ impl DeadLetters {
             )),
             Err(RunError::NotFound(_)) => Some(format!("its run {run} no longer exists; {start_again}")),
             Err(e) => return Err(e.into()),
-        })
+        };
+        seen.insert(run_key, why.clone());
+        Ok(why)
     }
 
     /// Puts dead letters back into their queues as fresh jobs (attempts reset), and records it.
@@ -403,9 +419,10 @@ impl DeadLetters {
     ) -> Result<DeadOutcome, OpsError> {
         let mut by_queue: BTreeMap<QueueName, Vec<String>> = BTreeMap::new();
         let mut tenants: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut runs_seen = BTreeMap::new();
         for v in &chosen {
             if v.queue_name() == QueueName::Backfill
-                && let Some(why) = self.ended_run(v).await?
+                && let Some(why) = self.ended_run(v, &mut runs_seen).await?
             {
                 skipped.push(Skipped {
                     dead_id: v.dead_id.clone(),

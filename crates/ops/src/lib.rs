@@ -121,10 +121,16 @@ pub fn no_tenant(tenant: &str) -> String {
     format!("no tenant `{tenant}`; list tenants with `crmsync tenant list`")
 }
 
-/// Text from a stranger (a form, a flag), made safe to store and show: control characters
-/// become spaces, and it is cut to `max` characters (with `…`).
+/// Text from a stranger (a form, a flag), made safe to store and show: trimmed, then
+/// [`one_line`].
 pub fn clean(s: &str, max: usize) -> String {
-    let line: String = s.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    one_line(s.trim(), max)
+}
+
+/// `s` on one line (every control character, escape codes included, becomes a space) and at
+/// most `max` characters (cut with `…`); leading spaces are kept (indented output).
+pub fn one_line(s: &str, max: usize) -> String {
+    let line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if line.chars().count() <= max {
         return line;
     }
@@ -149,5 +155,6 @@ mod tests {
         assert_eq!(clean("  a\nb\x1b[31mc ", 100), "a b [31mc");
         assert_eq!(clean("abcdef", 4), "abc…");
         assert_eq!(clean("ééé", 3), "ééé");
+        assert_eq!(one_line("  a\tb", 10), "  a b", "indentation is kept");
     }
 }
